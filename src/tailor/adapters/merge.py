@@ -1,0 +1,50 @@
+"""Fold a trained adapter into its base model and save a standalone model directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tailor.errors import TailorError
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def adapter_base(adapter_dir: str | Path) -> str:
+    """The base model directory recorded in an adapter's config."""
+    cfg = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return cfg.get("base_model_name_or_path") or ""
+
+
+def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, dtype: str = "auto",
+                      trust_remote_code: bool = False):
+    """Base model with the adapter attached (not merged) and the adapter's tokenizer when it has one."""
+    from peft import PeftModel
+
+    from tailor.models.loading import load_model, load_tokenizer
+
+    adapter_dir = Path(adapter_dir)
+    if not is_adapter_dir(adapter_dir):
+        raise TailorError(f"not an adapter directory (no adapter_config.json): {adapter_dir}",
+                          fix="pass the final/ folder of a LoRA training run")
+    base = Path(base or adapter_base(adapter_dir))
+    if not base.is_dir():
+        raise TailorError(f"the adapter's base model is not on disk: {base}", where=str(adapter_dir / "adapter_config.json"),
+                          fix="pass --base DIR with the base model directory")
+    model = load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
+    has_tok = any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+    tokenizer = load_tokenizer(adapter_dir if has_tok else base, trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(model, str(adapter_dir)), tokenizer
+
+
+def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | Path | None = None, dtype: str = "auto") -> Path:
+    """Merge LoRA weights into the base and save safetensors + tokenizer + generation config to out_dir."""
+    model, tokenizer = load_with_adapter(adapter_dir, base, dtype=dtype)
+    merged = model.merge_and_unload()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

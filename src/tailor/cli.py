@@ -1,0 +1,255 @@
+"""The one command table: each command parses its arguments and calls a stage's plain function.
+
+User errors (`TailorError`) print one clear message and exit 2 without a traceback; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tailor.config import EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, parse_overrides
+from tailor.errors import TailorError
+
+log = logging.getLogger("tailor")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from tailor.training.run import run
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    result = run(recipe)
+    m = result.metrics
+    _console().print(f"[bold green]trained[/] {m['steps']} steps in {m['seconds']}s, final train loss "
+                     f"{m['train_loss']:.4f} -> {result.final_dir}")
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from tailor.evaluation.run import run
+
+    target = Path(a.target)
+    overrides = [o if o.startswith("eval.") else f"eval.{o}" for o in a.overrides]
+    if target.suffix in (".yaml", ".yml"):
+        recipe = load_recipe(target, overrides)
+        model_dir, cfg, template = Path(recipe.train.output_dir) / "final", recipe.eval, recipe.data.chat_template
+    else:
+        cfg = build(EvalConfig, parse_overrides(overrides, Recipe).get("eval", {}), "command line")
+        model_dir, template = target, None
+    result = run(model_dir, a.data or None, cfg, adapter=a.adapter, out_dir=a.out, chat_template=template)
+    _print_metrics(result.metrics, f"evaluation of {model_dir}")
+    return 0
+
+
+def cmd_merge(a: argparse.Namespace) -> int:
+    from tailor.adapters.merge import merge
+
+    out = merge(a.adapter, a.out, base=a.base)
+    _console().print(f"[bold green]merged[/] {a.adapter} -> {out} (loads with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def cmd_chat(a: argparse.Namespace) -> int:
+    from tailor.evaluation.run import load_for_eval
+    from tailor.serving.chat import repl, stream_answer
+
+    model, tokenizer = load_for_eval(a.model, a.adapter)
+    if a.prompt is not None:
+        messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
+        print(stream_answer(model, tokenizer, messages, a.max_new_tokens, a.sample))
+        return 0
+    repl(model, tokenizer, a.system, a.max_new_tokens, a.sample)
+    return 0
+
+
+def cmd_quickstart(a: argparse.Namespace) -> int:
+    from tailor.quickstart import run
+
+    cfg = build(QuickstartConfig, parse_overrides(a.overrides, QuickstartConfig), "command line")
+    run(cfg)
+    return 0
+
+
+def cmd_model_init(a: argparse.Namespace) -> int:
+    from tailor.models.loading import count_parameters, load_tokenizer
+    from tailor.models.presets import init_model
+
+    overrides = parse_preset_overrides(a.overrides)
+    model = init_model(a.preset, load_tokenizer(a.tokenizer), out_dir=a.out, seed=a.seed, **overrides)
+    _, total = count_parameters(model)
+    _console().print(f"[bold green]built[/] {a.preset} ({total:,} parameters) -> {a.out}")
+    return 0
+
+
+def parse_preset_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise TailorError(f"override '{p}' is not of the form key=value", fix="e.g. num_hidden_layers=2")
+        k, v = p.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def cmd_model_presets(a: argparse.Namespace) -> int:
+    from tailor.models.presets import PRESETS
+
+    for name in PRESETS:
+        print(name)
+    return 0
+
+
+def cmd_tokenizer_train(a: argparse.Namespace) -> int:
+    from tailor.models.tokenizer import corpus_from_files, train_tokenizer
+
+    tok = train_tokenizer(corpus_from_files(a.data), a.vocab_size, a.out, min_frequency=a.min_frequency)
+    _console().print(f"[bold green]trained[/] tokenizer with {len(tok):,} tokens -> {a.out}")
+    return 0
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in metrics.items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    _console().print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# The command table
+
+
+def _train_args(p):
+    p.add_argument("recipe", help="YAML recipe (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe settings, e.g. train.lr=1e-4")
+
+
+def _eval_args(p):
+    p.add_argument("target", help="a model directory, an adapter directory, or a recipe YAML (evaluates its final model)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="eval.* settings, e.g. max_new_tokens=32")
+    p.add_argument("--data", nargs="+", help="evaluation files (default: eval.data)")
+    p.add_argument("--adapter", help="adapter directory to apply on top of the model")
+    p.add_argument("--out", help="write eval_results.json and examples.jsonl here")
+
+
+def _merge_args(p):
+    p.add_argument("adapter", help="adapter directory (a LoRA run's final/ folder)")
+    p.add_argument("--out", required=True, help="output directory for the merged standalone model")
+    p.add_argument("--base", help="base model directory (default: the one recorded in the adapter)")
+
+
+def _chat_args(p):
+    p.add_argument("model", help="a model directory or an adapter directory")
+    p.add_argument("--adapter", help="adapter directory to apply on top of the model")
+    p.add_argument("--prompt", help="answer this one message and exit (no interactive session)")
+    p.add_argument("--system", help="system message")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per answer (default 128)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+
+
+def _quickstart_args(p):
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="quickstart settings, e.g. out_dir=runs/qs")
+
+
+def _model_init_args(p):
+    p.add_argument("preset", help="preset name (tailor model presets lists them)")
+    p.add_argument("--out", required=True, help="output model directory")
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory (sets the vocabulary size and special ids)")
+    p.add_argument("--seed", type=int, default=0, help="initialization seed (default 0)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. num_hidden_layers=2")
+
+
+def _tokenizer_train_args(p):
+    p.add_argument("--data", nargs="+", required=True, help=".txt (one document a line) or .jsonl/.json files")
+    p.add_argument("--vocab-size", type=int, required=True, help="vocabulary size including special tokens")
+    p.add_argument("--out", required=True, help="output tokenizer directory")
+    p.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency for a merge (default 2)")
+
+
+# name -> (function, argument builder, one-line help, epilog listing schema keys)
+COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
+    "train": (cmd_train, _train_args, "train a model from a recipe (pretrain or sft; full, lora or freeze)", help_text(Recipe)),
+    "eval": (cmd_eval, _eval_args, "evaluate a model or adapter on held-out conversations", help_text(EvalConfig)),
+    "merge": (cmd_merge, _merge_args, "fold a LoRA adapter into its base and save a standalone model", None),
+    "chat": (cmd_chat, _chat_args, "chat with a model in the terminal (or answer one --prompt)", None),
+    "quickstart": (cmd_quickstart, _quickstart_args, "the embedded default: data, tokenizer, model, pretrain, LoRA SFT, eval, merge", help_text(QuickstartConfig)),
+    "model init": (cmd_model_init, _model_init_args, "build a model from a preset and save it", None),
+    "model presets": (cmd_model_presets, lambda p: None, "list the model presets", None),
+    "tokenizer train": (cmd_tokenizer_train, _tokenizer_train_args, "train a byte-level BPE tokenizer with a chat template", None),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailor", description="Customize a local language model on your own hardware.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs too")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (fn, add_args, help_, keys) in COMMANDS.items():
+        parts = name.split()
+        subs = top
+        if len(parts) == 2:
+            if parts[0] not in groups:
+                grp = top.add_parser(parts[0], help=f"{parts[0]} commands")
+                groups[parts[0]] = grp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+            subs = groups[parts[0]]
+        epilog = f"settings (key=value):\n{keys}" if keys else None
+        p = subs.add_parser(parts[-1], help=help_, description=help_, epilog=epilog,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_args(p)
+        p.set_defaults(func=fn)
+    return parser
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(show_path=False, show_time=False)])
+    log.setLevel(logging.INFO)
+    if not verbose:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    _setup_logging(args.verbose)
+    try:
+        return args.func(args)
+    except TailorError as exc:
+        print(f"error: {exc.message()}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

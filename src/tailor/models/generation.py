@@ -1,0 +1,38 @@
+"""Batched generation from chat prompts: one path for evaluation, chat and serving."""
+
+from __future__ import annotations
+
+import torch
+
+from tailor.data.templates import encode_prompt
+
+
+@torch.no_grad()
+def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
+             do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[str]:
+    """Answer each conversation (its trailing assistant turn, if any, is dropped). Greedy by default."""
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    answers: list[str] = []
+    if do_sample:
+        torch.manual_seed(seed)
+    for start in range(0, len(conversations), batch_size):
+        prompts = [encode_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
+        width = max(len(p) for p in prompts)
+        # Left padding keeps every prompt's last token at the same position for batched decoding.
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
+                      eos_token_id=tokenizer.eos_token_id)
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        for row in out[:, width:]:
+            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return answers

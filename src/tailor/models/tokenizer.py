@@ -1,0 +1,265 @@
+"""Train a byte-level BPE tokenizer locally, with DeepSeek-V3 special tokens and chat template.
+
+Used when a model is built from a preset rather than loaded from a checkpoint: the tokenizer is
+trained on the user's own text (nothing is downloaded), so it fits their language mix. Being
+byte-level, every string round-trips exactly (Chinese, emoji, newlines) and no unk token exists.
+
+Plain `tokenizer(text)` adds no special tokens; the chat template adds the BOS token itself, and
+packing code adds EOS between documents. This keeps `decode(encode(x)) == x` and avoids the
+double-BOS that appears when a rendered chat is tokenized by a tokenizer that also adds BOS.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tailor.errors import TailorError
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {
+    "bos": "<｜begin▁of▁sentence｜>",
+    "eos": "<｜end▁of▁sentence｜>",
+    "pad": "<｜▁pad▁｜>",
+    "user": "<｜User｜>",
+    "assistant": "<｜Assistant｜>",
+}
+
+# DeepSeek-V3 style. Kept on few lines because every character outside the Jinja tags is output.
+# Prefix-stable: the generation prompt "<｜Assistant｜>" is exactly how the next assistant turn
+# starts, which data/templates.py relies on to find the assistant spans for the loss mask.
+DEEPSEEK_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] }}"
+    "{%- elif message['role'] == 'user' -%}{{ '" + SPECIAL_TOKENS["user"] + "' + message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '" + SPECIAL_TOKENS["assistant"] + "' + message['content'] + '" + SPECIAL_TOKENS["eos"] + "' }}"
+    "{%- else -%}{{ raise_exception('Unknown chat role: ' + message['role'] "
+    "+ ' (expected system, user or assistant)') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"
+)
+
+# Runs of CJK ideographs and kana are split from Latin text (as DeepSeek-V3's own pre-tokenizer
+# does), so merges are learned inside Chinese/Japanese runs instead of across script changes.
+_CJK_RUN = r"[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"
+# Numbers are split into groups of at most 3 digits, so arithmetic sees a consistent segmentation.
+_DIGITS = r"\p{N}{1,3}"
+
+
+def _build_pre_tokenizer():
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_DIGITS), behavior="isolated"),
+            pre_tokenizers.Split(Regex(_CJK_RUN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int,
+    out_dir: str | Path | None = None,
+    min_frequency: int = 2,
+    model_max_length: int = 2048,
+):
+    """Train a byte-level BPE on `texts` and return it as a `PreTrainedTokenizerFast`.
+
+    The special tokens get the first ids (bos=0, eos=1, pad=2, matching DeepSeek-V3's config
+    defaults) and are never split. The vocabulary can end up smaller than `vocab_size` when the
+    corpus has fewer mergeable pairs than that; use `len(tokenizer)` for the model's vocab size.
+    When `out_dir` is given, the tokenizer is saved there with `save_pretrained` and loads back with
+    `AutoTokenizer.from_pretrained(out_dir)`, chat template included.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = list(SPECIAL_TOKENS.values())
+    minimum = 256 + len(specials)
+    if not isinstance(vocab_size, int) or vocab_size < minimum:
+        raise TailorError(
+            f"vocab_size={vocab_size} is too small for a byte-level tokenizer",
+            where="tokenizer vocab_size",
+            fix=f"use at least {minimum} (256 byte symbols + {len(specials)} special tokens); "
+            "a few thousand is typical for a tiny model",
+        )
+    if min_frequency < 1:
+        raise TailorError(
+            f"min_frequency={min_frequency} must be at least 1", where="tokenizer min_frequency"
+        )
+    if isinstance(texts, (str, bytes)):
+        # A lone string would be iterated character by character and train a useless tokenizer.
+        raise TailorError(
+            "texts must be an iterable of documents, not a single string",
+            where="train_tokenizer(texts=...)",
+            fix="pass a list of strings, e.g. [text], or corpus_from_files(paths)",
+        )
+
+    counts = {"documents": 0, "empty": 0}
+
+    def documents() -> Iterator[str]:
+        for text in texts:
+            if not isinstance(text, str):
+                raise TailorError(
+                    f"tokenizer training text #{counts['documents'] + counts['empty'] + 1} is a "
+                    f"{type(text).__name__}, not a string",
+                    where="train_tokenizer(texts=...)",
+                    fix="pass strings only (corpus_from_files extracts them from .txt/.jsonl/.json)",
+                )
+            if text.strip():
+                counts["documents"] += 1
+                yield text
+            else:
+                counts["empty"] += 1
+
+    tok = Tokenizer(models.BPE())  # byte-level: every byte is in the alphabet, so no unk token
+    tok.pre_tokenizer = _build_pre_tokenizer()
+    tok.decoder = decoders.ByteLevel()
+    # trim_offsets=False keeps each token's offsets covering its leading space, so character
+    # spans (used for loss masks) map onto whole tokens.
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(documents(), trainer=trainer)
+    if counts["documents"] == 0:
+        raise TailorError(
+            "the tokenizer training corpus is empty"
+            + (f" ({counts['empty']} blank documents)" if counts["empty"] else ""),
+            where="tokenizer training data",
+            fix="pass files with text: .txt (one document per line) or .jsonl/.json records "
+            "with a 'text' field or 'messages'",
+        )
+    log.info(
+        "trained tokenizer: %d tokens (asked for %d) from %d documents (%d blank skipped)",
+        tok.get_vocab_size(),
+        vocab_size,
+        counts["documents"],
+        counts["empty"],
+    )
+
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"],
+        pad_token=SPECIAL_TOKENS["pad"],
+        additional_special_tokens=[SPECIAL_TOKENS["user"], SPECIAL_TOKENS["assistant"]],
+        model_max_length=model_max_length,
+        # The default clean-up would turn "a ." into "a." and break exact round-trips.
+        clean_up_tokenization_spaces=False,
+        padding_side="right",
+    )
+    tokenizer.chat_template = DEEPSEEK_CHAT_TEMPLATE
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tokenizer.save_pretrained(out)
+    return tokenizer
+
+
+_FIELDS_HINT = "each record needs a 'text' string or a 'messages' list of {'role', 'content'}"
+
+
+def _texts_from_record(record, where: str) -> Iterator[str]:
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        yield record["text"]
+    elif isinstance(record, dict) and isinstance(record.get("messages"), list):
+        for i, message in enumerate(record["messages"]):
+            content = message.get("content") if isinstance(message, dict) else None
+            if not isinstance(content, str):
+                raise TailorError(
+                    f"message #{i} has no string 'content'", where=where, fix=_FIELDS_HINT
+                )
+            yield content
+    else:
+        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+        raise TailorError(f"record has no 'text' or 'messages' (found: {keys})", where=where, fix=_FIELDS_HINT)
+
+
+def _read_txt(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            line = line.rstrip("\n").rstrip("\r")
+            if line.strip():
+                yield line
+
+
+def _read_jsonl(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TailorError(f"invalid JSON: {e.msg}", where=where, fix="one JSON object per line") from None
+            yield from _texts_from_record(record, where)
+
+
+def _read_json(path: Path) -> Iterator[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise TailorError(
+            f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}", fix="a JSON list of records (or one record)"
+        ) from None
+    records = data if isinstance(data, list) else [data]
+    for i, record in enumerate(records):
+        yield from _texts_from_record(record, f"{path} (record #{i})")
+
+
+_READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".json": _read_json}
+
+
+def corpus_from_files(paths: str | Path | Iterable[str | Path]) -> Iterator[str]:
+    """Yield the documents of text files for tokenizer training.
+
+    `.txt`: one document per non-blank line. `.jsonl` / `.json`: each record's "text", or for chat
+    records with "messages", each message's content. All paths are checked before reading starts,
+    so a typo in the last file fails at once rather than after a long read.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    resolved = []
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise TailorError(f"tokenizer training file not found: {path}", where=str(path), fix="check the path")
+        if path.is_dir():
+            raise TailorError(
+                f"{path} is a directory", where=str(path), fix="pass the files themselves, e.g. DIR/*.jsonl"
+            )
+        suffix = path.suffix.lower()
+        if suffix not in _READERS:
+            raise TailorError(
+                f"unsupported file type '{path.suffix}' for tokenizer training",
+                where=str(path),
+                fix=f"use one of {', '.join(_READERS)}",
+            )
+        resolved.append((path, _READERS[suffix]))
+    if not resolved:
+        raise TailorError("no tokenizer training files given", fix="pass --data FILE [FILE ...]")
+    return _chain(resolved)
+
+
+def _chain(resolved) -> Iterator[str]:
+    for path, reader in resolved:
+        try:
+            yield from reader(path)
+        except UnicodeDecodeError as e:
+            raise TailorError(
+                f"file is not valid UTF-8 (byte {e.start})", where=str(path), fix="re-encode it as UTF-8"
+            ) from None

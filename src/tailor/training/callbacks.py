@@ -1,0 +1,42 @@
+"""Trainer callbacks: metrics to a JSONL file (TensorBoard comes from the Trainer itself)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class JsonlMetrics(TrainerCallback):
+    """Append each log event (loss, learning rate, grad norm, tokens/s, eval loss) to metrics.jsonl."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._t0 = None
+        self._tokens0 = 0
+
+    def on_train_begin(self, args, state, control, **kw):
+        self._t0 = time.perf_counter()
+        self._tokens0 = state.num_input_tokens_seen or 0
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        now = time.perf_counter()
+        tokens = state.num_input_tokens_seen or 0
+        if self._t0 is not None and now > self._t0 and tokens > self._tokens0:
+            row["tokens_per_second"] = round((tokens - self._tokens0) / (now - self._t0), 1)
+            self._t0, self._tokens0 = now, tokens
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    p = Path(path)
+    if not p.is_file():
+        return []
+    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -1,0 +1,195 @@
+"""The training stage: `run(recipe) -> TrainResult`, built on transformers' Trainer.
+
+Trainer (with accelerate underneath) keeps torchrun, DDP, FSDP and DeepSpeed available, and gives
+exact resume: checkpoints hold optimizer, scheduler, RNG states and the data position.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tailor.config import Recipe, save_recipe
+from tailor.errors import TailorError
+
+log = logging.getLogger("tailor")
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_dir: Path           # the trained model, or the adapter for LoRA
+    base_dir: Path | None     # the base model an adapter applies to
+    metrics: dict = field(default_factory=dict)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The newest complete checkpoint-N folder (one with trainer_state.json written last)."""
+    ckpts = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _build_datasets(recipe: Recipe, tokenizer):
+    from tailor.data.dataset import pretrain_dataset, sft_dataset, split_validation
+    from tailor.data.loading import LoadReport, load_records, require_rows
+
+    d = recipe.data
+    if not d.train:
+        raise TailorError("no training data given", where="data.train", fix="set data.train to one or more files")
+    report = LoadReport()
+    records = load_records(d.train, d.format, d.text_field, report)
+    if recipe.train.objective == "sft":
+        kept = [r for r in records if "messages" in r]
+        for _ in range(len(records) - len(kept)):
+            report.skip("raw text record in an sft run (needs a conversation)", ", ".join(d.train))
+        records = kept
+    require_rows(records, report, d.train, f"training ({recipe.train.objective})")
+    if d.eval:
+        val_records = load_records(d.eval, d.format, d.text_field)
+        train_records = records
+    else:
+        train_records, val_records = split_validation(records, d.val_ratio, recipe.train.seed)
+    if recipe.train.objective == "pretrain":
+        packing = True if d.packing is None else d.packing
+        build = lambda recs, rep=None: pretrain_dataset(recs, tokenizer, d.max_length, packing, rep)  # noqa: E731
+    else:
+        if d.packing:
+            raise TailorError("data.packing is not supported with train.objective=sft yet", where="data.packing",
+                              fix="set data.packing=false")
+        build = lambda recs, rep=None: sft_dataset([r for r in recs if "messages" in r], tokenizer, d.max_length, d.system_prompt, rep)  # noqa: E731
+    train_ds = build(train_records, report)
+    if len(train_ds) == 0:
+        raise TailorError(f"no training sequences left after tokenization: {report.summary()}", where="data.train",
+                          fix="lower data.max_length for packing, or raise it so assistant turns fit")
+    val_ds = build(val_records) if val_records else None
+    return train_ds, val_ds, report
+
+
+def _load_model_and_tokenizer(recipe: Recipe, out: Path):
+    from tailor.data.templates import set_chat_template
+    from tailor.models.loading import load_model, load_tokenizer
+    from tailor.models.presets import init_model
+
+    m = recipe.model
+    if not m.path and not m.preset:
+        raise TailorError("no model given", where="model.path / model.preset",
+                          fix="set model.path to a local model directory or model.preset to build one")
+    tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code)
+    set_chat_template(tokenizer, recipe.data.chat_template)
+    if m.preset:
+        base_dir = out / "base"
+        model = init_model(m.preset, tokenizer, out_dir=base_dir, seed=recipe.train.seed)
+    else:
+        base_dir = Path(m.path).resolve()
+        model = load_model(base_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                           device="cpu", for_training=True)
+    return model, tokenizer, base_dir
+
+
+def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
+    """Train as the recipe says; write checkpoints, final weights, metrics.jsonl and config.yaml to train.output_dir."""
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from tailor.adapters import apply_adapter
+    from tailor.data.dataset import PadCollator
+    from tailor.models.loading import count_parameters, resolve_device
+    from tailor.training.callbacks import JsonlMetrics
+    from tailor.training.precision import resolve_precision
+
+    t = recipe.train
+    out = Path(t.output_dir)
+    resume_from = latest_checkpoint(out) if out.is_dir() else None
+    if resume_from and not t.resume:
+        raise TailorError(f"{out} already holds checkpoints ({resume_from.name})", where="train.output_dir",
+                          fix="set train.resume=true to continue that run, or choose a new train.output_dir")
+    if t.resume and resume_from is None:
+        log.info("train.resume=true but %s has no checkpoint yet: starting from the beginning", out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_recipe(recipe, out / "config.yaml")
+
+    device = resolve_device(t.device)
+    precision, notice = resolve_precision(t.precision, device)
+    if notice:
+        log.info(notice)
+    set_seed(t.seed)
+    model, tokenizer, base_dir = _load_model_and_tokenizer(recipe, out)
+    train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
+    log.info("data: %s", report.summary())
+    model = apply_adapter(model, recipe.adapter)
+    trainable, total = count_parameters(model)
+    log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
+    if t.gradient_checkpointing:
+        model.config.use_cache = False
+
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        logging_dir=str(out / "tensorboard"),
+        report_to=["tensorboard"],
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=t.save_total_limit,
+        eval_strategy=("steps" if t.eval_steps else "epoch") if val_ds is not None else "no",
+        eval_steps=t.eval_steps,
+        seed=t.seed,
+        data_seed=t.seed,
+        use_cpu=device.type == "cpu",
+        include_num_input_tokens_seen="non_padding",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not os.isatty(2),
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      callbacks=[JsonlMetrics(out / "metrics.jsonl"), *(callbacks or [])])
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if (t.resume and resume_from) else None)
+    elapsed = time.perf_counter() - started
+
+    final = out / "final"
+    trainer.model.save_pretrained(final, safe_serialization=True)
+    tokenizer.save_pretrained(final)
+    if recipe.adapter.method == "lora":
+        _point_adapter_at(final, base_dir)
+    metrics = {
+        "train_loss": result.training_loss,
+        "steps": result.global_step,
+        "seconds": round(elapsed, 2),
+        "tokens_seen": trainer.state.num_input_tokens_seen,
+        "tokens_per_second": round((trainer.state.num_input_tokens_seen or 0) / max(elapsed, 1e-9), 1),
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "precision": precision,
+        "device": str(device),
+        "train_sequences": len(train_ds),
+        "data_report": {"read": report.read, "kept": report.kept, "skipped": dict(report.skipped)},
+    }
+    if val_ds is not None:
+        metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    return TrainResult(out, final, base_dir if recipe.adapter.method == "lora" else None, metrics)
+
+
+def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:
+    """Record the base model's absolute path so merge/eval/chat find it without extra flags."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = str(Path(base_dir).resolve())
+    cfg_path.write_text(json.dumps(cfg, indent=2))

@@ -1,0 +1,88 @@
+"""Test-wide settings: offline (an accidental download fails loudly), quiet, few threads."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import json
+from pathlib import Path
+
+import pytest
+
+CORPUS = [
+    "The return window for laptops is 30 days. Tents can be returned within 60 days.",
+    "Shipping to the north region takes 3 to 5 business days; the south region takes 2 days.",
+    "笔记本电脑的退货期限是30天。帐篷可以在60天内退货。",
+    "发往北部地区的运输需要3到5个工作日。",
+    "Our store in Springfield opens at 9 am and closes at 8 pm on weekdays.",
+    "Hello! How can I help you today? 你好！有什么可以帮你？",
+] * 20
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "How long can I return a laptop?"}, {"role": "assistant", "content": "Laptops can be returned within 30 days."}],
+    [{"role": "user", "content": "What about tents?"}, {"role": "assistant", "content": "Tents can be returned within 60 days."}],
+    [{"role": "user", "content": "笔记本电脑可以退货多久？"}, {"role": "assistant", "content": "笔记本电脑的退货期限是30天。"}],
+    [{"role": "system", "content": "You are a support agent."}, {"role": "user", "content": "Shipping north?"},
+     {"role": "assistant", "content": "3 to 5 business days."}, {"role": "user", "content": "And south?"},
+     {"role": "assistant", "content": "2 days."}],
+]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    from tailor.models.tokenizer import train_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    train_tokenizer(CORPUS + [m["content"] for c in CONVERSATIONS for m in c], vocab_size=400, out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from tailor.models.loading import load_tokenizer
+
+    return load_tokenizer(tokenizer_dir)
+
+
+def _model_dir(tmp_path_factory, tokenizer, preset: str) -> Path:
+    from tailor.models.presets import init_model
+
+    out = tmp_path_factory.mktemp(preset)
+    init_model(preset, tokenizer, out_dir=out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def deepseek_dir(tmp_path_factory, tokenizer) -> Path:
+    return _model_dir(tmp_path_factory, tokenizer, "deepseek-v3-micro")
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory, tokenizer) -> Path:
+    return _model_dir(tmp_path_factory, tokenizer, "llama-micro")
+
+
+@pytest.fixture(scope="session")
+def qwen2_dir(tmp_path_factory, tokenizer) -> Path:
+    return _model_dir(tmp_path_factory, tokenizer, "qwen2-micro")
+
+
+@pytest.fixture
+def chat_file(tmp_path) -> Path:
+    rows = [{"messages": c} for c in CONVERSATIONS] * 4
+    return write_jsonl(tmp_path / "chat.jsonl", rows)
+
+
+@pytest.fixture
+def text_file(tmp_path) -> Path:
+    return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in CORPUS])
