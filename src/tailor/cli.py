@@ -7,14 +7,14 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from tailor.config import EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, parse_overrides
+from tailor.config import (EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, parse_overrides,
+                           parse_preset_overrides)
 from tailor.errors import TailorError
 
 log = logging.getLogger("tailor")
@@ -95,18 +95,6 @@ def cmd_model_init(a: argparse.Namespace) -> int:
     _, total = count_parameters(model)
     _console().print(f"[bold green]built[/] {a.preset} ({total:,} parameters) -> {a.out}")
     return 0
-
-
-def parse_preset_overrides(pairs: list[str]) -> dict:
-    import yaml
-
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise TailorError(f"override '{p}' is not of the form key=value", fix="e.g. num_hidden_layers=2")
-        k, v = p.split("=", 1)
-        out[k] = yaml.safe_load(v)
-    return out
 
 
 def cmd_model_presets(a: argparse.Namespace) -> int:

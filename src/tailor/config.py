@@ -56,7 +56,7 @@ class AdapterConfig(Section):
     method: Literal["full", "lora", "freeze"] = Field("lora", description="full = all weights; lora = low-rank adapters (peft); freeze = only the last N blocks and the head train.")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="LoRA dropout.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (must be 0 when LoRA reaches fused MoE experts).")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names LoRA wraps, or all-linear (every linear layer but the head).")
     freeze_last_n: int = Field(2, ge=0, description="With method=freeze: how many final transformer blocks train (the head and final norm always do).")
 
@@ -116,6 +116,9 @@ class QuickstartConfig(Section):
     languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"], description="Languages of the generated domain data.")
     seed: int = Field(0, description="Seed for the data generator and both training stages.")
     max_facts: int | None = Field(None, ge=1, description="Use only the first N facts per language (toy runs).")
+    doc_variants: int = Field(4, ge=1, description="Differently worded copies of the domain documents in the pretraining corpus.")
+    train_per_fact: int = Field(8, ge=1, description="Training conversations per fact (question and answer wordings vary).")
+    model_overrides: list[str] = Field(default_factory=list, description="key=value changes to the preset's model config, e.g. num_hidden_layers=2.")
     pretrain_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the pretraining recipe.")
     sft_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the SFT recipe.")
 
@@ -197,6 +200,17 @@ def parse_overrides(pairs: list[str], model: type[BaseModel]) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
         node[parts[-1]] = value
+    return out
+
+
+def parse_preset_overrides(pairs: list[str]) -> dict:
+    """['num_hidden_layers=2', ...] -> {'num_hidden_layers': 2} for a model preset's config."""
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise TailorError(f"model override '{pair}' is not of the form key=value", fix="e.g. num_hidden_layers=2")
+        key, raw = pair.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw)
     return out
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from tailor.config import QuickstartConfig, load_recipe
+from tailor.config import QuickstartConfig, load_recipe, parse_preset_overrides
 
 
 @dataclass
@@ -55,7 +55,8 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
         return time.perf_counter()
 
     t = stage(1, "domain data: store support desk, English + Chinese")
-    domain = generate_store_domain(seed=cfg.seed, languages=tuple(cfg.languages), max_facts=cfg.max_facts)
+    domain = generate_store_domain(seed=cfg.seed, languages=tuple(cfg.languages), max_facts=cfg.max_facts,
+                                   doc_variants=cfg.doc_variants, train_per_fact=cfg.train_per_fact)
     files = write_domain(domain, out / "data")
     info["example_question"] = domain.eval[0]["messages"][0]["content"] if domain.eval else "Hello"
     info["data"] = {"facts": len(domain.facts), "documents": len(domain.documents), "train": len(domain.train),
@@ -70,7 +71,8 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     stages["tokenizer"] = time.perf_counter() - t
 
     t = stage(3, f"model: {cfg.preset} built from its preset")
-    model = init_model(cfg.preset, tokenizer, out_dir=out / "model-init", seed=cfg.seed)
+    model = init_model(cfg.preset, tokenizer, out_dir=out / "model-init", seed=cfg.seed,
+                       **parse_preset_overrides(cfg.model_overrides))
     _, total = count_parameters(model)
     info["parameters"] = total
     console.print(f"{total:,} parameters -> {out / 'model-init'}")

@@ -41,10 +41,11 @@ def test_chatml_template_mask(tokenizer):
 
 def test_non_prefix_stable_template_falls_back_to_search(tokenizer):
     tok = tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
-    # A template that drops earlier assistant turns' text would break prefix rendering.
+    # The generation prompt differs from how a finished assistant turn is written, as in templates that
+    # rewrite earlier turns (e.g. strip reasoning): prefix rendering cannot place the mask.
     tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ 'A:' + m['content'] + eos_token }}"
                          "{% else %}{{ 'U:' + m['content'] }}{% endif %}{% endfor %}"
-                         "{% if add_generation_prompt %}{{ 'A:' }}{% else %}{{ '' }}{% endif %}{{ '' if add_generation_prompt else '\n' }}")
+                         "{% if add_generation_prompt %}{{ 'Assistant says:' }}{% endif %}")
     full, spans = assistant_spans(tok, CONV[1:3])
     assert full[spans[0][0]:spans[0][1]] == "3 to 5 business days." + tok.eos_token
 

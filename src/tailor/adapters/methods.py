@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from tailor.errors import TailorError
+
+log = logging.getLogger("tailor")
 
 
 def apply_full(model, cfg):
@@ -26,7 +29,19 @@ def apply_lora(model, cfg):
                               fix=f"use all-linear or names from: {sorted(_linear_names(model))}")
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as exc:
+        if "does not work with lora_dropout" in str(exc):
+            # peft maps MLP targets of transformers-v5 MoE models (DeepSeek-V3, Mixtral, Qwen-MoE) onto the fused
+            # 3-D expert weights, and its wrapper for those has no dropout.
+            raise TailorError("LoRA on this model's fused mixture-of-experts weights does not support dropout",
+                              where="adapter.dropout", fix="set adapter.dropout=0") from None
+        raise
+    cfg_used = peft_model.peft_config["default"]
+    log.info("LoRA targets modules %s and parameters %s", sorted(cfg_used.target_modules or []),
+             sorted(cfg_used.target_parameters or []))
+    return peft_model
 
 
 def _linear_names(model) -> set[str]:

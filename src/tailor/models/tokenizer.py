@@ -45,9 +45,10 @@ DEEPSEEK_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"
 )
 
-# Runs of CJK ideographs and kana are split from Latin text (as DeepSeek-V3's own pre-tokenizer
-# does), so merges are learned inside Chinese/Japanese runs instead of across script changes.
-_CJK_RUN = r"[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+"
+# Runs of CJK ideographs, kana and hangul are split from Latin text (as DeepSeek-V3's own
+# pre-tokenizer does), so merges are learned inside Chinese/Japanese/Korean runs instead of across
+# script changes. A leading space stays attached, as it does for English words.
+_CJK_RUN = r" ?[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u309f\u30a0-\u30ff\uac00-\ud7af]+"
 # Numbers are split into groups of at most 3 digits, so arithmetic sees a consistent segmentation.
 _DIGITS = r"\p{N}{1,3}"
 

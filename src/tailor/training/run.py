@@ -139,10 +139,9 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         max_grad_norm=t.max_grad_norm,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,
         logging_steps=t.logging_steps,
-        logging_dir=str(out / "tensorboard"),
-        report_to=["tensorboard"],
+        report_to="none",  # TensorBoard is attached below with a fixed log folder
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=t.save_total_limit,
@@ -158,7 +157,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
-                      callbacks=[JsonlMetrics(out / "metrics.jsonl"), *(callbacks or [])])
+                      callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"), *(callbacks or [])])
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if (t.resume and resume_from) else None)
     elapsed = time.perf_counter() - started
@@ -185,6 +184,13 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return TrainResult(out, final, base_dir if recipe.adapter.method == "lora" else None, metrics)
+
+
+def _tensorboard(log_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers.integrations import TensorBoardCallback
+
+    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
 def _point_adapter_at(adapter_dir: Path, base_dir: Path) -> None:

@@ -1,0 +1,300 @@
+"""Load a local checkpoint (model and tokenizer) safely, and pick the device and dtype.
+
+tailor works offline: only local directories are loaded, never hub ids, and weights only from
+safetensors (a pickle `.bin` can run code when unpickled). Custom modeling code shipped inside a
+checkpoint runs only with `trust_remote_code=True`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import platform
+from pathlib import Path
+
+import torch
+
+from tailor.errors import TailorError
+
+log = logging.getLogger(__name__)
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+_DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    # Aliases people type from other tools' configs.
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+_OFFLINE_FIX = (
+    "tailor works offline with local checkpoints: download the model once (e.g. "
+    "`huggingface-cli download ORG/NAME --local-dir DIR` on a machine with access) and pass DIR"
+)
+
+
+def is_model_dir(path) -> bool:
+    """True when `path` is a directory with a `config.json` (a transformers checkpoint)."""
+    p = Path(path)
+    return p.is_dir() and (p / "config.json").is_file()
+
+
+def _existing_dir(path, what: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise TailorError(f"{what} not found: {path}", where=str(path), fix=_OFFLINE_FIX)
+    if not p.is_dir():
+        raise TailorError(f"{what} must be a directory: {path}", where=str(path), fix=_OFFLINE_FIX)
+    return p
+
+
+def load_tokenizer(path, trust_remote_code: bool = False):
+    """Load the tokenizer saved in directory `path`; it always has a pad token afterwards."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = _existing_dir(path, "tokenizer directory")
+    if not any((p / name).is_file() for name in _TOKENIZER_FILES):
+        raise TailorError(
+            f"no tokenizer files in {p} (looked for {', '.join(_TOKENIZER_FILES)})",
+            where=str(p),
+            fix="pass model.tokenizer=DIR pointing at a directory with a tokenizer, "
+            "or train one with `tailor tokenizer train --data FILES... --out DIR`",
+        )
+    try:
+        if _is_generic_fast_tokenizer(p):
+            # transformers 5 ignores the declared class for some model types (qwen2, phi3, ...) and
+            # rebuilds their tokenizer with its own pre-tokenizer; a generic tokenizer.json (e.g.
+            # from `tailor tokenizer train`) must be used as written, or token ids change.
+            tokenizer = PreTrainedTokenizerFast.from_pretrained(p, local_files_only=True)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise TailorError(
+            f"could not load the tokenizer in {p}: {e}",
+            where=str(p),
+            fix="check the tokenizer files, or pass trust_remote_code=true if it ships its own code and you trust it",
+        ) from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Batches need a pad id. Padded positions are masked out of attention and loss, so reusing
+        # eos is harmless, and it adds no new embedding row the model never trained.
+        tokenizer.pad_token = tokenizer.eos_token
+    elif tokenizer.pad_token is None:
+        log.warning("tokenizer in %s has neither a pad nor an eos token; batching with padding will fail", p)
+    return tokenizer
+
+
+def _is_generic_fast_tokenizer(p: Path) -> bool:
+    """True when the directory declares a plain tokenizer.json-backed tokenizer and no custom code."""
+    try:
+        config = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return (
+        (p / "tokenizer.json").is_file()
+        and "auto_map" not in config
+        and config.get("tokenizer_class") in ("TokenizersBackend", "PreTrainedTokenizerFast")
+    )
+
+
+def _read_config(p: Path) -> dict:
+    try:
+        return json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TailorError(f"config.json is not valid JSON: {e}", where=str(p / "config.json")) from None
+
+
+def _check_weights(p: Path) -> None:
+    if any(p.glob("*.safetensors")) or (p / "model.safetensors.index.json").is_file():
+        return
+    pickles = sorted(x.name for x in p.iterdir() if x.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+    if pickles:
+        raise TailorError(
+            f"{p} has only pickle weights ({', '.join(pickles[:3])}{', ...' if len(pickles) > 3 else ''}); "
+            "tailor loads safetensors only, because unpickling can run arbitrary code",
+            where=str(p),
+            fix="if you trust the file, convert it once: python -c \"from transformers import "
+            f"AutoModelForCausalLM as M; M.from_pretrained('{p}', use_safetensors=False)"
+            f".save_pretrained('{p}-safetensors')\" and load {p}-safetensors",
+        )
+    raise TailorError(
+        f"no model weights (*.safetensors) in {p}",
+        where=str(p),
+        fix="point at a checkpoint directory saved with save_pretrained, or build one from a preset",
+    )
+
+
+def _check_architecture(p: Path, raw: dict, trust_remote_code: bool) -> None:
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = raw.get("model_type")
+    if not model_type:
+        raise TailorError(
+            "config.json has no 'model_type'",
+            where=str(p / "config.json"),
+            fix="re-save the checkpoint with save_pretrained from a recent transformers",
+        )
+    if trust_remote_code and "auto_map" in raw:
+        return
+    if model_type in CONFIG_MAPPING:
+        if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise TailorError(
+                f"model type '{model_type}' has no causal-LM (text generation) class in transformers",
+                where=str(p / "config.json"),
+                fix="tailor customizes decoder language models such as DeepSeek, Qwen2 or Llama",
+            )
+        return
+    if "auto_map" in raw:
+        raise TailorError(
+            f"model type '{model_type}' needs the custom code shipped in {p}",
+            where=str(p / "config.json"),
+            fix="read that code, then pass trust_remote_code=true if you trust it",
+        )
+    raise TailorError(
+        f"model type '{model_type}' is not supported by the installed transformers {transformers.__version__}",
+        where=str(p / "config.json"),
+        fix="upgrade transformers (within tailor's pinned range) or use a supported architecture",
+    )
+
+
+def load_model(
+    path,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    device: str | None = None,
+    for_training: bool = False,
+):
+    """Load a causal LM from a local checkpoint directory onto `device` in the resolved dtype.
+
+    The model is returned in eval mode unless `for_training`.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    p = _existing_dir(path, "model directory")
+    if not is_model_dir(p):
+        raise TailorError(
+            f"{p} is not a model directory (no config.json)",
+            where=str(p),
+            fix="point at a directory saved with save_pretrained, or create one with a model preset",
+        )
+    raw = _read_config(p)
+    _check_architecture(p, raw, trust_remote_code)
+    _check_weights(p)
+
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target, for_training=for_training)
+    try:
+        config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            p,
+            config=config,
+            dtype=torch_dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            local_files_only=True,
+        )
+    except (OSError, ValueError, KeyError) as e:
+        raise TailorError(f"could not load the model in {p}: {e}", where=str(p)) from None
+    model.to(target)
+    model.train(for_training)
+    return model
+
+
+def resolve_device(device: str | None = None) -> torch.device:
+    """The requested device, or the best available one: cuda, then mps, then cpu."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        target = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise TailorError(f"unknown device '{device}'", where="device", fix="use auto, cpu, cuda, cuda:N or mps") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise TailorError("device 'cuda' was requested but no CUDA GPU is available", where="device", fix="use device=cpu or auto")
+    if target.type == "mps" and not torch.backends.mps.is_available():
+        raise TailorError("device 'mps' was requested but MPS is not available", where="device", fix="use device=cpu or auto")
+    return target
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bfloat16 instructions (AVX512-BF16 or AMX-BF16).
+
+    Detected from /proc/cpuinfo on Linux; other platforms report False. Without these
+    instructions torch emulates bf16 and matrix products run many times slower than float32.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        return _cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return False
+
+
+def _cpuinfo_has_bf16(cpuinfo: str) -> bool:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def resolve_dtype(name: str, device: torch.device, for_training: bool = False) -> torch.dtype:
+    """Turn a dtype name ("auto", "float32", "bfloat16", "float16") into a torch dtype for `device`.
+
+    "auto" keeps float32 master weights whenever bf16 is not available for training: fp16 weights
+    cannot be trained directly (the trainer adds fp16 autocast with loss scaling instead). On CPU,
+    "auto" is float32: bf16 would change numerics between runs on different CPUs for a small speed-up.
+    """
+    device = torch.device(device)
+    key = str(name).lower()
+    if key != "auto" and key not in _DTYPES:
+        raise TailorError(
+            f"unknown dtype '{name}'", where="model.dtype", fix="use auto, float32, bfloat16 or float16"
+        )
+    if key == "auto":
+        if device.type == "cuda":
+            if torch.cuda.is_bf16_supported():
+                return torch.bfloat16
+            return torch.float32 if for_training else torch.float16
+        if device.type == "mps":
+            return torch.float32 if for_training else torch.float16
+        return torch.float32
+
+    dtype = _DTYPES[key]
+    if dtype == torch.bfloat16 and device.type == "cpu" and not cpu_supports_bf16():
+        raise TailorError(
+            "dtype bfloat16 was requested on a CPU without native bf16 instructions (avx512_bf16/amx_bf16); "
+            "torch would emulate it, roughly 100x slower than float32",
+            where="model.dtype",
+            fix="set dtype=float32 (or dtype=auto)",
+        )
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TailorError(
+            "dtype bfloat16 was requested but this GPU does not support it",
+            where="model.dtype",
+            fix="set dtype=auto (float16 for inference, float32 + fp16 autocast for training)",
+        )
+    if dtype == torch.float16 and for_training:
+        raise TailorError(
+            "training with float16 weights diverges without float32 master weights",
+            where="model.dtype",
+            fix="set dtype=auto or float32; fp16 mixed precision is a training setting, not a weight dtype",
+        )
+    return dtype
+
+
+def count_parameters(model) -> tuple[int, int]:
+    """(trainable, total) parameter counts; tied weights (one tensor, two names) count once."""
+    seen: dict[int, torch.nn.Parameter] = {}
+    for param in model.parameters():  # parameters() already yields a shared Parameter once
+        seen.setdefault(id(param), param)
+    total = sum(p.numel() for p in seen.values())
+    trainable = sum(p.numel() for p in seen.values() if p.requires_grad)
+    return trainable, total
