@@ -216,9 +216,12 @@ def _setup_logging(verbose: bool) -> None:
                         handlers=[RichHandler(show_path=False, show_time=False)])
     log.setLevel(logging.INFO)
     if not verbose:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import warnings
 
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # weight loading/saving bars; training progress stays
         warnings.filterwarnings("ignore")
 
 

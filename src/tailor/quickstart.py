@@ -125,8 +125,9 @@ def _merge_check(adapter_dir: Path, merged_dir: Path, tokenizer) -> float:
     ids = tokenizer("Return policy / 退货政策", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         with_adapter, _ = load_for_eval(adapter_dir)
-        a = with_adapter.eval()(ids).logits
-        b = AutoModelForCausalLM.from_pretrained(merged_dir).eval()(ids).logits
+        device = next(with_adapter.parameters()).device
+        a = with_adapter.eval()(ids.to(device)).logits.float().cpu()
+        b = AutoModelForCausalLM.from_pretrained(merged_dir).eval()(ids).logits.float()
     return float((a - b).abs().max())
 
 

@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 
 from tailor.data.synthetic import TOPICS, _catalog, DomainData, Fact, generate_store_domain, write_domain
-from tailor.data.synthetic_templates import TEMPLATES
+from tailor.data.synthetic_templates import HELD_OUT_POSITIONS, PAGES, TEMPLATES
 from tailor.errors import TailorError
 
 
@@ -102,9 +102,11 @@ def test_train_uses_several_templates_per_fact(data):
     for r in data.train:
         per_fact[(r["fact_id"], r["lang"])].add(r["template"])
     assert all(len(t) == 8 for t in per_fact.values())
-    cycled = generate_store_domain(train_per_fact=12, max_facts=2, languages=("en",))
-    assert len(cycled.train) == 24
-    assert len({r["template"] for r in cycled.train if r["fact_id"] == cycled.facts[0].id}) == 9
+    cycled = generate_store_domain(train_per_fact=20, max_facts=2, languages=("en",))
+    assert len(cycled.train) == 40
+    first = cycled.facts[0]
+    n_train = len(TEMPLATES[first.topic]["en"]["train"])
+    assert len({r["template"] for r in cycled.train if r["fact_id"] == first.id}) == n_train < 20
 
 
 def test_every_fact_is_stated_in_documents_of_its_language(data):
@@ -147,12 +149,44 @@ def test_single_language():
 def test_templates_are_well_formed():
     for topic, langs in TEMPLATES.items():
         for lang, kinds in langs.items():
+            pool = kinds["questions"]
+            assert len(pool) >= 14 and len(set(pool)) == len(pool), (topic, lang)
             assert len(kinds["train"]) >= 8 and len(kinds["eval"]) >= 3, (topic, lang)
             assert not set(kinds["train"]) & set(kinds["eval"])
             for t in kinds["answer"] + kinds["doc"] + kinds.get("spec", []):
                 assert "{v}" in t, (topic, lang, t)
-            for t in kinds["train"] + kinds["eval"]:
+            for t in pool:
                 assert "{v}" not in t and re.search(r"\{(sg|pl|one|Sg|Pl)\}", t), (topic, lang, t)
+
+
+def test_held_out_templates_are_fixed_positions_of_one_pool():
+    for topic, langs in TEMPLATES.items():
+        for lang, kinds in langs.items():
+            pool = kinds["questions"]
+            assert kinds["eval"] == [pool[i] for i in HELD_OUT_POSITIONS], (topic, lang)
+            assert kinds["train"] == [q for i, q in enumerate(pool) if i not in HELD_OUT_POSITIONS]
+
+
+def test_held_out_wordings_never_occur_in_other_text():
+    for lang in ("en", "zh"):
+        seen = [t for langs in TEMPLATES.values() for k in ("train", "answer", "doc", "spec")
+                for t in langs[lang].get(k, [])]
+        seen += [t for page in PAGES.values() for t in page[lang]]
+        for langs in TEMPLATES.values():
+            for e in langs[lang]["eval"]:
+                assert not any(e in t for t in seen), (lang, e)
+
+
+def test_answers_name_the_entity_before_the_value():
+    # A model writes which entity it talks about before it must produce the value.
+    entity = re.compile(r"\{(sg|pl|one|Sg|Pl)\}")
+    for topic, langs in TEMPLATES.items():
+        for lang, kinds in langs.items():
+            assert 2 <= len(kinds["answer"]) <= 3, (topic, lang)
+            for t in kinds["answer"]:
+                first = entity.search(t)
+                assert first and first.start() < t.index("{v}"), (topic, lang, t)
+                assert "{store}" not in t or t.index("{store}") < t.index("{v}"), (topic, lang, t)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -92,3 +92,24 @@ def test_bad_training_inputs(tmp_path, llama_dir, chat_file, text_file):
         run(recipe(tmp_path / "f", llama_dir, chat_file, "adapter.method=freeze", "adapter.freeze_last_n=99"))
     with pytest.raises(TailorError, match="target_modules"):
         run(recipe(tmp_path / "t", llama_dir, chat_file, "adapter.target_modules=[nosuch_proj]"))
+
+
+def test_validation_split_schedule_and_checkpointing(tmp_path, llama_dir, chat_file):
+    r = recipe(tmp_path, llama_dir, chat_file, "train.max_steps=4", "data.val_ratio=0.25", "train.eval_steps=2",
+               "train.scheduler=constant", "train.warmup_ratio=0", "train.gradient_checkpointing=true",
+               "data.system_prompt=You are a support agent.")
+    result = run(r)
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [m["step"] for m in rows if "eval_loss" in m][:2] == [2, 4]
+    lrs = {m["learning_rate"] for m in rows if "learning_rate" in m}
+    assert lrs == {r.train.lr}
+    assert "eval_loss" in result.metrics and result.metrics["train_sequences"] == 12  # 16 rows, 4 held out
+
+
+def test_gradient_checkpointing_gives_the_same_loss(tmp_path, llama_dir, chat_file):
+    losses = []
+    for flag in ("false", "true"):
+        result = run(recipe(tmp_path / flag, llama_dir, chat_file, "train.max_steps=2", "adapter.method=full",
+                            f"train.gradient_checkpointing={flag}"))
+        losses.append(result.metrics["train_loss"])
+    assert abs(losses[0] - losses[1]) < 1e-4

@@ -8,40 +8,49 @@ Kept apart from `synthetic.py` because this file is text, not logic. Placeholder
   ("laptops"), `{Pl}` and `{one}` ("a laptop"). Chinese has no plural, so in zh every form is
   the same name.
 
-Per topic and language: `train` questions (seen in fine-tuning), `eval` questions (held out as
-whole templates: their wordings never reach training or documents), `answer` templates (shared
-by train and eval references), `doc` sentences (pretraining prose) and a `spec` line used on
-product pages.
+Per topic and language: `questions`, one pool of paraphrases a customer might write (short direct
+questions mixed with chatty, contextual ones); `answer` templates (shared by train and eval
+references), `doc` sentences (pretraining prose) and a `spec` line used on product pages.
+
+Held-out templates are a fixed subset of one paraphrase pool, so evaluation asks the same kind of
+questions in wordings never seen in training. The rule looks only at positions, never at wording:
+the questions at `HELD_OUT_POSITIONS` (2, 7 and 12) of each pool become that topic and language's
+`eval` templates, all the others its `train` templates; both lists are derived below the data, so
+`TEMPLATES[topic][lang]["train"]` and `["eval"]` exist alongside `["questions"]`.
+
+Every answer names the entity (and the store, region or city) before the value, so a model writes
+which fact it is stating before it has to produce the value.
 """
 
 from __future__ import annotations
 
+# Positions in each question pool that are held out for evaluation (see the module docstring).
+HELD_OUT_POSITIONS = (2, 7, 12)
+
 TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     "return_window": {
         "en": {
-            "train": [
+            "questions": [
                 "What is the return window for {pl}?",
                 "How many days do I have to return {one}?",
+                "If I change my mind about {one}, how long do I have to send it back?",
                 "How long can I return {pl} after delivery?",
                 "What's your return policy on {pl}?",
-                "Can you tell me the return period for {pl}?",
-                "How long do I have to return {one} bought at {store}?",
-                "When is the deadline to return {one}?",
-                "How much time do I get to return {pl}?",
-                "What is the return deadline for {pl} at {store}?",
-            ],
-            "eval": [
-                "If I change my mind about {one}, how long do I have to send it back?",
                 "I bought {one} last week and I'm not sure I like it. How long is it returnable?",
+                "Can you tell me the return period for {pl}?",
                 "Is there a time limit on bringing {pl} back for a refund?",
+                "How long do I have to return {one} bought at {store}?",
                 "I received {one} yesterday. By when must it go back if I don't want it?",
+                "When is the deadline to return {one}?",
+                "How much time do I get to send back {pl}?",
+                "What is the return deadline for {pl} at {store}?",
+                "My order came with {one} that isn't what I expected. How long can I still return it?",
+                "Are {pl} returnable, and for how many days?",
             ],
             "answer": [
-                "You can return {pl} within {v} of delivery.",
-                "{Pl} can be returned within {v} of delivery.",
                 "The return window for {pl} is {v}.",
-                "We accept returns on {pl} for {v} after delivery.",
-                "You have {v} from delivery to return {one}.",
+                "{Pl} can be returned within {v} of delivery.",
+                "At {store}, {pl} can be returned within {v} of delivery.",
             ],
             "doc": [
                 "{Pl} may be returned within {v} of delivery for a full refund.",
@@ -52,28 +61,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             ],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}的退货期限是多久？",
                 "{sg}可以在多少天内退货？",
+                "如果我买了{sg}之后改变主意，有多长时间可以寄回去？",
                 "买了{sg}多久之内可以退？",
                 "{store}的{sg}退货政策是什么？",
+                "上周买的{sg}不太满意，最晚什么时候之前还能退？",
                 "请问{sg}的退货期是几天？",
+                "拿{sg}回来退款有没有时间限制？",
                 "{sg}收货后多长时间内能退货？",
+                "昨天刚收到{sg}，要是不想要了，最晚什么时候要退回？",
                 "{sg}退货的截止时间是多久？",
                 "我想了解一下{sg}的退货时限。",
                 "{sg}有多少天的退货期？",
-            ],
-            "eval": [
-                "如果我买了{sg}之后改变主意，有多长时间可以寄回去？",
-                "上周买的{sg}不太满意，最晚什么时候之前还能退？",
-                "拿{sg}回来退款有没有时间限制？",
-                "昨天刚收到{sg}，要是不想要了，最晚什么时候要退回？",
+                "{sg}到货了但和我想的不一样，还能退多久？",
+                "{sg}支持退货吗？期限是多久？",
             ],
             "answer": [
-                "{sg}可以在收货后{v}内退货。",
                 "{sg}的退货期限是{v}。",
-                "您可以在签收后{v}内退回{sg}。",
-                "{store}的{sg}支持{v}内退货。",
+                "{sg}可以在收货后{v}内退货。",
+                "{store}的{sg}支持收货后{v}内退货。",
             ],
             "doc": [
                 "{sg}自签收之日起{v}内可以退货并全额退款。",
@@ -86,27 +94,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "warranty": {
         "en": {
-            "train": [
+            "questions": [
                 "What is the warranty on the {sg}?",
                 "How long is the warranty for the {sg}?",
-                "How long does the {sg} warranty last?",
-                "What warranty comes with the {sg}?",
-                "Is the {sg} covered by a warranty, and for how long?",
-                "Can you tell me the warranty period of the {sg}?",
-                "How much warranty coverage does the {sg} have?",
-                "What is the warranty length for the {sg} at {store}?",
-                "How long is the {sg} under warranty?",
-            ],
-            "eval": [
                 "If my {sg} breaks after a while, until when will {store} fix it for free?",
+                "How long does the {sg} warranty last?",
+                "Does the {sg} come with a warranty? For how long?",
                 "I'm worried the {sg} might fail. How long am I protected by the manufacturer's guarantee?",
+                "Can you tell me the warranty period of the {sg}?",
+                "How long is the {sg} covered if something goes wrong?",
+                "What warranty do I get with the {sg} from {store}?",
                 "For how long after purchase are defects in the {sg} taken care of?",
+                "What's the guarantee on the {sg}?",
+                "How long is the {sg} under warranty?",
+                "What is the warranty length for the {sg} at {store}?",
+                "I'm about to buy the {sg}. How long will the warranty cover it?",
+                "Is the {sg} guaranteed, and for how long?",
             ],
             "answer": [
                 "The {sg} is covered by a warranty of {v}.",
                 "The warranty on the {sg} lasts {v}.",
-                "The {sg} is under warranty for {v}.",
-                "{store} covers the {sg} for {v} from the date of purchase.",
+                "At {store}, the {sg} comes with a warranty of {v}.",
             ],
             "doc": [
                 "The {sg} is covered by a warranty of {v}.",
@@ -118,25 +126,25 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             "spec": ["Warranty: {v}."],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}的保修期是多久？",
                 "{sg}保修多长时间？",
-                "{sg}有多长时间的保修？",
+                "如果{sg}用了一段时间坏了，{store}免费维修到什么时候？",
                 "请问{sg}的质保期是多久？",
-                "{sg}的保修期限是多少？",
+                "{sg}有保修吗？保多久？",
+                "担心{sg}会出故障，厂家的保障能管多长时间？",
                 "{store}的{sg}保修多久？",
+                "{sg}出了问题，多长时间内可以免费修？",
                 "购买{sg}享受多长时间的保修？",
+                "{sg}买了以后出现质量问题，多久以内都能免费处理？",
                 "{sg}的质保有多久？",
                 "我想问一下{sg}的保修时间。",
-            ],
-            "eval": [
-                "如果{sg}用了一段时间坏了，{store}免费维修到什么时候？",
-                "担心{sg}会出故障，厂家的保障能管多长时间？",
-                "{sg}买了以后出现质量问题，多久以内都能免费处理？",
+                "{sg}的保修期限是多少？",
+                "我准备买{sg}，保修能管多久？",
+                "{sg}的售后保修是多长时间？",
             ],
             "answer": [
                 "{sg}的保修期是{v}。",
-                "{sg}享有{v}的保修。",
                 "{sg}自购买之日起保修{v}。",
                 "{store}为{sg}提供{v}的质保。",
             ],
@@ -152,27 +160,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "shipping_time": {
         "en": {
-            "train": [
+            "questions": [
                 "How long does shipping to {sg} take?",
                 "What is the delivery time to {sg}?",
+                "I just placed an order and I live in {sg}. When should I expect the parcel?",
                 "How many days does delivery to {sg} take?",
                 "How fast do you ship to {sg}?",
+                "My friend in {sg} wants to buy from you; how long will her package be on the way?",
                 "What are the shipping times for {sg}?",
-                "When will my order arrive if I order from {sg}?",
+                "If I order today, how long until it gets to me in {sg}?",
                 "How long does it take for an order to reach {sg}?",
+                "Roughly how long will a box from {store} spend in transit to {sg}?",
                 "What is the standard shipping time to {sg} from {store}?",
                 "How long is delivery to {sg}?",
-            ],
-            "eval": [
-                "I just placed an order and I live in {sg}. When should I expect the parcel?",
-                "My friend in {sg} wants to buy from you; how long will her package be on the way?",
-                "Roughly how long will a box from {store} spend in transit to {sg}?",
+                "When would a package shipped to {sg} arrive?",
+                "I'm sending a gift to someone in {sg}. How long will it take to get there?",
+                "Do you deliver to {sg}, and how long does it take?",
             ],
             "answer": [
                 "Shipping to {sg} takes {v}.",
-                "Orders to {sg} usually arrive in {v}.",
                 "Standard delivery to {sg} takes {v}.",
-                "Expect your package in {sg} within {v}.",
+                "Orders to {sg} usually arrive in {v}.",
             ],
             "doc": [
                 "Standard shipping to {sg} takes {v}.",
@@ -183,27 +191,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             ],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "寄到{sg}要多久？",
                 "发货到{sg}需要几天？",
+                "我刚下了单，住在{sg}，包裹大概什么时候能送到？",
                 "{sg}的配送时间是多久？",
                 "送到{sg}一般要多长时间？",
+                "我朋友在{sg}想从你们这儿买东西，她的包裹路上要走多久？",
                 "{store}发往{sg}的快递要几天？",
+                "今天下单的话，寄到{sg}几天能收到？",
                 "请问配送到{sg}需要多少个工作日？",
+                "从{store}寄一个箱子到{sg}大概在路上多久？",
                 "{sg}的订单多久能到？",
                 "从{sg}下单后多久能收到？",
                 "{sg}的运输时效是多少？",
-            ],
-            "eval": [
-                "我刚下了单，住在{sg}，包裹大概什么时候能送到？",
-                "我朋友在{sg}想从你们这儿买东西，她的包裹路上要走多久？",
-                "从{store}寄一个箱子到{sg}大概在路上多久？",
+                "我想给{sg}的家人寄份礼物，快递要走几天？",
+                "你们能送到{sg}吗？大概要几天？",
             ],
             "answer": [
                 "寄往{sg}的订单需要{v}。",
-                "配送到{sg}通常需要{v}。",
                 "{sg}的标准配送时间是{v}。",
-                "您在{sg}的包裹会在{v}内送达。",
+                "配送到{sg}通常需要{v}。",
             ],
             "doc": [
                 "寄往{sg}的标准配送需要{v}。",
@@ -216,27 +224,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "store_hours": {
         "en": {
-            "train": [
+            "questions": [
                 "What are the opening hours of the {sg} store?",
                 "When is your {sg} store open?",
+                "I'm in {sg} this weekend. When can I drop by your shop?",
                 "What time does the {sg} store open and close?",
                 "What are the store hours in {sg}?",
+                "Is your branch in {sg} open in the evening? What does its schedule look like?",
                 "When can I visit the {store} store in {sg}?",
                 "What are the business hours of your {sg} location?",
+                "I want to pick up an order at the {sg} store. From what time to what time is it staffed?",
                 "How late is the {sg} store open?",
                 "Tell me the opening times for the {sg} shop.",
+                "I'd like to try on some boots at your {sg} shop. When are you open?",
+                "When does the {sg} store open in the morning and close at night?",
                 "What hours is {store} {sg} open?",
-            ],
-            "eval": [
-                "I'm in {sg} this weekend. When can I drop by your shop?",
-                "Is your branch in {sg} open in the evening? What does its schedule look like?",
-                "I want to pick up an order at the {sg} store. From what time to what time is it staffed?",
+                "Is the {sg} store open today? What are its hours?",
             ],
             "answer": [
                 "The {sg} store is open from {v}.",
-                "Our {sg} location is open {v}, every day.",
-                "You can visit the {store} store in {sg} from {v}.",
                 "Store hours in {sg} are {v}.",
+                "The {store} store in {sg} is open from {v}, every day.",
             ],
             "doc": [
                 "The {sg} store is open daily from {v}.",
@@ -247,27 +255,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             ],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}门店的营业时间是几点到几点？",
                 "{sg}店什么时候开门？",
+                "我这周末在{sg}，什么时候可以去你们店里逛逛？",
                 "{sg}的店几点开门几点关门？",
                 "{store}{sg}店的营业时间是什么？",
+                "你们在{sg}的分店晚上开门吗？具体是怎么安排的？",
                 "请问{sg}门店每天营业到几点？",
                 "{sg}分店的营业时间是多少？",
+                "我想去{sg}门店自提订单，店里从几点到几点有人？",
                 "{sg}实体店的开放时间是？",
                 "我想知道{sg}门店的营业时间。",
+                "想去{sg}的店里试穿登山靴，你们几点营业？",
+                "{sg}门店早上几点开门，晚上几点关门？",
                 "{sg}的{store}几点营业？",
-            ],
-            "eval": [
-                "我这周末在{sg}，什么时候可以去你们店里逛逛？",
-                "你们在{sg}的分店晚上开门吗？具体是怎么安排的？",
-                "我想去{sg}门店自提订单，店里从几点到几点有人？",
+                "今天{sg}门店开吗？营业时间是？",
             ],
             "answer": [
                 "{sg}门店的营业时间是{v}。",
                 "{sg}店每天{v}营业。",
                 "{store}{sg}店的营业时间为{v}。",
-                "您可以在{v}之间前往{sg}门店。",
             ],
             "doc": [
                 "{sg}门店每天{v}营业。",
@@ -280,27 +288,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "price": {
         "en": {
-            "train": [
+            "questions": [
                 "How much is the {sg}?",
                 "What does the {sg} cost?",
+                "I'm thinking of buying the {sg}. What would I pay for it?",
                 "What is the price of the {sg}?",
                 "How much does the {sg} cost at {store}?",
+                "My budget is tight; what's the damage for the {sg}?",
                 "What's the {sg} selling for?",
                 "Can you tell me the price of the {sg}?",
+                "Before checking out, I'd like to know how many dollars the {sg} is.",
                 "How much do you charge for the {sg}?",
                 "What is the current price for the {sg}?",
                 "How much would the {sg} set me back?",
-            ],
-            "eval": [
-                "I'm thinking of buying the {sg}. What would I pay for it?",
-                "My budget is tight; what's the damage for the {sg}?",
-                "Before checking out, I'd like to know how many dollars the {sg} is.",
+                "What's the price tag on the {sg}?",
+                "I saw the {sg} on your site. What does it go for?",
+                "I want to get the {sg} as a gift. How much is it?",
             ],
             "answer": [
                 "The {sg} costs {v}.",
                 "The price of the {sg} is {v}.",
-                "The {sg} sells for {v} at {store}.",
-                "You can buy the {sg} for {v}.",
+                "At {store}, the {sg} sells for {v}.",
             ],
             "doc": [
                 "The {sg} is priced at {v}.",
@@ -312,27 +320,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             "spec": ["Price: {v}."],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}多少钱？",
                 "{sg}的价格是多少？",
+                "我打算买{sg}，需要付多少钱？",
                 "{sg}卖多少钱？",
                 "{store}的{sg}售价是多少？",
+                "预算有点紧，{sg}得花多少？",
                 "请问{sg}怎么卖？",
                 "{sg}现在什么价格？",
+                "结账之前想确认一下，{sg}要多少美元？",
                 "买一个{sg}要多少钱？",
                 "我想知道{sg}的价格。",
+                "在你们网站上看到了{sg}，标价是多少？",
                 "{sg}的售价是？",
-            ],
-            "eval": [
-                "我打算买{sg}，需要付多少钱？",
-                "预算有点紧，{sg}得花多少？",
-                "结账之前想确认一下，{sg}要多少美元？",
+                "想买{sg}送朋友，要花多少钱？",
+                "{sg}贵不贵？具体多少钱？",
             ],
             "answer": [
                 "{sg}的价格是{v}。",
-                "{sg}售价{v}。",
-                "{sg}在{store}卖{v}。",
-                "您可以用{v}买到{sg}。",
+                "{sg}的售价是{v}。",
+                "{store}的{sg}售价{v}。",
             ],
             "doc": [
                 "{sg}售价{v}。",
@@ -346,26 +354,26 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "weight": {
         "en": {
-            "train": [
+            "questions": [
                 "How much does the {sg} weigh?",
                 "What is the weight of the {sg}?",
+                "I'm counting every gram for a long hike. What will the {sg} add to my load?",
                 "How heavy is the {sg}?",
                 "What does the {sg} weigh?",
+                "Could my kid carry the {sg}? I need to know what it comes to on a scale.",
                 "Can you tell me the weight of the {sg}?",
                 "What's the {sg}'s weight?",
+                "If I put the {sg} on the bathroom scale, what number shows up?",
                 "How much weight does the {sg} add to my pack?",
                 "Is the {sg} heavy? How much does it weigh?",
                 "What is the listed weight of the {sg} at {store}?",
-            ],
-            "eval": [
-                "I'm counting every gram for a long hike. What will the {sg} add to my load?",
-                "Could my kid carry the {sg}? I need to know what it comes to on a scale.",
-                "If I put the {sg} on the bathroom scale, what number shows up?",
+                "How light is the {sg}?",
+                "I have to carry the {sg} a long way. How heavy is it?",
+                "I'm packing for a trip; what does the {sg} weigh?",
             ],
             "answer": [
                 "The {sg} weighs {v}.",
                 "The weight of the {sg} is {v}.",
-                "The {sg} comes in at {v}.",
                 "The listed weight of the {sg} is {v}.",
             ],
             "doc": [
@@ -378,27 +386,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             "spec": ["Weight: {v}."],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}有多重？",
                 "{sg}的重量是多少？",
+                "长途徒步我每一克都要算，{sg}会给背包增加多少分量？",
                 "{sg}重吗？有多重？",
                 "{sg}净重多少？",
+                "我家孩子背得动{sg}吗？放到秤上是多少？",
                 "请问{sg}的重量是？",
                 "{store}的{sg}多重？",
+                "把{sg}放到体重秤上，会显示多少？",
                 "{sg}的重量大概是多少？",
                 "我想知道{sg}的重量。",
                 "{sg}的标称重量是多少？",
-            ],
-            "eval": [
-                "长途徒步我每一克都要算，{sg}会给背包增加多少分量？",
-                "我家孩子背得动{sg}吗？放到秤上是多少？",
-                "把{sg}放到体重秤上，会显示多少？",
+                "{sg}轻不轻？具体多重？",
+                "我要背着{sg}走很远，它有多沉？",
+                "出门前收拾行李，{sg}大概多重？",
             ],
             "answer": [
                 "{sg}重{v}。",
                 "{sg}的重量是{v}。",
                 "{sg}的净重为{v}。",
-                "{sg}的标称重量是{v}。",
             ],
             "doc": [
                 "{sg}重{v}。",
@@ -412,27 +420,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "battery_life": {
         "en": {
-            "train": [
+            "questions": [
                 "What is the battery life of the {sg}?",
                 "How long does the {sg} battery last?",
+                "I'm going off-grid. If I fully charge the {sg} before leaving, when will it die?",
                 "How long will the {sg} run on a full charge?",
                 "How long can I use the {sg} on one charge?",
+                "How often will I need to plug in the {sg}?",
                 "What's the {sg}'s battery life?",
                 "Can you tell me how long the battery of the {sg} lasts?",
+                "Will the {sg} survive a long trip without a power outlet? What's its endurance?",
                 "How long does a charge last on the {sg}?",
                 "What battery runtime does the {sg} have?",
                 "How long does the {sg} last between charges?",
-            ],
-            "eval": [
-                "I'm going off-grid. If I fully charge the {sg} before leaving, when will it die?",
-                "How often will I need to plug in the {sg}?",
-                "Will the {sg} survive a long trip without a power outlet? What's its endurance?",
+                "What kind of battery life should I expect from the {sg}?",
+                "I always forget to charge things. How long does the {sg} keep going on one charge?",
+                "Is the battery on the {sg} any good? How long does it last?",
             ],
             "answer": [
                 "The {sg} runs for {v} on a full charge.",
                 "The battery of the {sg} lasts {v}.",
                 "The {sg} has a battery life of {v}.",
-                "You get {v} of use from the {sg} per charge.",
             ],
             "doc": [
                 "The {sg} delivers {v} of battery life.",
@@ -444,27 +452,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             "spec": ["Battery life: {v}."],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}的续航时间是多久？",
                 "{sg}的电池能用多久？",
+                "我要去没有电的地方，出发前把{sg}充满，它什么时候会没电？",
                 "{sg}充满电能用多长时间？",
                 "{sg}续航怎么样？能撑多久？",
+                "{sg}多久需要插一次电？",
                 "请问{sg}的电池续航是多少？",
                 "{sg}一次充电可以用多久？",
+                "{sg}撑得住没有插座的长途旅行吗？电量能坚持多长时间？",
                 "{store}的{sg}续航多长？",
                 "我想知道{sg}的续航时间。",
                 "{sg}两次充电之间能用多久？",
-            ],
-            "eval": [
-                "我要去没有电的地方，出发前把{sg}充满，它什么时候会没电？",
-                "{sg}多久需要插一次电？",
-                "{sg}撑得住没有插座的长途旅行吗？电量能坚持多长时间？",
+                "{sg}的电池耐用吗？能用多长时间？",
+                "我经常忘记充电，{sg}充一次电能坚持多久？",
+                "出门露营几天，{sg}的电够用多久？",
             ],
             "answer": [
-                "{sg}充满电可以使用{v}。",
                 "{sg}的续航时间是{v}。",
+                "{sg}充满电可以使用{v}。",
                 "{sg}的电池可以持续{v}。",
-                "{sg}一次充电能用{v}。",
             ],
             "doc": [
                 "{sg}的续航时间长达{v}。",
@@ -478,27 +486,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "capacity": {
         "en": {
-            "train": [
+            "questions": [
                 "What is the capacity of the {sg}?",
                 "How much does the {sg} hold?",
+                "If I fill the {sg} all the way up, how much fits inside?",
                 "How big is the {sg}'s capacity?",
                 "What capacity does the {sg} have?",
+                "I'm comparing options; how much can the {sg} take when it's full?",
                 "Can you tell me the capacity of the {sg}?",
                 "How much can the {sg} store?",
+                "Is the {sg} big enough for me? Tell me how much it takes when full.",
                 "What's the {sg} capacity?",
                 "How large is the {sg} in terms of capacity?",
                 "What is the rated capacity of the {sg} at {store}?",
-            ],
-            "eval": [
-                "If I fill the {sg} all the way up, how much fits inside?",
-                "I'm comparing options; how much can the {sg} take when it's full?",
-                "Is the {sg} big enough for me? Tell me how much it takes when full.",
+                "How much fits in the {sg}?",
+                "I need something for a weekend trip. How much will the {sg} hold?",
+                "What size is the {sg}, capacity-wise?",
             ],
             "answer": [
                 "The {sg} has a capacity of {v}.",
-                "The {sg} holds {v}.",
                 "The capacity of the {sg} is {v}.",
-                "The {sg} is rated at {v}.",
+                "The {sg} holds {v}.",
             ],
             "doc": [
                 "The {sg} has a capacity of {v}.",
@@ -510,27 +518,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             "spec": ["Capacity: {v}."],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{sg}的容量是多少？",
                 "{sg}能装多少？",
+                "如果把{sg}装满，里面能放下多少？",
                 "{sg}容量多大？",
                 "请问{sg}的容量是？",
+                "我在比较几款产品，{sg}满载时能容纳多少？",
                 "{store}的{sg}容量是多少？",
                 "{sg}的额定容量是多少？",
+                "{sg}够我用吗？告诉我它装满时有多少。",
                 "我想知道{sg}的容量。",
                 "{sg}有多大容量？",
                 "{sg}的最大容量是多少？",
-            ],
-            "eval": [
-                "如果把{sg}装满，里面能放下多少？",
-                "我在比较几款产品，{sg}满载时能容纳多少？",
-                "{sg}够我用吗？告诉我它装满时有多少。",
+                "{sg}装得多吗？具体容量是多少？",
+                "周末出去玩，{sg}能装下多少？",
+                "买{sg}之前想确认一下，它的容量有多大？",
             ],
             "answer": [
                 "{sg}的容量是{v}。",
                 "{sg}可容纳{v}。",
                 "{sg}的额定容量为{v}。",
-                "{sg}的最大容量是{v}。",
             ],
             "doc": [
                 "{sg}的容量为{v}。",
@@ -544,27 +552,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
     },
     "policy": {
         "en": {
-            "train": [
+            "questions": [
                 "What is the {sg} at {store}?",
                 "What is your {sg}?",
+                "Quick question about store policy: what's the {sg} these days?",
                 "Can you tell me the {sg}?",
                 "What's the {sg}?",
+                "I couldn't find the {sg} anywhere on your website. Can you help?",
                 "I'd like to know the {sg}.",
                 "Could you explain the {sg}?",
+                "Before I place an order, I want to check the {sg}. What is it?",
                 "Please tell me your {sg}.",
                 "What {sg} does {store} have?",
                 "Do you know what the {sg} is?",
-            ],
-            "eval": [
-                "Quick question about store policy: what's the {sg} these days?",
-                "I couldn't find the {sg} anywhere on your website. Can you help?",
-                "Before I place an order, I want to check the {sg}. What is it?",
+                "What's your current {sg}?",
+                "I'm new to {store}. What is the {sg}?",
+                "Remind me, what is the {sg}?",
             ],
             "answer": [
                 "The {sg} is {v}.",
                 "Our {sg} is {v}.",
                 "At {store}, the {sg} is {v}.",
-                "The {sg} at {store} is {v}.",
             ],
             "doc": [
                 "The {sg} is {v}.",
@@ -575,27 +583,27 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
             ],
         },
         "zh": {
-            "train": [
+            "questions": [
                 "{store}的{sg}是什么？",
                 "{sg}是什么？",
+                "问一下店铺政策：现在的{sg}是多少？",
                 "请问你们的{sg}是怎样的？",
                 "能告诉我{sg}吗？",
+                "我在你们网站上找不到{sg}，能帮我查一下吗？",
                 "我想了解一下{sg}。",
                 "{sg}具体是怎么规定的？",
+                "下单之前我想确认一下{sg}，具体是什么？",
                 "你们的{sg}怎么规定？",
                 "请介绍一下{sg}。",
                 "{sg}现在是什么标准？",
-            ],
-            "eval": [
-                "问一下店铺政策：现在的{sg}是多少？",
-                "我在你们网站上找不到{sg}，能帮我查一下吗？",
-                "下单之前我想确认一下{sg}，具体是什么？",
+                "麻烦说一下你们的{sg}。",
+                "我第一次在{store}买东西，{sg}是多少？",
+                "{sg}有什么规定？",
             ],
             "answer": [
                 "{sg}是{v}。",
-                "我们的{sg}为{v}。",
                 "{store}的{sg}是{v}。",
-                "目前{sg}为{v}。",
+                "我们的{sg}为{v}。",
             ],
             "doc": [
                 "{sg}为{v}。",
@@ -607,6 +615,13 @@ TEMPLATES: dict[str, dict[str, dict[str, list[str]]]] = {
         },
     },
 }
+
+# The split rule of the module docstring: held-out positions of each pool become `eval`, the rest `train`.
+for _langs in TEMPLATES.values():
+    for _kinds in _langs.values():
+        _kinds["eval"] = [q for i, q in enumerate(_kinds["questions"]) if i in HELD_OUT_POSITIONS]
+        _kinds["train"] = [q for i, q in enumerate(_kinds["questions"]) if i not in HELD_OUT_POSITIONS]
+del _langs, _kinds
 
 # (title, intro, outro) of each topic's page, per language.
 PAGES: dict[str, dict[str, tuple[str, str, str]]] = {

@@ -41,26 +41,31 @@ def is_model_dir(path) -> bool:
     return p.is_dir() and (p / "config.json").is_file()
 
 
-def _existing_dir(path, what: str) -> Path:
+def _existing_dir(path, what: str, fix: str = _OFFLINE_FIX) -> Path:
     p = Path(path).expanduser()
     if not p.exists():
-        raise TailorError(f"{what} not found: {path}", where=str(path), fix=_OFFLINE_FIX)
+        raise TailorError(f"{what} not found: {path}", where=str(path), fix=fix)
     if not p.is_dir():
-        raise TailorError(f"{what} must be a directory: {path}", where=str(path), fix=_OFFLINE_FIX)
+        raise TailorError(f"{what} must be a directory: {path}", where=str(path), fix=fix)
     return p
 
 
+_TOKENIZER_FIX = (
+    "pass model.tokenizer=DIR pointing at a directory with a tokenizer, "
+    "or train one with `tailor tokenizer train --data FILES... --out DIR`"
+)
+
+
 def load_tokenizer(path, trust_remote_code: bool = False):
-    """Load the tokenizer saved in directory `path`; it always has a pad token afterwards."""
+    """Load the tokenizer saved in directory `path`, giving it a pad token (eos) if it has none."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    p = _existing_dir(path, "tokenizer directory")
+    p = _existing_dir(path, "tokenizer directory", fix=_TOKENIZER_FIX + "; " + _OFFLINE_FIX)
     if not any((p / name).is_file() for name in _TOKENIZER_FILES):
         raise TailorError(
             f"no tokenizer files in {p} (looked for {', '.join(_TOKENIZER_FILES)})",
             where=str(p),
-            fix="pass model.tokenizer=DIR pointing at a directory with a tokenizer, "
-            "or train one with `tailor tokenizer train --data FILES... --out DIR`",
+            fix=_TOKENIZER_FIX,
         )
     try:
         if _is_generic_fast_tokenizer(p):
@@ -248,9 +253,10 @@ def _cpuinfo_has_bf16(cpuinfo: str) -> bool:
 def resolve_dtype(name: str, device: torch.device, for_training: bool = False) -> torch.dtype:
     """Turn a dtype name ("auto", "float32", "bfloat16", "float16") into a torch dtype for `device`.
 
-    "auto" keeps float32 master weights whenever bf16 is not available for training: fp16 weights
-    cannot be trained directly (the trainer adds fp16 autocast with loss scaling instead). On CPU,
-    "auto" is float32: bf16 would change numerics between runs on different CPUs for a small speed-up.
+    For training, "auto" is always float32 master weights: the trainer adds bf16/fp16 autocast on
+    GPUs, and pure-bf16 AdamW updates lose small steps (set dtype=bfloat16 explicitly to save memory).
+    For inference, "auto" is bf16 on GPUs that support it, fp16 on other GPUs, and float32 on CPUs:
+    bf16 would change numerics between runs on different CPUs for a small speed-up.
     """
     device = torch.device(device)
     key = str(name).lower()
@@ -259,6 +265,8 @@ def resolve_dtype(name: str, device: torch.device, for_training: bool = False) -
             f"unknown dtype '{name}'", where="model.dtype", fix="use auto, float32, bfloat16 or float16"
         )
     if key == "auto":
+        if for_training:
+            return torch.float32
         if device.type == "cuda":
             if torch.cuda.is_bf16_supported():
                 return torch.bfloat16

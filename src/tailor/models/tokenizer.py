@@ -45,10 +45,12 @@ DEEPSEEK_CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"
 )
 
-# Runs of CJK ideographs, kana and hangul are split from Latin text (as DeepSeek-V3's own
-# pre-tokenizer does), so merges are learned inside Chinese/Japanese/Korean runs instead of across
-# script changes. A leading space stays attached, as it does for English words.
-_CJK_RUN = r" ?[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u309f\u30a0-\u30ff\uac00-\ud7af]+"
+# Each CJK ideograph, kana or hangul syllable is its own pre-token, so BPE never merges across
+# Chinese word boundaries: with no spaces to mark words, a merge like "退回睡袋" would give the same
+# entity different tokens in different contexts, which a model trained on a small domain corpus
+# cannot untangle (measured: Chinese fact recall on training questions rose from ~50% with
+# whole-run merges). Latin text keeps its usual word-level merges.
+_CJK_RUN = r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u309f\u30a0-\u30ff\uac00-\ud7af]"
 # Numbers are split into groups of at most 3 digits, so arithmetic sees a consistent segmentation.
 _DIGITS = r"\p{N}{1,3}"
 

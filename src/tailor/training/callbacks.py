@@ -40,3 +40,22 @@ def read_metrics(path: str | Path) -> list[dict]:
     if not p.is_file():
         return []
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class ConsoleProgress(TrainerCallback):
+    """One short line per log event when no terminal shows a progress bar (CI logs, pipes)."""
+
+    def __init__(self, name: str = "train"):
+        self.name = name
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        import logging
+
+        if not state.is_world_process_zero or not logs:
+            return
+        parts = [f"{self.name} step {state.global_step}/{state.max_steps}"]
+        for key, fmt in (("loss", "loss {:.4f}"), ("eval_loss", "eval loss {:.4f}"), ("learning_rate", "lr {:.2e}"),
+                         ("grad_norm", "grad {:.2f}")):
+            if key in logs:
+                parts.append(fmt.format(logs[key]))
+        logging.getLogger("tailor").info("  ".join(parts))

@@ -97,7 +97,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     from tailor.adapters import apply_adapter
     from tailor.data.dataset import PadCollator
     from tailor.models.loading import count_parameters, resolve_device
-    from tailor.training.callbacks import JsonlMetrics
+    from tailor.training.callbacks import ConsoleProgress, JsonlMetrics
     from tailor.training.precision import resolve_precision
 
     t = recipe.train
@@ -158,6 +158,11 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                       data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
                       callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"), *(callbacks or [])])
+    if args.disable_tqdm:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(ConsoleProgress(t.objective))
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=str(resume_from) if (t.resume and resume_from) else None)
     elapsed = time.perf_counter() - started
