@@ -79,23 +79,20 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     del model
     stages["model"] = time.perf_counter() - t
 
-    t = stage(4, "stage 1: pretraining from scratch on the domain documents (full training)")
-    pre = load_recipe(recipe_path("pretrain.yaml"), [
-        f"model.path={out / 'model-init'}", f"data.train=[{files['documents']}]",
-        f"train.output_dir={out / 'pretrain'}", f"train.seed={cfg.seed}", "train.resume=true",
-        *cfg.pretrain_overrides])
-    pre_result = train(pre)
-    info["pretrain"] = pre_result.metrics
-    stages["pretrain"] = time.perf_counter() - t
+    def train_stage(n: int, title: str, name: str, base: Path, data: Path, overrides: list[str]):
+        t0 = stage(n, title)
+        recipe = load_recipe(recipe_path(f"{name}.yaml"), [
+            f"model.path={base}", f"data.train=[{data}]", f"train.output_dir={out / name}",
+            f"train.seed={cfg.seed}", "train.resume=true", *overrides])
+        result = train(recipe)
+        info[name] = result.metrics
+        stages[name] = time.perf_counter() - t0
+        return recipe, result
 
-    t = stage(5, "stage 2: supervised fine-tuning with LoRA (loss on assistant tokens)")
-    sft = load_recipe(recipe_path("sft.yaml"), [
-        f"model.path={pre_result.final_dir}", f"data.train=[{files['train']}]",
-        f"train.output_dir={out / 'sft'}", f"train.seed={cfg.seed}", "train.resume=true",
-        *cfg.sft_overrides])
-    sft_result = train(sft)
-    info["sft"] = sft_result.metrics
-    stages["sft"] = time.perf_counter() - t
+    _, pre_result = train_stage(4, "stage 1: pretraining from scratch on the domain documents (full training)",
+                                "pretrain", out / "model-init", files["documents"], cfg.pretrain_overrides)
+    sft, sft_result = train_stage(5, "stage 2: supervised fine-tuning with LoRA (loss on assistant tokens)",
+                                  "sft", pre_result.final_dir, files["train"], cfg.sft_overrides)
 
     t = stage(6, "evaluation on held-out question wordings")
     base_eval = evaluate(pre_result.final_dir, [str(files["eval"])], sft.eval, out_dir=out / "eval" / "base")

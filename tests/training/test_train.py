@@ -113,3 +113,15 @@ def test_gradient_checkpointing_gives_the_same_loss(tmp_path, llama_dir, chat_fi
                             f"train.gradient_checkpointing={flag}"))
         losses.append(result.metrics["train_loss"])
     assert abs(losses[0] - losses[1]) < 1e-4
+
+
+def test_fixed_seed_reproduces_the_run_and_tensorboard_gets_throughput(tmp_path, llama_dir, chat_file):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    finals = [run(recipe(tmp_path / n, llama_dir, chat_file, "train.max_steps=4", "adapter.method=full")).final_dir
+              for n in ("a", "b")]
+    a, b = (load_file(str(f / "model.safetensors")) for f in finals)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    events = EventAccumulator(str(tmp_path / "a" / "run" / "tensorboard")).Reload()
+    tags = events.Tags()["scalars"]
+    assert any("tokens_per_second" in t for t in tags) and any(t.endswith("loss") for t in tags)

@@ -24,12 +24,13 @@ class JsonlMetrics(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
             return
-        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         now = time.perf_counter()
         tokens = state.num_input_tokens_seen or 0
-        if self._t0 is not None and now > self._t0 and tokens > self._tokens0:
-            row["tokens_per_second"] = round((tokens - self._tokens0) / (now - self._t0), 1)
+        if self._t0 is not None and now > self._t0 and tokens > self._tokens0 and "loss" in logs:
+            # Added to the shared logs dict, so the TensorBoard callback (after this one) records it too.
+            logs["tokens_per_second"] = round((tokens - self._tokens0) / (now - self._t0), 1)
             self._t0, self._tokens0 = now, tokens
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
@@ -55,7 +56,7 @@ class ConsoleProgress(TrainerCallback):
             return
         parts = [f"{self.name} step {state.global_step}/{state.max_steps}"]
         for key, fmt in (("loss", "loss {:.4f}"), ("eval_loss", "eval loss {:.4f}"), ("learning_rate", "lr {:.2e}"),
-                         ("grad_norm", "grad {:.2f}")):
+                         ("grad_norm", "grad {:.2f}"), ("tokens_per_second", "{:.0f} tok/s")):
             if key in logs:
                 parts.append(fmt.format(logs[key]))
         logging.getLogger("tailor").info("  ".join(parts))
