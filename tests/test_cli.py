@@ -15,7 +15,8 @@ def help_of(*words):
 
 def test_every_command_has_help_with_every_setting(capsys):
     help_of()
-    assert all(name.split()[0] in capsys.readouterr().out for name in COMMANDS)
+    top = capsys.readouterr().out
+    assert all(name.split()[0] in top for name in COMMANDS)
     for name in COMMANDS:
         help_of(*name.split())
         assert COMMANDS[name][2] in capsys.readouterr().out
@@ -23,7 +24,7 @@ def test_every_command_has_help_with_every_setting(capsys):
         help_of(words)
         out = capsys.readouterr().out
         for key, _, _, desc in describe_fields(schema):
-            assert key in out and desc[:30] in out.replace("\n", " ") or desc[:20] in out
+            assert key in out and desc in out, key
 
 
 def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
@@ -51,7 +52,9 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
 def test_empty_dataset_is_one_clear_message(tmp_path, capsys, llama_dir):
     data = tmp_path / "empty.jsonl"
     data.write_text('{"unrelated": 1}\n')
-    code = main(["train", "/dev/null", f"model.path={llama_dir}", f"data.train=[{data}]", f"train.output_dir={tmp_path / 'o'}"])
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  max_steps: 1\n")
+    code = main(["train", str(recipe), f"model.path={llama_dir}", f"data.train=[{data}]", f"train.output_dir={tmp_path / 'o'}"])
     err = capsys.readouterr().err
     assert code == 2 and "no usable training" in err and "empty.jsonl:1" in err
 
