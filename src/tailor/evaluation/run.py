@@ -44,23 +44,21 @@ def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtyp
 def answer_nll(model, tokenizer, conversations: list[list[dict]], max_length: int = 1024,
                batch_size: int = 16) -> tuple[float, int, list[float]]:
     """Summed NLL and count of assistant tokens (padding and prompts excluded), plus per-example mean NLL."""
+    from tailor.data.dataset import PadCollator
     from tailor.data.templates import encode_conversation
 
     model.eval()
     device = next(model.parameters()).device
-    encoded = [encode_conversation(tokenizer, c, max_length) for c in conversations]
-    total, count, per_example = 0.0, 0, []
+    # A conversation with no assistant token left stands in as one padded, unscored token.
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    empty = {"input_ids": [pad], "labels": [-100]}
+    encoded = [encode_conversation(tokenizer, c, max_length) or empty for c in conversations]
+    collate = PadCollator(pad)
+    total, count, per_example = 0.0, 0, []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
-        width = max(len(e["input_ids"]) if e else 1 for e in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, e in enumerate(chunk):
-            if e:
-                n = len(e["input_ids"])
-                ids[i, :n], labels[i, :n], mask[i, :n] = torch.tensor(e["input_ids"]), torch.tensor(e["labels"]), 1
+        batch = collate(chunk)
+        ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
         nll = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,

@@ -7,6 +7,20 @@ import torch
 from tailor.data.templates import encode_prompt
 
 
+def decoding_kwargs(tokenizer, max_new_tokens: int, do_sample: bool = False, temperature: float = 0.7,
+                    top_p: float = 0.9) -> dict:
+    """Arguments for `model.generate` shared by evaluation, chat and serving (greedy unless do_sample)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
+                  eos_token_id=tokenizer.eos_token_id)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        # Unset the model's own sampling defaults so greedy decoding raises no warnings.
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
 @torch.no_grad()
 def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
              do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[str]:
@@ -26,13 +40,8 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
         for i, p in enumerate(prompts):
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
-        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, pad_token_id=pad,
-                      eos_token_id=tokenizer.eos_token_id)
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p))
         for row in out[:, width:]:
             answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return answers

@@ -9,6 +9,7 @@ from typing import Callable, TextIO
 import torch
 
 from tailor.data.templates import encode_prompt
+from tailor.models.generation import decoding_kwargs
 
 HELP = "commands: /reset clears the conversation, /exit (or Ctrl-D) quits"
 
@@ -20,10 +21,8 @@ def stream_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 
 
     ids = torch.tensor([encode_prompt(tokenizer, messages)], device=next(model.parameters()).device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                  do_sample=do_sample, streamer=streamer, eos_token_id=tokenizer.eos_token_id,
-                  pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-    kwargs.update(dict(temperature=temperature, top_p=top_p) if do_sample else dict(temperature=None, top_p=None, top_k=None))
+    kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                  **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p))
     worker = threading.Thread(target=lambda: model.generate(**kwargs), daemon=True)
     worker.start()
     pieces = []
