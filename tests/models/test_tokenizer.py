@@ -88,8 +88,8 @@ def test_chat_template_is_prefix_stable(tokenizer):
 
 
 def test_chat_template_rejects_unknown_role(tokenizer):
-    with pytest.raises(Exception, match="Unknown chat role: tool"):
-        tokenizer.apply_chat_template([{"role": "tool", "content": "x"}], tokenize=False)
+    with pytest.raises(Exception, match="Unknown chat role: narrator"):
+        tokenizer.apply_chat_template([{"role": "narrator", "content": "x"}], tokenize=False)
 
 
 def test_saved_tokenizer_reloads_with_template(tmp_path):

@@ -28,6 +28,10 @@ SPECIAL_TOKENS = {
     "assistant": "<｜Assistant｜>",
 }
 
+# A tool result is wrapped in DeepSeek-V3's tool-output markers and, like a user turn, has no end
+# token of its own: the next "<｜Assistant｜>" closes it, so the template stays prefix-stable.
+TOOL_OUTPUT = ("<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>")
+
 # DeepSeek-V3 style. Kept on few lines because every character outside the Jinja tags is output.
 # Prefix-stable: the generation prompt "<｜Assistant｜>" is exactly how the next assistant turn
 # starts, which data/templates.py relies on to find the assistant spans for the loss mask.
@@ -38,8 +42,10 @@ DEEPSEEK_CHAT_TEMPLATE = (
     "{%- elif message['role'] == 'user' -%}{{ '" + SPECIAL_TOKENS["user"] + "' + message['content'] }}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{ '" + SPECIAL_TOKENS["assistant"] + "' + message['content'] + '" + SPECIAL_TOKENS["eos"] + "' }}"
+    "{%- elif message['role'] == 'tool' -%}"
+    "{{ '" + TOOL_OUTPUT[0] + "' + message['content'] + '" + TOOL_OUTPUT[1] + "' }}"
     "{%- else -%}{{ raise_exception('Unknown chat role: ' + message['role'] "
-    "+ ' (expected system, user or assistant)') }}"
+    "+ ' (expected system, user, assistant or tool)') }}"
     "{%- endif -%}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"

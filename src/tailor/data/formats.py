@@ -1,0 +1,267 @@
+"""Rows to canonical records: OpenAI messages, sharegpt, alpaca, preference, classification, text.
+
+Split from `loading` (which finds and reads files); this module only turns one parsed row into
+a record (shapes in `tailor.data.records`) or a `_RowError` with a short stable reason.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass
+
+FIELDS = ("messages", "system", "tools", "instruction", "input", "output", "history", "text", "label", "prompt",
+          "chosen", "rejected")
+TAG_DEFAULTS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
+                "system_tag": "system", "observation_tag": "observation", "function_tag": "function_call"}
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
+                  "model": "assistant", "system": "system", "function_call": "assistant", "observation": "tool",
+                  "tool": "tool", "function": "tool"}
+
+
+class _RowError(Exception):
+    """A row that cannot become a record: a short stable reason, the column at fault, how to fix it."""
+
+    def __init__(self, reason: str, column: str | None = None, fix: str | None = None):
+        super().__init__(reason)
+        self.reason, self.column, self.fix = reason, column, fix
+
+
+@dataclass
+class _Bad:
+    """Stands in for a row the reader could not parse (e.g. an invalid JSON line)."""
+
+    reason: str
+    detail: str = ""
+
+
+
+class _Row:
+    """A row seen through `columns`; remembers which columns it read, so the rest go to meta."""
+
+    def __init__(self, row: dict, cols: dict[str, str]):
+        self.row, self.cols, self.used = row, cols, set()
+
+    def col(self, name: str, default: str | None = None) -> str:
+        return self.cols.get(name, default or name)
+
+    def has(self, name: str, default: str | None = None) -> bool:
+        c = self.col(name, default)
+        return bool(c) and self.row.get(c) is not None
+
+    def get(self, name: str, default: str | None = None):
+        c = self.col(name, default)
+        if not c:
+            return None
+        self.used.add(c)
+        return self.row.get(c)
+
+    def text(self, name: str, required: bool = True, default: str | None = None) -> str | None:
+        c, v = self.col(name, default), self.get(name, default)
+        if v is None:
+            if required:
+                raise _RowError(f"missing field '{c or name}'", c or name,
+                                f"give every row a '{c or name}', or map {name} to another column in `columns`")
+            return None
+        if not isinstance(v, str):
+            raise _RowError(f"'{c}' is not a string", c, f"'{c}' must hold text, got {type(v).__name__}")
+        return v
+
+    def listing(self, name: str, default: str | None = None) -> list | None:
+        c, v = self.col(name, default), self.get(name, default)
+        if isinstance(v, str) and v.lstrip().startswith("["):
+            try:  # CSV and Parquet cells often hold the list as JSON text
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                raise _RowError(f"'{c}' is not valid JSON", c, f"'{c}' must be a JSON list") from None
+        if v is not None and not isinstance(v, list):
+            raise _RowError(f"'{c}' is not a list", c, f"'{c}' must be a list, got {type(v).__name__}")
+        return v
+
+
+def _content(v):
+    if isinstance(v, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in v):
+        return "".join(p.get("text", "") for p in v)  # OpenAI content parts, text only
+    return v
+
+
+def _tool_calls(m: dict) -> str | None:
+    """An OpenAI assistant turn's tool_calls as the JSON text a sharegpt function_call turn holds."""
+    calls = []
+    for c in m.get("tool_calls") or []:
+        fn = c.get("function", c) if isinstance(c, dict) else {}
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args)
+            except json.JSONDecodeError:
+                pass
+        calls.append({"name": fn.get("name"), "arguments": args})
+    return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False) if calls else None
+
+
+def _turns(r: _Row, turns: list, tags: dict[str, str], col: str) -> list[dict]:
+    roles = dict(SHAREGPT_ROLES)
+    for tag, role in (("user_tag", "user"), ("assistant_tag", "assistant"), ("system_tag", "system"),
+                      ("function_tag", "assistant"), ("observation_tag", "tool")):
+        if tag in tags:
+            roles[tags[tag]] = role
+    role_key, content_key = ({**TAG_DEFAULTS, **tags}[k] for k in ("role_tag", "content_tag"))
+    msgs = []
+    for i, m in enumerate(turns):
+        if not isinstance(m, dict):
+            raise _RowError("turn is not an object", col, f"every turn in '{col}' must be {{{role_key}, {content_key}}}")
+        raw = m[role_key] if role_key in m else m.get("role")
+        role = (roles.get(raw) or roles.get(raw.lower())) if isinstance(raw, str) else None
+        if role is None:
+            known = sorted({k for k in roles if isinstance(k, str)})
+            raise _RowError(f"unknown role '{raw}'", f"{col}[{i}].{role_key}",
+                            f"use one of {', '.join(known)}, or name your role values with `tags` (user_tag, ...)")
+        content = _content(m[content_key] if content_key in m else m.get("content"))
+        if not content and role == "assistant" and m.get("tool_calls"):
+            content = _tool_calls(m)
+        if not isinstance(content, str):
+            raise _RowError("message content is not a string", f"{col}[{i}].{content_key}",
+                            "every turn needs text content")
+        msgs.append({"role": role, "content": content})
+    return msgs
+
+
+def _system(r: _Row, msgs: list[dict]) -> list[dict]:
+    """Put the system column and the tools column (as an add-on) into one leading system message."""
+    parts = [s for s in (r.text("system", required=False),) if s and s.strip()]
+    tools = r.get("tools")
+    if isinstance(tools, (list, dict)):
+        tools = json.dumps(tools, ensure_ascii=False) if tools else None
+    if isinstance(tools, str) and tools.strip() not in ("", "[]", "{}"):
+        parts.append(f"Tools you can call (JSON):\n{tools}")
+    if not parts:
+        return msgs
+    if msgs and msgs[0]["role"] == "system":
+        parts.insert(0, msgs[0]["content"])
+        msgs = msgs[1:]
+    return [{"role": "system", "content": "\n\n".join(parts)}, *msgs]
+
+
+def _alpaca_prompt(r: _Row) -> list[dict]:
+    msgs = []
+    history = r.listing("history") or []
+    for pair in history:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise _RowError(f"'{r.col('history')}' is not a list of [question, answer] pairs", r.col("history"),
+                            'history must look like [["q1", "a1"], ["q2", "a2"]]')
+        msgs += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    instruction = r.text("instruction", required=not r.has("input")) or ""
+    extra = r.text("input", required=False)
+    msgs.append({"role": "user", "content": f"{instruction}\n{extra}" if instruction and extra else instruction or extra})
+    return _system(r, msgs)
+
+
+def _chat(msgs: list[dict], col: str) -> dict:
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in msgs):
+        raise _RowError("no assistant answer", col, "a training conversation needs at least one non-empty assistant turn")
+    return {"messages": msgs}
+
+
+def _answer(r: _Row, name: str, tags: dict[str, str]) -> str:
+    c, v = r.col(name), r.get(name)
+    if isinstance(v, list):  # TRL conversational shape: [{"role": "assistant", "content": ...}]
+        v = v[-1] if v else None
+    if isinstance(v, dict):
+        v = _content(v.get(tags.get("content_tag", TAG_DEFAULTS["content_tag"]), v.get("content")))
+    if v is None:
+        raise _RowError(f"missing field '{c}'", c, f"a preference row needs '{r.col('chosen')}' and '{r.col('rejected')}'")
+    if not isinstance(v, str):
+        raise _RowError(f"'{c}' is not a string", c, f"'{c}' must be the answer text or {{from, value}}")
+    if not v.strip():
+        raise _RowError(f"empty '{c}'", c, "both answers of a preference pair need text")
+    return v
+
+
+def _preference(r: _Row, tags: dict[str, str]) -> dict:
+    if r.has("prompt"):
+        p, col = r.get("prompt"), r.col("prompt")
+        prompt = [{"role": "user", "content": p}] if isinstance(p, str) else _turns(r, r.listing("prompt"), tags, col)
+        prompt = _system(r, prompt)
+    elif r.has("messages") or r.has("messages", "conversations"):
+        name = "messages" if r.has("messages") else "conversations"
+        col = r.col("messages", name)
+        prompt = _system(r, _turns(r, r.listing("messages", name), tags, col))
+    else:
+        prompt, col = _alpaca_prompt(r), r.col("instruction")
+    if not prompt or prompt[-1]["role"] not in ("user", "tool") or not prompt[-1]["content"].strip():
+        raise _RowError("prompt does not end with a user turn", col,
+                        "the prompt of a preference pair must end with the user's (or a tool's) message")
+    return {"prompt": prompt, "chosen": _answer(r, "chosen", tags), "rejected": _answer(r, "rejected", tags)}
+
+
+def _detect(r: _Row) -> str:
+    if r.has("chosen") and r.has("rejected"):
+        return "preference"
+    if r.has("messages"):
+        return "messages"
+    if r.has("messages", "conversations"):
+        return "sharegpt"
+    if r.has("instruction") and r.has("output"):
+        return "alpaca"
+    if r.has("text") and r.col("label") and r.col("label") in r.row:
+        return "classification"
+    if r.has("text"):
+        return "text"
+    raise _RowError("no usable fields", None, f"no chat, alpaca, sharegpt, preference or text fields among the row's "
+                    f"keys ({', '.join(map(str, r.row))[:120]}); set the source's `format` and `columns`")
+
+
+def convert_row(row: object, fmt: str = "auto", columns: dict[str, str] | None = None,
+                tags: dict[str, str] | None = None) -> tuple[dict, set[str]]:
+    """One row to a canonical record (no bookkeeping keys) and the columns it consumed.
+
+    Raises `_RowError` (reason, column, fix) for a row that cannot be used.
+    """
+    if isinstance(row, _Bad):
+        raise _RowError(row.reason, None, f"the row has {row.detail}" if row.detail else None)
+    if not isinstance(row, dict):
+        raise _RowError("row is not a JSON object", None, "each row must be an object with named fields")
+    r, tags = _Row(row, columns or {}), tags or {}
+    kind = _detect(r) if fmt == "auto" else fmt
+    if kind == "preference":
+        rec = _preference(r, tags)
+    elif kind in ("messages", "sharegpt"):
+        name = "conversations" if kind == "sharegpt" and not r.has("messages") else "messages"
+        turns = r.listing("messages", name)
+        if turns is None:
+            raise _RowError(f"missing field '{r.col('messages', name)}'", r.col("messages", name),
+                            "give every row its list of turns, or map messages to that column in `columns`")
+        rec = _chat(_system(r, _turns(r, turns, tags, r.col("messages", name))), r.col("messages", name))
+    elif kind == "alpaca":
+        prompt = _alpaca_prompt(r)
+        rec = _chat([*prompt, {"role": "assistant", "content": r.text("output")}], r.col("output"))
+    else:
+        text = r.text("text")
+        if not text.strip():
+            raise _RowError("empty text", r.col("text"), "drop empty rows from the file")
+        rec = {"text": text}
+        if kind == "classification":
+            label = r.get("label")
+            if label is None or label == "" or isinstance(label, bool) or not isinstance(label, (str, int)):
+                raise _RowError(f"'{r.col('label')}' is not a label", r.col("label"),
+                                "a classification row needs a string or integer label")
+            rec["label"] = label
+    return rec, r.used
+
+
+def _scalar(v):
+    if isinstance(v, float) and v != v:
+        return None  # NaN (an empty cell in pandas-written files) is not JSON
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, (_dt.date, _dt.datetime, _dt.time)):
+        return v.isoformat()
+    return json.dumps(v, ensure_ascii=False, default=str)
+
+
+def _meta(row: object, used: set[str]) -> dict:
+    """The row's unconsumed columns as JSON-able scalars (nested values become JSON text)."""
+    if not isinstance(row, dict):
+        return {}
+    return {str(k): _scalar(v) for k, v in row.items() if k not in used}
