@@ -37,9 +37,15 @@ def _build_datasets(recipe: Recipe, tokenizer):
     from tailor.data.dataset import pretrain_dataset, sft_dataset, split_validation
     from tailor.data.loading import LoadReport, load_records, require_rows
 
+    from tailor.data.prepare import training_datasets
+
+    prepared = training_datasets(recipe)  # data.sources, or a prepared directory in data.train
+    if prepared is not None:
+        return prepared
     d = recipe.data
     if not d.train:
-        raise TailorError("no training data given", where="data.train", fix="set data.train to one or more files")
+        raise TailorError("no training data given", where="data.train / data.sources",
+                          fix="set data.train to files or a prepared directory, or data.sources to inputs to prepare")
     report = LoadReport()
     records = load_records(d.train, d.format, d.text_field, report)
     if recipe.train.objective == "sft":
@@ -57,9 +63,6 @@ def _build_datasets(recipe: Recipe, tokenizer):
         packing = True if d.packing is None else d.packing
         build = lambda recs, rep=None: pretrain_dataset(recs, tokenizer, d.max_length, packing, rep)  # noqa: E731
     else:
-        if d.packing:
-            raise TailorError("data.packing is not supported with train.objective=sft yet", where="data.packing",
-                              fix="set data.packing=false")
         build = lambda recs, rep=None: sft_dataset([r for r in recs if "messages" in r], tokenizer, d.max_length, d.system_prompt, rep)  # noqa: E731
     train_ds = build(train_records, report)
     if len(train_ds) == 0:
@@ -67,6 +70,25 @@ def _build_datasets(recipe: Recipe, tokenizer):
                           fix="lower data.max_length for packing, or raise it so assistant turns fit")
     val_ds = build(val_records) if val_records else None
     return train_ds, val_ds, report
+
+
+def _collator_and_packing(recipe: Recipe, tokenizer, model, train_ds, val_ds, report):
+    """SFT with data.packing: packed rows + PackingCollator (block-diagonal attention); else PadCollator."""
+    from tailor.data.dataset import PadCollator
+    from tailor.data.packing import PackingCollator, check_attention, pack_dataset
+
+    if recipe.train.objective != "sft" or not recipe.data.packing:
+        return train_ds, val_ds, PadCollator(tokenizer.pad_token_id), None
+    check_attention(model, recipe.train.batch_size)
+    train_ds, stats = pack_dataset(train_ds, recipe.data.max_length, recipe.train.seed, report)
+    if val_ds is not None:
+        val_ds, _ = pack_dataset(val_ds, recipe.data.max_length, recipe.train.seed)
+    log.info("packing: %d samples -> %d sequences of <= %d tokens (%.0f%% full)", stats.samples, stats.packed,
+             stats.max_length, 100 * stats.fill_ratio)
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        # Packed batches carry no attention mask, so the Trainer counts tokens that differ from the pad id.
+        log.warning("pad token == eos token: tokens_seen leaves out EOS tokens; packing.tokens is the exact count")
+    return train_ds, val_ds, PackingCollator(tokenizer.pad_token_id), stats
 
 
 def _load_model_and_tokenizer(recipe: Recipe, out: Path):
@@ -95,7 +117,6 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     from transformers import Trainer, TrainingArguments, set_seed
 
     from tailor.adapters import apply_adapter
-    from tailor.data.dataset import PadCollator
     from tailor.models.loading import count_parameters, resolve_device
     from tailor.training.callbacks import ConsoleProgress, JsonlMetrics
     from tailor.training.precision import resolve_precision
@@ -118,6 +139,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     set_seed(t.seed)
     model, tokenizer, base_dir = _load_model_and_tokenizer(recipe, out)
     train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
+    train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
     log.info("data: %s", report.summary())
     model = apply_adapter(model, recipe.adapter)
     trainable, total = count_parameters(model)
@@ -156,7 +178,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         disable_tqdm=not os.isatty(2),
     )
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      data_collator=PadCollator(tokenizer.pad_token_id), processing_class=tokenizer,
+                      data_collator=collator, processing_class=tokenizer,
                       callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"), *(callbacks or [])])
     if args.disable_tqdm:
         from transformers.trainer_callback import PrinterCallback
@@ -185,6 +207,8 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         "train_sequences": len(train_ds),
         "data_report": {"read": report.read, "kept": report.kept, "skipped": dict(report.skipped)},
     }
+    if packing is not None:
+        metrics["packing"] = packing.to_dict()
     if val_ds is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
