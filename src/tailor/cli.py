@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Callable
 
-from tailor.config import (EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, parse_overrides,
-                           parse_preset_overrides)
+from tailor.config import (EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, merge_settings,
+                           parse_overrides, parse_preset_overrides)
 from tailor.errors import TailorError
 
 log = logging.getLogger("tailor")
@@ -86,6 +85,73 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(a: argparse.Namespace) -> int:
+    from tailor.data.prepare import read_report, run
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    prepared = run(recipe, base_dir=Path(a.recipe).parent, force=a.force)
+    report = read_report(prepared)
+    con = _console()
+    if prepared.cached:
+        con.print(f"[bold green]unchanged inputs and settings[/]: reusing {prepared.path}")
+    con.print(_report_text(report))
+    con.print(f"[bold green]prepared[/] {', '.join(f'{k} {v}' for k, v in prepared.splits.items())} -> {prepared.path}")
+    return 0
+
+
+def _report_text(report: dict) -> str:
+    from tailor.data.records import PrepareReport, StepReport
+
+    rep = PrepareReport(splits=report["splits"])
+    for s in report["steps"]:
+        step = StepReport(s["step"], s["in"], s["out"], s["changed"], s["added"])
+        step.dropped.update(s["dropped"])
+        step.examples = s["first_seen"]
+        rep.steps.append(step)
+    text = rep.to_text()
+    for split, t in (report.get("tokens") or {}).items():
+        text += (f"\ntokens {split}: {t['tokenized']} rows, {t['tokens']} tokens ({t['loss_tokens']} carry loss), "
+                 f"mean {t['length_mean']}, p95 {t['length_p95']}, max {t['length_max']}, {t['truncated']} truncated")
+        for reason, n in t["not_tokenized"].items():
+            text += f"\n  {n} rows {reason}"
+    return text
+
+
+def cmd_data_inspect(a: argparse.Namespace) -> int:
+    from tailor.data.inspect import inspect_prepared, print_result
+    from tailor.data.prepare import is_prepared_dir, open_prepared, run
+    from tailor.models.loading import load_tokenizer
+
+    target = Path(a.target)
+    if target.suffix in (".yaml", ".yml"):
+        recipe = load_recipe(target, a.overrides)
+        prepared = run(recipe, base_dir=target.parent)
+    elif is_prepared_dir(target):
+        prepared = open_prepared(target)
+    else:
+        # A raw data file or folder: prepare it as is (no cleaning, no de-dup) into a scratch folder.
+        if not a.tokenizer:
+            raise TailorError("inspecting a data file needs a tokenizer", where="--tokenizer",
+                              fix="pass --tokenizer DIR (a model or tokenizer directory), or inspect a recipe")
+        scratch = Path(a.out or "runs/inspect") / "prepared"
+        settings = {"data": {"sources": [{"path": str(target.resolve())}], "dedup": {"exact": False, "near": False},
+                             "prepared_dir": str(scratch)}, "model": {"tokenizer": a.tokenizer}}
+        recipe = build(Recipe, merge_settings(settings, parse_overrides(a.overrides, Recipe)), "command line")
+        prepared = run(recipe)
+    tok_path = a.tokenizer or prepared.manifest.get("tokenizer")
+    tokenizer = load_tokenizer(tok_path) if tok_path else None
+    if tokenizer is not None and prepared.manifest.get("chat_template"):
+        from tailor.data.templates import set_chat_template
+
+        set_chat_template(tokenizer, prepared.manifest["chat_template"])
+    result = inspect_prepared(prepared, tokenizer, samples=a.samples, out_dir=a.out or prepared.path)
+    print_result(result, _console())
+    if result.failed:
+        print("error: " + "; ".join(c.message for c in result.failed), file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_model_init(a: argparse.Namespace) -> int:
     from tailor.models.loading import count_parameters, load_tokenizer
     from tailor.models.presets import init_model
@@ -110,6 +176,35 @@ def cmd_tokenizer_train(a: argparse.Namespace) -> int:
 
     tok = train_tokenizer(corpus_from_files(a.data), a.vocab_size, a.out, min_frequency=a.min_frequency)
     _console().print(f"[bold green]trained[/] tokenizer with {len(tok):,} tokens -> {a.out}")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from tailor.evaluation.compare import print_comparison, run
+
+    overrides = [o if o.startswith("eval.") else f"eval.{o}" for o in a.overrides]
+    cfg = build(EvalConfig, parse_overrides(overrides, Recipe).get("eval", {}), "command line")
+    res = run(a.a, a.b, a.data or None, cfg, out_dir=a.out, requirements=a.require, keys=a.scores,
+              id_key=a.id_key, resamples=a.resamples, seed=a.seed, top=a.top)
+    print_comparison(res, _console())
+    if res.report:
+        _console().print(f"compare.json and report -> {res.report}")
+    failed = [g for g in res.gate if not g["holds"]]
+    if failed:
+        print("gate failed: " + "; ".join(f"{g['requirement']} ({g['quantity']} = {g['value']})" for g in failed),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from rich.markdown import Markdown
+
+    from tailor.evaluation.report import write_report
+
+    path = write_report(a.run_dir, a.out)
+    _console().print(Markdown(path.with_suffix(".md").read_text(encoding="utf-8")))
+    _console().print(f"[bold green]report[/] -> {path} (and {path.with_suffix('.md')})")
     return 0
 
 
@@ -160,6 +255,20 @@ def _quickstart_args(p):
     p.add_argument("overrides", nargs="*", metavar="key=value", help="quickstart settings, e.g. out_dir=runs/qs")
 
 
+def _data_prepare_args(p):
+    p.add_argument("recipe", help="YAML recipe with a data section (data.sources, clean, dedup, split, augment)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe settings, e.g. data.split.test=0.1")
+    p.add_argument("--force", action="store_true", help="prepare again even when inputs and settings are unchanged")
+
+
+def _data_inspect_args(p):
+    p.add_argument("target", help="a prepared dataset directory, a recipe YAML, or a data file/folder (with --tokenizer)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="recipe settings, e.g. data.max_length=256")
+    p.add_argument("--tokenizer", help="tokenizer or model directory (default: the one the dataset was prepared with)")
+    p.add_argument("--samples", type=int, default=3, help="rendered samples to show per split (default 3)")
+    p.add_argument("--out", help="folder for token_lengths.png (default: the prepared directory)")
+
+
 def _model_init_args(p):
     p.add_argument("preset", help="preset name (tailor model presets lists them)")
     p.add_argument("--out", required=True, help="output model directory")
@@ -175,13 +284,38 @@ def _tokenizer_train_args(p):
     p.add_argument("--min-frequency", type=int, default=2, help="minimum pair frequency for a merge (default 2)")
 
 
+def _compare_args(p):
+    p.add_argument("a", help="A: a model dir, an adapter dir, or a `tailor eval --out` folder (its examples are reused)")
+    p.add_argument("b", help="B: the same kinds; differences are B − A")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="eval.* settings for sides that are evaluated, e.g. max_new_tokens=32")
+    p.add_argument("--data", nargs="+", help="evaluation files (needed when A or B is a model to evaluate)")
+    p.add_argument("--out", default="runs/compare", help="write compare.json, a/ b/ evaluations and report.html here (default runs/compare)")
+    p.add_argument("--require", action="append", default=[], metavar="EXPR",
+                   help="gate, repeatable: fact_accuracy>=+0.02 (B − A), fact_accuracy>=0.8 (B itself), "
+                        "ci_low(fact_accuracy)>0; exit 1 if any fails")
+    p.add_argument("--scores", nargs="+", help="compare only these per-example scores (default: every numeric one)")
+    p.add_argument("--id-key", help="pair examples by this field (default: `id` when all have it, else by position)")
+    p.add_argument("--resamples", type=int, default=2000, help="paired bootstrap resamples (default 2000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--top", type=int, default=10, help="examples listed where A and B differ most (default 10)")
+
+
+def _report_args(p):
+    p.add_argument("run_dir", help="a training output dir, an eval or compare --out dir, or the quickstart out_dir")
+    p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html); the Markdown summary goes beside it")
+
+
 # name -> (function, argument builder, one-line help, epilog listing schema keys)
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
     "train": (cmd_train, _train_args, "train a model from a recipe (pretrain or sft; full, lora or freeze)", help_text(Recipe)),
     "eval": (cmd_eval, _eval_args, "evaluate a model or adapter on held-out conversations", help_text(EvalConfig)),
     "merge": (cmd_merge, _merge_args, "fold a LoRA adapter into its base and save a standalone model", None),
     "chat": (cmd_chat, _chat_args, "chat with a model in the terminal (or answer one --prompt)", None),
+    "compare": (cmd_compare, _compare_args, "compare two models, adapters or saved evaluations with paired bootstrap CIs; gate with --require", help_text(EvalConfig)),
+    "report": (cmd_report, _report_args, "a self-contained HTML report (and Markdown summary) of a training, eval, compare or quickstart folder", None),
     "quickstart": (cmd_quickstart, _quickstart_args, "the embedded default: data, tokenizer, model, pretrain, LoRA SFT, eval, merge", help_text(QuickstartConfig)),
+    "data prepare": (cmd_data_prepare, _data_prepare_args, "load, clean, de-duplicate, split, augment and tokenize data into a prepared directory", help_text(Recipe)),
+    "data inspect": (cmd_data_inspect, _data_inspect_args, "statistics, rendered samples with loss highlighted, and data checks", None),
     "model init": (cmd_model_init, _model_init_args, "build a model from a preset and save it", None),
     "model presets": (cmd_model_presets, lambda p: None, "list the model presets", None),
     "tokenizer train": (cmd_tokenizer_train, _tokenizer_train_args, "train a byte-level BPE tokenizer with a chat template", None),

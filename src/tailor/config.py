@@ -237,16 +237,45 @@ class TrainConfig(Section):
 
 
 class EvalConfig(Section):
-    data: list[str] = Field(default_factory=list, description="Evaluation files: chat records whose last assistant turn is the reference; optional `answer` = the fact to contain.")
+    task: Literal["generation", "lm", "classification", "retrieval"] = Field("generation", description="generation = answer chat records and score the answers; lm = loss/perplexity of text; classification = {text, label} rows scored by label likelihood; retrieval = {query, candidates, relevant|positive} rows ranked by likelihood.")
+    data: list[str] = Field(default_factory=list, description="Evaluation files: chat records whose last assistant turn is the reference (optional `answer` = the fact to contain), or the rows of eval.task.")
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated per answer.")
-    batch_size: int = Field(16, ge=1, description="Prompts per generation batch.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch (and sequences per scoring batch).")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
+    max_length: int = Field(1024, ge=8, description="Tokens per scored sequence: lm windows; longer classification/retrieval/answer sequences lose their oldest tokens.")
     do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
     temperature: float = Field(0.7, gt=0, description="Sampling temperature (with eval.do_sample).")
     top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling share (with eval.do_sample).")
-    seed: int = Field(0, description="Seed for sampled generation.")
+    seed: int = Field(0, description="Seed for sampled generation and robustness noise.")
+    classification_template: str = Field("{text}\nLabel:", description="User turn for classification ({text}; {labels} lists the label set); each label is scored as the assistant's answer.")
+    labels: list[str] | None = Field(None, description="Classification label set in this order (default: the labels found in the data, sorted).")
+    retrieval_template: str = Field("{query}", description="User turn for retrieval ({query}); each candidate is scored as the assistant's answer by mean token log-likelihood.")
+    ranking_k: list[int] = Field(default_factory=lambda: [1, 5, 10], description="K values for Recall@K and NDCG@K.")
+    uncertainty: Literal["margin", "entropy"] = Field("margin", description="Classification uncertainty for select_uncertain: lowest top-2 margin or highest entropy (generation uses the answer's mean token log-prob).")
+    select_uncertain: int = Field(0, ge=0, description="Write the K examples the model is least sure about to uncertain.jsonl in the output folder (0 = off).")
+    efficiency: bool = Field(True, description="Report timing and peak memory; generation adds time to first token, tokens/s and p50/p95 latency from single requests.")
+    efficiency_requests: int = Field(8, ge=1, description="Single (unbatched) requests timed for the generation latency figures.")
+    robustness: bool = Field(False, description="Generation: ask the questions again with noise (eval.robustness_noise) and report the score drop.")
+    robustness_noise: list[Literal["typo", "eda", "template"]] = Field(default_factory=lambda: ["typo", "eda", "template"], description="Noise kinds: typo = character typos, eda = EDA word edits (synonym/insert/swap/delete), template = polite paraphrase wrappers.")
+    robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
+    refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
+    worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
 
     _one_file_is_a_list = field_validator("data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
+
+    @field_validator("ranking_k")
+    @classmethod
+    def _positive_k(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("eval.ranking_k must be a non-empty list of positive integers, e.g. [1, 5, 10]")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _templates_have_fields(self) -> "EvalConfig":
+        for key, name in (("classification_template", "text"), ("retrieval_template", "query")):
+            if "{" + name + "}" not in getattr(self, key):
+                raise ValueError(f"eval.{key} must contain {{{name}}} where the row's {name} goes")
+        return self
 
 
 class Recipe(Section):
@@ -469,6 +498,25 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             return str(base / p)
         return p
 
+    data_sec = data.get("data")
+    if isinstance(data_sec, dict) and isinstance(data_sec.get("sources"), list):
+        # Source paths (files, folders, globs, registries) are relative to the recipe too.
+        def fix_source(src: Any) -> Any:
+            if not isinstance(src, dict):
+                return src
+            src = dict(src)
+            for key in ("path", "registry"):
+                p = src.get(key)
+                if isinstance(p, str) and p and not Path(p).is_absolute():
+                    src[key] = str(base / p)
+            return src
+
+        data_sec["sources"] = [fix_source(s) for s in data_sec["sources"]]
+    aug = data_sec.get("augment") if isinstance(data_sec, dict) else None
+    for sub, key in (("eda", "dictionary"), ("back_translation", "model")):
+        node = aug.get(sub) if isinstance(aug, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(key), str) and (base / node[key]).exists():
+            node[key] = str(base / node[key])
     for section, keys in (("data", ("train", "eval")), ("eval", ("data",)), ("model", ("path", "tokenizer"))):
         sec = data.get(section)
         if not isinstance(sec, dict):
