@@ -143,10 +143,10 @@ def test_corpus_from_files_errors_name_the_file(tmp_path):
         corpus_from_files([tmp_path / "missing.txt"])
     assert "missing.txt" in str(e.value)
 
-    (tmp_path / "data.csv").write_text("a,b\n")
-    with pytest.raises(TailorError, match=r"unsupported file type '\.csv'") as e:
-        corpus_from_files([tmp_path / "data.csv"])
-    assert "data.csv" in str(e.value)
+    (tmp_path / "data.xlsx").write_text("a,b\n")
+    with pytest.raises(TailorError, match=r"unsupported data file type '\.xlsx'") as e:
+        corpus_from_files([tmp_path / "data.xlsx"])
+    assert "data.xlsx" in str(e.value)
 
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json}\n')
     with pytest.raises(TailorError, match="invalid JSON") as e:
@@ -154,9 +154,15 @@ def test_corpus_from_files_errors_name_the_file(tmp_path):
     assert "bad.jsonl:2" in str(e.value)
 
     (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
-    with pytest.raises(TailorError, match="no 'text' or 'messages'") as e:
+    with pytest.raises(TailorError) as e:
         list(corpus_from_files(tmp_path / "nofield.jsonl"))
     assert "nofield.jsonl:1" in str(e.value)
+
+
+def test_corpus_reads_alpaca_and_csv(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps([{"instruction": "Translate", "input": "cat", "output": "猫"}]))
+    (tmp_path / "b.csv").write_text("text\nfrom csv\n")
+    assert list(corpus_from_files([tmp_path / "a.json", tmp_path / "b.csv"])) == ["Translate\ncat", "猫", "from csv"]
 
 
 def test_train_from_files_end_to_end(text_file, chat_file, tmp_path):

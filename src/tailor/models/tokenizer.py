@@ -11,7 +11,6 @@ double-BOS that appears when a rendered chat is tokenized by a tokenizer that al
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -178,97 +177,32 @@ def train_tokenizer(
     return tokenizer
 
 
-_FIELDS_HINT = "each record needs a 'text' string or a 'messages' list of {'role', 'content'}"
-
-
-def _texts_from_record(record, where: str) -> Iterator[str]:
-    if isinstance(record, dict) and isinstance(record.get("text"), str):
-        yield record["text"]
-    elif isinstance(record, dict) and isinstance(record.get("messages"), list):
-        for i, message in enumerate(record["messages"]):
-            content = message.get("content") if isinstance(message, dict) else None
-            if not isinstance(content, str):
-                raise TailorError(
-                    f"message #{i} has no string 'content'", where=where, fix=_FIELDS_HINT
-                )
-            yield content
-    else:
-        keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-        raise TailorError(f"record has no 'text' or 'messages' (found: {keys})", where=where, fix=_FIELDS_HINT)
-
-
-def _read_txt(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n").rstrip("\r")
-            if line.strip():
-                yield line
-
-
-def _read_jsonl(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TailorError(f"invalid JSON: {e.msg}", where=where, fix="one JSON object per line") from None
-            yield from _texts_from_record(record, where)
-
-
-def _read_json(path: Path) -> Iterator[str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise TailorError(
-            f"invalid JSON: {e.msg}", where=f"{path}:{e.lineno}", fix="a JSON list of records (or one record)"
-        ) from None
-    records = data if isinstance(data, list) else [data]
-    for i, record in enumerate(records):
-        yield from _texts_from_record(record, f"{path} (record #{i})")
-
-
-_READERS = {".txt": _read_txt, ".jsonl": _read_jsonl, ".json": _read_json}
-
-
 def corpus_from_files(paths: str | Path | Iterable[str | Path]) -> Iterator[str]:
-    """Yield the documents of text files for tokenizer training.
+    """Yield the texts of data files for tokenizer training, read with tailor's data loader.
 
-    `.txt`: one document per non-blank line. `.jsonl` / `.json`: each record's "text", or for chat
-    records with "messages", each message's content. All paths are checked before reading starts,
-    so a typo in the last file fails at once rather than after a long read.
+    Any file, folder or glob `tailor data prepare` reads works (.txt, .jsonl, .json, .csv, .parquet,
+    saved datasets; messages, sharegpt, alpaca, text, classification, preference): every text of
+    every record (message contents, text, chosen/rejected) is one document. All paths are checked
+    before reading starts, so a typo in the last file fails at once; a malformed row stops with its
+    file and line.
     """
+    from tailor.config import SourceConfig
+    from tailor.data.loading import source_files
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    resolved = []
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise TailorError(f"tokenizer training file not found: {path}", where=str(path), fix="check the path")
-        if path.is_dir():
-            raise TailorError(
-                f"{path} is a directory", where=str(path), fix="pass the files themselves, e.g. DIR/*.jsonl"
-            )
-        suffix = path.suffix.lower()
-        if suffix not in _READERS:
-            raise TailorError(
-                f"unsupported file type '{path.suffix}' for tokenizer training",
-                where=str(path),
-                fix=f"use one of {', '.join(_READERS)}",
-            )
-        resolved.append((path, _READERS[suffix]))
-    if not resolved:
+    paths = [str(p) for p in paths]
+    if not paths:
         raise TailorError("no tokenizer training files given", fix="pass --data FILE [FILE ...]")
-    return _chain(resolved)
+    for p in paths:
+        source_files(p)  # raises for a missing path or an unsupported file type
+    return _chain([SourceConfig(path=p) for p in paths])
 
 
-def _chain(resolved) -> Iterator[str]:
-    for path, reader in resolved:
-        try:
-            yield from reader(path)
-        except UnicodeDecodeError as e:
-            raise TailorError(
-                f"file is not valid UTF-8 (byte {e.start})", where=str(path), fix="re-encode it as UTF-8"
-            ) from None
+def _chain(sources) -> Iterator[str]:
+    from tailor.data.loading import iter_source
+    from tailor.data.records import StepReport, iter_texts
+
+    for src in sources:
+        for rec in iter_source(src, "raise", StepReport(f"tokenizer corpus {src.path}")):
+            yield from (t for t in iter_texts(rec) if t.strip())
