@@ -41,7 +41,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from tailor.evaluation.run import run
+    from tailor.evaluation.run import run, summary_metrics
 
     target = Path(a.target)
     overrides = [o if o.startswith("eval.") else f"eval.{o}" for o in a.overrides]
@@ -51,8 +51,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
     else:
         cfg = build(EvalConfig, parse_overrides(overrides, Recipe).get("eval", {}), "command line")
         model_dir, template = target, None
-    result = run(model_dir, a.data or None, cfg, adapter=a.adapter, out_dir=a.out, chat_template=template)
-    _print_metrics(result.metrics, f"evaluation of {model_dir}")
+    if a.select_uncertain is not None:
+        if a.select_uncertain < 1:
+            raise TailorError(f"--select-uncertain {a.select_uncertain}: K must be at least 1", where="--select-uncertain")
+        cfg.select_uncertain = a.select_uncertain
+    result = run(model_dir, a.data or None, cfg, adapter=a.adapter, out_dir=a.out, chat_template=template, task=a.task)
+    _print_metrics(summary_metrics(result.metrics), f"{result.task} evaluation of {model_dir}")
+    for name, path in result.files.items():
+        _console().print(f"[bold green]wrote[/] {name}: {path}")
     return 0
 
 
@@ -234,6 +240,9 @@ def _eval_args(p):
     p.add_argument("--data", nargs="+", help="evaluation files (default: eval.data)")
     p.add_argument("--adapter", help="adapter directory to apply on top of the model")
     p.add_argument("--out", help="write eval_results.json and examples.jsonl here")
+    p.add_argument("--task", help="generation (default), lm, classification or retrieval (same as eval.task)")
+    p.add_argument("--select-uncertain", type=int, metavar="K",
+                   help="write the K examples the model is least sure about to OUT/uncertain.jsonl")
 
 
 def _merge_args(p):
@@ -356,6 +365,9 @@ def _setup_logging(verbose: bool) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()  # weight loading/saving bars; training progress stays
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()  # map/save bars of data preparation
         warnings.filterwarnings("ignore")
 
 

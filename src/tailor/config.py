@@ -508,7 +508,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
             for key in ("path", "registry"):
                 p = src.get(key)
                 if isinstance(p, str) and p and not Path(p).is_absolute():
-                    src[key] = str(base / p)
+                    src[key] = str((base / p).resolve())
             return src
 
         data_sec["sources"] = [fix_source(s) for s in data_sec["sources"]]

@@ -59,7 +59,7 @@ def marked_text(segments: list[tuple[str, bool]]) -> str:
     return "".join(f"{LOSS_OPEN}{t}{LOSS_CLOSE}" if on else t for t, on in segments)
 
 
-def _eos_checks(tokenizer, rows) -> list[Check]:
+def _eos_checks(tokenizer, rows, max_length: int | None = None) -> list[Check]:
     eos = tokenizer.eos_token_id
     ends: dict[int, int] = defaultdict(int)
     eos_trained = False
@@ -73,6 +73,8 @@ def _eos_checks(tokenizer, rows) -> list[Check]:
                 continue
             eos_trained |= lab == eos
             if i + 1 == len(labels) or labels[i + 1] == -100:
+                if i + 1 == len(labels) and max_length and len(labels) >= max_length:
+                    continue  # cut by truncation: reported by the truncation check, not a template problem
                 ends[ids[i]] += 1
     if not chat_rows:
         return []
@@ -91,7 +93,7 @@ def _eos_checks(tokenizer, rows) -> list[Check]:
         top = ", ".join(f"{t!r} ({n})" for t, n in sorted(wrong.items(), key=lambda kv: -kv[1])[:3])
         checks.append(Check("template_eos", False,
                             f"{sum(wrong.values())} of {total} assistant turns end on a token other than EOS {name!r}: {top} "
-                            "(template/EOS mismatch, or turns truncated by data.max_length)"))
+                            "(the chat template's end-of-turn is not the tokenizer's EOS)"))
     else:
         checks.append(Check("template_eos", True, "every assistant turn ends with EOS"))
     return checks
@@ -149,7 +151,7 @@ def inspect_prepared(prepared, tokenizer, samples: int = 3, out_dir: str | Path 
         entry["sources"] = dict(per_source)
         stats[split] = entry
     if tokenizer is not None and all_rows:
-        checks.extend(_eos_checks(tokenizer, all_rows))
+        checks.extend(_eos_checks(tokenizer, all_rows, max_length))
     checks.append(Check("empty_assistant", empty == 0, f"{empty} empty assistant turns" if empty else "no empty assistant turns"))
     if total:
         share = truncated / total

@@ -113,7 +113,9 @@ def _hash_path(h, path: Path) -> None:
 def cache_key(recipe: Recipe, files: list[Path]) -> str:
     """Hash of the input files' bytes, the data settings and the tokenizer (files and chat template)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update(str(FORMAT_VERSION).encode())
+    from tailor import __version__
+
+    h.update(f"{FORMAT_VERSION} {__version__}".encode())
     settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir", "num_proc", "train", "eval", "val_ratio", "packing"})
     settings["tokenizer"] = recipe.model.tokenizer or recipe.model.path
     h.update(json.dumps(settings, sort_keys=True).encode())
@@ -134,12 +136,17 @@ def cache_key(recipe: Recipe, files: list[Path]) -> str:
 def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | None) -> Iterator[dict]:
     from tailor.data.loading import iter_source
 
-    for i, src in enumerate(data.sources):
-        label = src.name or Path(src.path or "").name or f"source {i}"
-        step = report.step(f"load[{i}] {label}")
-        for rec in iter_source(src, data.on_error, step, base_dir):
-            rec["split"] = src.split
-            yield rec
+    # Reports are created up front so the accounting lists the sources first, in order.
+    steps = [report.step(f"load[{i}] {src.name or Path(src.path or '').name or f'source {i}'}")
+             for i, src in enumerate(data.sources)]
+
+    def stream() -> Iterator[dict]:
+        for src, step in zip(data.sources, steps):
+            for rec in iter_source(src, data.on_error, step, base_dir):
+                rec["split"] = src.split
+                yield rec
+
+    return stream()
 
 
 def _load_tokenizer(recipe: Recipe):
