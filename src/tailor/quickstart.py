@@ -37,6 +37,7 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
 
     from tailor.adapters.merge import merge
     from tailor.data.synthetic import generate_store_domain, write_domain
+    from tailor.evaluation.report import write_report
     from tailor.evaluation.run import run as evaluate
     from tailor.models.loading import count_parameters
     from tailor.models.presets import init_model
@@ -108,6 +109,7 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     (out / "quickstart_results.json").write_text(json.dumps({
         "base": base_eval.metrics, "tuned": tuned_eval.metrics, "seconds": stages, **info}, indent=2,
         ensure_ascii=False, default=str), encoding="utf-8")
+    result.info["report"] = write_report(out)  # after quickstart_results.json, which the report reads
     print_summary(result, console, files["eval"])
     return result
 
@@ -166,6 +168,8 @@ def print_summary(r: QuickstartResult, console, eval_file) -> None:
     console.print(f"  tailor chat {r.merged_dir} --prompt \"{r.info['example_question']}\"")
     console.print(f"  tailor eval {r.merged_dir} --data {eval_file}")
     console.print(f"  python -c \"from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('{r.merged_dir}')\"")
+    if "report" in r.info:
+        console.print(f"  open {r.info['report']}   # the HTML report: curves, tables, worst examples")
 
 
 def _train_detail(m: dict) -> str:
