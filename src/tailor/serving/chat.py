@@ -38,6 +38,11 @@ def repl(model, tokenizer, system: str | None = None, max_new_tokens: int = 128,
          stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
     """Read user lines, stream answers, keep the conversation until /reset or /exit."""
     model.eval()
+    _conversation(lambda messages, on_text: stream_answer(model, tokenizer, messages, max_new_tokens, do_sample,
+                                                          on_text=on_text), system, stdin, stdout)
+
+
+def _conversation(answer: Callable, system: str | None, stdin: TextIO, stdout: TextIO) -> None:
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     stdout.write(HELP + "\n")
@@ -58,7 +63,86 @@ def repl(model, tokenizer, system: str | None = None, max_new_tokens: int = 128,
             continue
         messages.append({"role": "user", "content": text})
         stdout.write("assistant> ")
-        answer = stream_answer(model, tokenizer, messages, max_new_tokens, do_sample,
-                               on_text=lambda s: (stdout.write(s), stdout.flush()))
+        reply = answer(messages, lambda s: (stdout.write(s), stdout.flush()))
         stdout.write("\n")
-        messages.append({"role": "assistant", "content": answer})
+        messages.append({"role": "assistant", "content": reply})
+
+
+def remote_answer(url: str, messages: list[dict], model: str | None = None, max_tokens: int = 128,
+                  temperature: float = 0.0, api_key: str | None = None, on_text: Callable[[str], None] | None = None,
+                  timeout: float = 300.0) -> str:
+    """One assistant turn from a running `tailor serve` (or any OpenAI-compatible server), streamed."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tailor.errors import TailorError
+
+    base = url.rstrip("/")
+    base = base if base.endswith("/v1") else base + "/v1"
+    headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    if model is None:
+        model = _first_model(base, headers, timeout)
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                       "stream": True}).encode()
+    request = urllib.request.Request(base + "/chat/completions", data=body, headers=headers, method="POST")
+    pieces = []
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            for raw in resp:
+                line = raw.decode("utf-8").strip()
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                event = json.loads(data)
+                if "error" in event:
+                    raise TailorError(f"the server stopped the answer: {event['error'].get('message')}", where=url)
+                for choice in event.get("choices", []):
+                    piece = (choice.get("delta") or {}).get("content") or ""
+                    if piece:
+                        pieces.append(piece)
+                        if on_text:
+                            on_text(piece)
+    except urllib.error.HTTPError as e:
+        raise TailorError(f"the server answered {e.code}: {_error_message(e)}", where=url) from None
+    except urllib.error.URLError as e:
+        raise TailorError(f"cannot reach the server: {e.reason}", where=url,
+                          fix="start it with `tailor serve MODEL_DIR` and check the address") from None
+    return "".join(pieces).strip()
+
+
+def _first_model(base: str, headers: dict, timeout: float) -> str:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tailor.errors import TailorError
+
+    try:
+        with urllib.request.urlopen(urllib.request.Request(base + "/models", headers=headers), timeout=timeout) as resp:
+            return json.loads(resp.read())["data"][0]["id"]
+    except urllib.error.HTTPError as e:
+        raise TailorError(f"the server answered {e.code}: {_error_message(e)}", where=base + "/models") from None
+    except urllib.error.URLError as e:
+        raise TailorError(f"cannot reach the server: {e.reason}", where=base,
+                          fix="start it with `tailor serve MODEL_DIR` and check the address") from None
+
+
+def _error_message(e) -> str:
+    import json
+
+    try:
+        return json.loads(e.read())["error"]["message"]
+    except Exception:  # a non-OpenAI server: show the status line only
+        return str(e.reason)
+
+
+def remote_repl(url: str, model: str | None = None, system: str | None = None, max_tokens: int = 128,
+                api_key: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+    """The interactive session of `repl`, answered by a server instead of a local model."""
+    _conversation(lambda messages, on_text: remote_answer(url, messages, model, max_tokens, api_key=api_key,
+                                                          on_text=on_text), system, stdin, stdout)
