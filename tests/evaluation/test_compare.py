@@ -216,3 +216,10 @@ def test_compare_two_models_end_to_end(tmp_path, llama_dir, chat_file):
     # the saved evaluations compare again without generating, with the same numbers
     again = run(out / "a", out / "b", resamples=200, report=False)
     assert again.result["scores"] == res.result["scores"]
+
+
+def test_reciprocal_rank_is_higher_is_better():
+    from tailor.evaluation.compare import direction
+
+    assert direction("reciprocal_rank") == 1 and direction("mrr/en") == 1
+    assert direction("nll") == -1 and direction("mean_rank") == -1

@@ -46,9 +46,15 @@ def text_field(example: dict, kind: str) -> str:
     return ""
 
 
+# Scores whose names contain a lower-is-better word but are not (a higher reciprocal rank is better).
+_HIGHER_IS_BETTER = {"reciprocal_rank", "mrr"}
+
+
 def direction(key: str) -> int:
     """+1 when a higher score is better, -1 when lower is better, 0 for sizes (lengths, token counts)."""
     base = key.split("/")[0].lower()
+    if base in _HIGHER_IS_BETTER:
+        return 1
     if any(w in base for w in _LOWER_IS_BETTER):
         return -1
     if any(base == w or base.endswith("_" + w) or base.startswith(w + "_") for w in _NO_DIRECTION):

@@ -1,29 +1,53 @@
-"""The evaluation stage: generate answers with the serving prompt path and score them.
+"""The evaluation stage: one entry point for every task, the same prompt path as training and serving.
 
 `run(model_dir, data, cfg)` evaluates a model directory, an adapter directory (its base is found
-from adapter_config.json) or a base plus `adapter=`. It reports fact accuracy (the answer contains
-the record's `answer`), exact match, normalized exact match, token F1, empty-answer rate, and the
-perplexity of the reference answers (token-weighted over assistant tokens only).
+from adapter_config.json) or a base plus `adapter=`, on one of four tasks (`eval.task`):
+
+- generation (default): answers generated in batches, scored by exact match, normalized exact
+  match, token F1, fact accuracy (the answer contains the record's `answer`), BLEU, chrF, ROUGE,
+  answer length, refusal and empty rates; plus the perplexity of the reference answers
+  (token-weighted over assistant tokens only) and, optionally, robustness under noisy questions;
+- lm: loss and perplexity of held-out text;
+- classification: labels scored by likelihood -> accuracy, P/R/F1, AUC-ROC, confusion matrix, ECE;
+- retrieval: candidates ranked by likelihood -> Recall@K, MRR, NDCG@K.
+
+With `out_dir` it writes eval_results.json (the metrics, the worst examples, efficiency), examples.jsonl
+(inputs, references, outputs and scores per example), confusion_matrix.png (classification) and,
+with eval.select_uncertain=K, uncertain.jsonl: the K examples the model is least sure about, ready
+for labelling.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
-from collections import defaultdict
+import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from tailor.config import EvalConfig
 from tailor.errors import TailorError
+from tailor.evaluation import classification, efficiency, generation, lm, retrieval
 from tailor.evaluation import metrics as M
+from tailor.evaluation.generation import score  # noqa: F401  (part of this module's API)
+from tailor.evaluation.scoring import answer_nll
+
+TASKS = ("generation", "lm", "classification", "retrieval")
+_LOADERS = {"generation": generation.load_chat_records, "lm": lm.load_rows,
+            "classification": classification.load_rows, "retrieval": retrieval.load_rows}
+_WORST = {"generation": generation.worst, "lm": lm.worst, "classification": classification.worst,
+          "retrieval": retrieval.worst}
 
 
 @dataclass
 class EvalResult:
+    """What `run` returns: the metrics (as saved in eval_results.json) and one row per example."""
+
     metrics: dict
     examples: list[dict] = field(default_factory=list)
+    task: str = "generation"
+    files: dict = field(default_factory=dict)  # name -> path written (with out_dir)
 
 
 def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtype: str = "auto",
@@ -40,117 +64,157 @@ def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtyp
     return model, load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
 
 
-@torch.no_grad()
-def answer_nll(model, tokenizer, conversations: list[list[dict]], max_length: int = 1024,
-               batch_size: int = 16) -> tuple[float, int, list[float]]:
-    """Summed NLL and count of assistant tokens (padding and prompts excluded), plus per-example mean NLL."""
-    from tailor.data.dataset import PadCollator
-    from tailor.data.templates import encode_conversation
-
-    model.eval()
-    device = next(model.parameters()).device
-    # A conversation with no assistant token left stands in as one padded, unscored token.
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    empty = {"input_ids": [pad], "labels": [-100]}
-    encoded = [encode_conversation(tokenizer, c, max_length) or empty for c in conversations]
-    collate = PadCollator(pad)
-    total, count, per_example = 0.0, 0, []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        batch = collate(chunk)
-        ids, labels, mask = batch["input_ids"], batch["labels"], batch["attention_mask"]
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(device)
-        nll = torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100,
-                                                reduction="none")
-        valid = shift_labels != -100
-        for i in range(len(chunk)):
-            n_i = int(valid[i].sum())
-            s_i = float(nll[i][valid[i]].sum())
-            total, count = total + s_i, count + n_i
-            per_example.append(s_i / n_i if n_i else float("nan"))
-    return total, count, per_example
+def check_task(task: str) -> str:
+    """The task name, or an error naming the nearest valid one."""
+    if task not in TASKS:
+        near = difflib.get_close_matches(str(task), TASKS, n=1)
+        raise TailorError(f"unknown evaluation task '{task}'." + (f" Did you mean '{near[0]}'?" if near else ""),
+                          where="eval.task / --task", fix=f"use one of: {', '.join(TASKS)}")
+    return task
 
 
-def _load_eval_records(paths: list[str], max_examples: int | None) -> list[dict]:
-    from tailor.data.loading import LoadReport, load_records, require_rows
-
-    report = LoadReport()
-    records = [r for r in load_records(paths, "auto", "text", report) if "messages" in r]
-    require_rows(records, report, paths, "evaluation")
-    for n, r in enumerate(records):
-        if r["messages"][-1]["role"] != "assistant":
-            raise TailorError(f"evaluation record {n} does not end with an assistant reference answer",
-                              where=", ".join(paths), fix="end each conversation with the expected assistant answer")
-    return records[:max_examples] if max_examples else records
-
-
-def score(records: list[dict], predictions: list[str]) -> tuple[dict, list[dict]]:
-    """Aggregate and per-example scores (overall and per `lang` when records carry one)."""
-    examples = []
-    for rec, pred in zip(records, predictions):
-        ref = rec["messages"][-1]["content"]
-        row = {
-            "prompt": rec["messages"][-2]["content"] if len(rec["messages"]) > 1 else "",
-            "reference": ref,
-            "prediction": pred,
-            "exact_match": M.exact_match(pred, ref),
-            "normalized_exact_match": M.normalized_exact_match(pred, ref),
-            "token_f1": M.token_f1(pred, ref),
-            "empty": float(not pred.strip()),
-        }
-        if rec.get("answer"):
-            row["answer"] = rec["answer"]
-            row["fact_accuracy"] = M.contains_answer(pred, rec["answer"])
-        for key in ("lang", "fact_id"):
-            if key in rec:
-                row[key] = rec[key]
-        examples.append(row)
-    keys = ["fact_accuracy", "exact_match", "normalized_exact_match", "token_f1", "empty"]
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for ex in examples:
-        groups["all"].append(ex)
-        if "lang" in ex:
-            groups[ex["lang"]].append(ex)
-    result: dict = {"n": len(examples)}
-    for name, rows in groups.items():
-        for k in keys:
-            vals = [r[k] for r in rows if k in r]
-            if vals:
-                result[k if name == "all" else f"{k}/{name}"] = sum(vals) / len(vals)
-    result["empty_rate"] = result.pop("empty", 0.0)
-    return result, examples
+def _check_options(cfg: EvalConfig, out_dir) -> None:
+    if cfg.select_uncertain and cfg.task not in ("classification", "generation"):
+        raise TailorError(f"select_uncertain works for classification and generation, not '{cfg.task}'",
+                          where="eval.select_uncertain / --select-uncertain", fix="drop it, or evaluate one of those tasks")
+    if cfg.select_uncertain and not out_dir:
+        raise TailorError("select_uncertain writes uncertain.jsonl into the output folder, but none is given",
+                          where="--out", fix="pass --out DIR (Python: out_dir=...)")
+    if cfg.robustness and cfg.task != "generation":
+        raise TailorError(f"robustness re-asks generation questions; it does not apply to task '{cfg.task}'",
+                          where="eval.robustness", fix="set eval.robustness=false, or use eval.task=generation")
 
 
 def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | None = None,
         adapter: str | Path | None = None, out_dir: str | Path | None = None, chat_template: str | None = None,
-        model=None, tokenizer=None) -> EvalResult:
-    """Evaluate and (with out_dir) write eval_results.json and examples.jsonl."""
+        model=None, tokenizer=None, task: str | None = None) -> EvalResult:
+    """Evaluate on eval.task (or `task`); with out_dir write eval_results.json, examples.jsonl and the task's extras."""
     from tailor.data.templates import set_chat_template
-    from tailor.models.generation import generate
 
     cfg = cfg or EvalConfig()
+    if task is not None:
+        cfg = cfg.model_copy(update={"task": check_task(task)})
+    check_task(cfg.task)
+    _check_options(cfg, out_dir)
     paths = list(data or cfg.data)
     if not paths:
         raise TailorError("no evaluation data given", where="eval.data / --data", fix="pass --data FILE.jsonl")
-    records = _load_eval_records(paths, cfg.max_examples)
+    # Data errors surface before the (slow) model load.
+    records = _LOADERS[cfg.task](paths, cfg.max_examples)
     if model is None:
         model, tokenizer = load_for_eval(model_dir, adapter)
     set_chat_template(tokenizer, chat_template)
-    convs = [r["messages"] for r in records]
-    predictions = generate(model, tokenizer, convs, cfg.max_new_tokens, cfg.batch_size, cfg.do_sample,
-                           cfg.temperature, cfg.top_p, cfg.seed)
-    result, examples = score(records, predictions)
-    nll, ntok, per_ex = answer_nll(model, tokenizer, convs, batch_size=cfg.batch_size)
-    result["answer_perplexity"] = M.perplexity(nll, ntok)
-    result["answer_tokens"] = ntok
-    for ex, v in zip(examples, per_ex):
-        ex["answer_nll"] = v
+    device = next(model.parameters()).device
+    t0 = efficiency.start(device)
+    if cfg.task == "generation":
+        metrics, examples = _generation(model, tokenizer, records, cfg)
+    else:
+        module = {"lm": lm, "classification": classification, "retrieval": retrieval}[cfg.task]
+        metrics, examples = module.evaluate(model, tokenizer, records, cfg)
+    seconds = time.perf_counter() - t0
+    if cfg.efficiency:
+        eff = {"seconds": seconds, "examples_per_second": len(examples) / seconds if seconds else float("nan"),
+               "device": str(device)}
+        if cfg.task == "generation":
+            eff["generation_seconds"] = metrics.pop("_generation_seconds")
+            eff["answers_per_second"] = len(examples) / eff["generation_seconds"] if eff["generation_seconds"] else float("nan")
+            eff.update(efficiency.time_requests(model, tokenizer, [r["messages"] for r in records], cfg))
+        metrics["efficiency"] = {**eff, **efficiency.peak_memory(device)}
+    metrics.pop("_generation_seconds", None)
+    metrics["worst_examples"] = _WORST[cfg.task](examples, cfg.worst_k)
+    result = EvalResult(metrics, examples, cfg.task)
     if out_dir:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "eval_results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-        with (out / "examples.jsonl").open("w", encoding="utf-8") as f:
-            for ex in examples:
-                f.write(json.dumps(ex, ensure_ascii=False) + "\n")
-    return EvalResult(result, examples)
+        result.files = _write(result, cfg, Path(out_dir))
+    return result
+
+
+def _generation(model, tokenizer, records: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:
+    convs = [r["messages"] for r in records]
+    t = time.perf_counter()
+    predictions = generation.answer(model, tokenizer, convs, cfg)
+    gen_seconds = time.perf_counter() - t
+    metrics, examples = generation.score(records, predictions, tokenizer, tuple(cfg.refusal_patterns))
+    metrics = {"task": "generation", **metrics}
+    nll, ntok, per_ex = answer_nll(model, tokenizer, convs, max_length=cfg.max_length, batch_size=cfg.batch_size)
+    metrics["answer_perplexity"] = M.perplexity(nll, ntok)
+    metrics["answer_tokens"] = ntok
+    confidence = generation.answer_logprobs(model, tokenizer, convs, predictions, cfg)
+    for ex, conv, v, c in zip(examples, convs, per_ex, confidence):
+        ex["messages"] = conv[:-1]  # the input turns (the reference is the last one)
+        ex["answer_nll"] = v
+        ex["prediction_mean_logprob"] = c
+    finite = [c for c in confidence if not math.isnan(c)]
+    metrics["prediction_mean_logprob"] = sum(finite) / len(finite) if finite else float("nan")
+    if cfg.robustness:
+        from tailor.evaluation import robustness
+
+        metrics["robustness"] = robustness.evaluate(model, tokenizer, records, metrics, examples, cfg)
+    metrics["_generation_seconds"] = gen_seconds
+    return metrics, examples
+
+
+def select_uncertain(result: EvalResult, k: int, how: str = "margin") -> list[dict]:
+    """The k examples the model is least sure about, as rows ready for labelling.
+
+    classification: smallest top-2 margin (or largest entropy), with the model's suggested label;
+    generation: lowest mean token log-prob of the model's own answer, as a chat record whose
+    assistant turn is the model's answer (to be corrected), with the reference alongside.
+    """
+    if result.task == "classification":
+        return classification.uncertain(result.examples, k, how)
+    if result.task != "generation":
+        raise TailorError(f"select_uncertain works for classification and generation, not '{result.task}'")
+    def confidence(i: int) -> float:
+        c = result.examples[i]["prediction_mean_logprob"]
+        return -math.inf if math.isnan(c) else c
+
+    rows = []
+    for i in sorted(range(len(result.examples)), key=lambda i: (confidence(i), i))[:k]:
+        ex = result.examples[i]
+        rows.append({"messages": [*ex["messages"], {"role": "assistant", "content": ex["prediction"]}],
+                     "reference": ex["reference"], **({"answer": ex["answer"]} if "answer" in ex else {}),
+                     "prediction_mean_logprob": ex["prediction_mean_logprob"], "index": i})
+    return rows
+
+
+def _write(result: EvalResult, cfg: EvalConfig, out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"results": out / "eval_results.json", "examples": out / "examples.jsonl"}
+    if result.task == "classification":
+        cm = result.metrics["confusion_matrix"]
+        files["confusion_matrix"] = classification.plot_confusion(cm["matrix"], cm["labels"], out / "confusion_matrix.png")
+    if cfg.select_uncertain:
+        files["uncertain"] = out / "uncertain.jsonl"
+        _write_jsonl(files["uncertain"], select_uncertain(result, cfg.select_uncertain, cfg.uncertainty))
+    result.metrics["files"] = {k: str(v) for k, v in files.items()}
+    files["results"].write_text(json.dumps(result.metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    _write_jsonl(files["examples"], result.examples)
+    return files
+
+
+_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"}
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line; Unicode line separators (which model output can hold) escaped so that no
+    reader splitting on them (str.splitlines, many editors) cuts a record in two."""
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            line = json.dumps(row, ensure_ascii=False)
+            for ch, esc in _LINE_BREAKS.items():
+                line = line.replace(ch, esc)
+            f.write(line + "\n")
+
+
+def summary_metrics(metrics: dict) -> dict:
+    """The scalar metrics, nested sections flattened to 'section/key' (for tables); lists and matrices left out."""
+    flat: dict = {}
+    for k, v in metrics.items():
+        if k in ("worst_examples", "files", "confusion_matrix", "most_confused"):
+            continue
+        if isinstance(v, dict):
+            for k2, v2 in summary_metrics(v).items():
+                flat[f"{k}/{k2}"] = v2
+        elif isinstance(v, (int, float, str)) or v is None:
+            flat[k] = v
+    return flat

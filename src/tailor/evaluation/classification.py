@@ -1,0 +1,161 @@
+"""The classification task: a causal LM picks a label by how likely it finds each label as its answer.
+
+Each {"text", "label"} row becomes a user turn (`eval.classification_template`) rendered by the chat
+template, and every label of the label set is scored as the assistant's answer (label tokens plus
+end-of-turn, exactly the tokens SFT would train on). The softmax of the per-label total
+log-probabilities gives a probability over the label set. Metrics come from scikit-learn:
+accuracy, precision/recall/F1 (macro and per class), AUC-ROC (binary, or one-vs-rest macro for
+more classes) and the confusion matrix; plus expected calibration error (10 bins) and the most
+confused class pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from tailor.config import EvalConfig, SourceConfig
+from tailor.errors import TailorError
+from tailor.evaluation import metrics as M
+from tailor.evaluation.scoring import encode_turn, pad_id, sequence_logprobs
+
+
+def load_rows(paths: list[str], max_examples: int | None) -> list[dict]:
+    """{"text", "label", "where"} rows; a row without a usable text or label is an error naming file and line."""
+    from tailor.data.loading import iter_source
+    from tailor.data.records import StepReport
+
+    rows: list[dict] = []
+    try:
+        for p in paths:
+            for rec in iter_source(SourceConfig(path=str(p), format="classification"), "raise", StepReport("load")):
+                rows.append({"text": rec["text"], "label": str(rec["label"]), "where": rec["where"]})
+    except TailorError as exc:  # the loader's fix talks about data.on_error, which evaluation does not have
+        raise TailorError(exc.what, where=exc.where, fix='give every row a non-empty "text" and a string or integer "label"') from None
+    if not rows:
+        raise TailorError(f"no classification rows in {', '.join(map(str, paths))}", fix='write rows like {"text": "...", "label": "..."}')
+    return rows[:max_examples] if max_examples else rows
+
+
+def label_set(rows: list[dict], cfg: EvalConfig) -> list[str]:
+    """eval.labels (checked against the data) or the labels found in the data, sorted."""
+    labels = [str(x) for x in cfg.labels] if cfg.labels else sorted({r["label"] for r in rows})
+    known = set(labels)
+    for r in rows:
+        if r["label"] not in known:
+            raise TailorError(f"label '{r['label']}' is not in eval.labels {labels}", where=r["where"],
+                              fix="add it to eval.labels, or leave eval.labels unset to use the labels in the data")
+    if len(labels) < 2:
+        raise TailorError(f"classification needs at least 2 labels, found {labels}", where="eval.labels / the data",
+                          fix="list the label set in eval.labels, e.g. eval.labels=[positive,negative]")
+    return labels
+
+
+def render_prompt(template: str, text: str, labels: list[str]) -> str:
+    """The user turn for one row: {text} and {labels} filled in (str.replace: the text may hold braces)."""
+    return template.replace("{labels}", ", ".join(labels)).replace("{text}", text)
+
+
+def label_probabilities(model, tokenizer, rows: list[dict], labels: list[str], cfg: EvalConfig) -> tuple[list[list[float]], int]:
+    """Per row, the probability of each label (softmax of total label log-probs); and how many inputs were cut."""
+    encoded = [encode_turn(tokenizer, render_prompt(cfg.classification_template, r["text"], labels), lab, cfg.max_length)
+               for r in rows for lab in labels]
+    scores = sequence_logprobs(model, encoded, pad_id(tokenizer), cfg.batch_size)
+    probs = []
+    for i in range(len(rows)):
+        logps = [scores[i * len(labels) + j][0] for j in range(len(labels))]
+        top = max(logps)
+        exp = [math.exp(x - top) for x in logps]
+        probs.append([e / sum(exp) for e in exp])
+    return probs, sum(e["truncated"] for e in encoded[::len(labels)])
+
+
+def classification_metrics(y_true: list[str], y_pred: list[str], probs: list[list[float]], labels: list[str]) -> dict:
+    """scikit-learn's accuracy, macro and per-class precision/recall/F1, AUC-ROC and confusion matrix, plus ECE."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
+
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    pc, rc, fc, sc = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    out = {"n": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred)), "precision_macro": float(p),
+           "recall_macro": float(r), "f1_macro": float(f)}
+    out["per_class"] = {lab: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]), "support": int(sc[i])}
+                        for i, lab in enumerate(labels)}
+    scores = np.asarray(probs)
+    idx = np.asarray([labels.index(y) for y in y_true])
+    absent = [lab for lab in labels if lab not in set(y_true)]
+    if absent:
+        # One-vs-rest AUC needs positives and negatives of every class; say why it is missing.
+        out["auc_roc"] = None
+        out["auc_roc_undefined"] = f"no rows labelled {absent}: AUC-ROC needs every class among the true labels"
+    elif len(labels) == 2:
+        out["auc_roc"] = float(roc_auc_score(idx == 1, scores[:, 1]))
+    else:
+        out["auc_roc"] = float(roc_auc_score(idx, scores, multi_class="ovr", average="macro", labels=list(range(len(labels)))))
+    matrix = confusion_matrix(y_true, y_pred, labels=labels)
+    out["confusion_matrix"] = {"labels": labels, "matrix": matrix.tolist()}
+    confidences = [max(row) for row in probs]
+    out["ece"] = M.expected_calibration_error(confidences, [float(t == p) for t, p in zip(y_true, y_pred)], 10)
+    out["most_confused"] = most_confused(matrix.tolist(), labels)
+    return out
+
+
+def most_confused(matrix: list[list[int]], labels: list[str], top: int = 5) -> list[dict]:
+    """Off-diagonal cells of the confusion matrix, largest first: which class was taken for which."""
+    cells = [(matrix[i][j], i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j and matrix[i][j]]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [{"true": labels[i], "predicted": labels[j], "count": n} for n, i, j in cells[:top]]
+
+
+def evaluate(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:
+    """Metrics and per-example rows for the classification task."""
+    labels = label_set(rows, cfg)
+    probs, truncated = label_probabilities(model, tokenizer, rows, labels, cfg)
+    y_true = [r["label"] for r in rows]
+    y_pred = [labels[max(range(len(labels)), key=lambda j: p[j])] for p in probs]
+    result = {"task": "classification", **classification_metrics(y_true, y_pred, probs, labels), "truncated": truncated}
+    examples = []
+    for r, p, pred in zip(rows, probs, y_pred):
+        examples.append({"where": r["where"], "text": r["text"], "label": r["label"], "predicted": pred,
+                         "correct": float(pred == r["label"]), "prob_label": p[labels.index(r["label"])],
+                         "probabilities": dict(zip(labels, p)), "margin": M.margin(p), "entropy": M.entropy(p)})
+    return result, examples
+
+
+def worst(examples: list[dict], k: int) -> list[dict]:
+    """The k rows whose true label got the lowest probability."""
+    order = sorted(range(len(examples)), key=lambda i: (examples[i]["prob_label"], i))
+    return [{"index": i, **{key: examples[i][key] for key in ("where", "text", "label", "predicted", "prob_label")}}
+            for i in order[:k]]
+
+
+def uncertain(examples: list[dict], k: int, how: str) -> list[dict]:
+    """The k rows the model is least sure about: smallest top-2 margin, or largest entropy."""
+    key = (lambda i: (examples[i]["margin"], i)) if how == "margin" else (lambda i: (-examples[i]["entropy"], i))
+    return [{"text": examples[i]["text"], "label": examples[i]["label"], "suggested_label": examples[i]["predicted"],
+             "probabilities": examples[i]["probabilities"], how: examples[i][how], "where": examples[i]["where"]}
+            for i in sorted(range(len(examples)), key=key)[:k]]
+
+
+def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path) -> Path:
+    """The confusion matrix as a PNG (rows = true label, columns = predicted), counts in the cells."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    size = 1.2 + 0.6 * len(labels)
+    fig = Figure(figsize=(size + 1.5, size))
+    FigureCanvasAgg(fig)  # no pyplot: no global state, no display needed
+    ax = fig.add_subplot()
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, n in enumerate(row):
+            ax.text(j, i, str(n), ha="center", va="center", color="white" if n > top / 2 else "black")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return Path(path)
