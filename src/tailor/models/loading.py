@@ -191,6 +191,16 @@ def load_model(
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target, for_training=for_training)
+    quantized = _tailor_quantization(p, for_training)
+    if quantized is not None:
+        from tailor.compression.quantize import load_quantized
+
+        if device in (None, "", "auto") and quantized["method"] == "int8-dynamic":
+            target = torch.device("cpu")  # its kernels are CPU-only; an explicit GPU request still errors
+        config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
+        model = load_quantized(p, quantized, config, torch_dtype, target)
+        model.train(False)
+        return model
     try:
         config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
@@ -206,6 +216,19 @@ def load_model(
     model.to(target)
     model.train(for_training)
     return model
+
+
+def _tailor_quantization(p: Path, for_training: bool) -> dict | None:
+    """The manifest of a model quantized by `tailor quantize` (rebuilt by tailor, not by transformers), or None."""
+    from tailor.compression.quantize import read_manifest
+
+    manifest = read_manifest(p)
+    if manifest is None or manifest["method"].startswith("bnb-"):  # bnb dirs load through transformers
+        return None
+    if for_training:
+        raise TailorError(f"{p} is quantized ({manifest['method']}); its weights cannot be trained",
+                          where=str(p), fix="train the float model it was made from, then quantize again")
+    return manifest
 
 
 def resolve_device(device: str | None = None) -> torch.device:

@@ -1,0 +1,132 @@
+"""Quantization on the quickstart model, CPU: size, perplexity and decode speed against float32, as ratios.
+
+    python bench/bench_quantize.py --model runs/quickstart/merged --eval-data runs/quickstart/data/eval.jsonl
+    python bench/bench_quantize.py            # builds a quickstart-like deepseek-v3-tiny (about 2 minutes)
+
+Targets (issue 6): int8 linear weights <= 30% of their float32 bytes, perplexity rise <= 2%, decode
+>= 1.3x faster than float32. Every model is measured by `tailor.compression.measure` in its own fresh
+process, float32 baseline first, in this one run; --threads fixes torch's thread count (default 1:
+on a shared machine more threads mostly measure the neighbours).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_model(work: Path, steps: int) -> tuple[Path, Path]:
+    """A deepseek-v3-tiny with a domain tokenizer, pretrained for `steps` steps on the store documents."""
+    from tailor.config import Recipe, build
+    from tailor.data.synthetic import generate_store_domain, write_domain
+    from tailor.models.presets import init_model
+    from tailor.models.tokenizer import train_tokenizer
+    from tailor.training.run import run as train
+
+    domain = generate_store_domain(seed=0)
+    files = write_domain(domain, work / "data")
+    corpus = list(domain.documents) + [m["content"] for r in domain.train for m in r["messages"]]
+    tokenizer = train_tokenizer(corpus, 4096, work / "tokenizer")
+    init_model("deepseek-v3-tiny", tokenizer, out_dir=work / "init")
+    recipe = build(Recipe, {"model": {"path": str(work / "init")}, "data": {"train": [str(files["documents"])],
+                                                                             "max_length": 128},
+                            "adapter": {"method": "full"},
+                            "train": {"objective": "pretrain", "max_steps": steps, "batch_size": 16, "lr": 3e-3,
+                                      "output_dir": str(work / "pretrain"), "save_steps": steps}}, "bench")
+    return train(recipe).final_dir, files["eval"]
+
+
+def interleaved_decode(model_dirs: list, new_tokens: int, rounds: int) -> dict[str, float]:
+    """Median decode tokens/s of each model, timed in turns within one process."""
+    import statistics
+
+    from tailor.compression.measure import decode_speed
+    from tailor.evaluation.run import load_for_eval
+
+    loaded = {str(d): load_for_eval(d) for d in model_dirs}
+    rates: dict[str, list[float]] = {k: [] for k in loaded}
+    for _ in range(rounds):
+        for key, (model, tokenizer) in loaded.items():
+            rates[key].append(decode_speed(model, tokenizer, new_tokens=new_tokens, repeats=1)["decode_tokens_per_s"])
+    return {k: statistics.median(v) for k, v in rates.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="float model directory (default: build one)")
+    ap.add_argument("--eval-data", help="held-out chat records or text (default: the built domain's eval.jsonl)")
+    ap.add_argument("--methods", nargs="+", default=["int8-dynamic", "int8-weight", "int4-weight"])
+    ap.add_argument("--max-examples", type=int, default=64)
+    ap.add_argument("--decode-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7, help="interleaved decode timing rounds")
+    ap.add_argument("--train-steps", type=int, default=120, help="pretraining steps when building the model")
+    ap.add_argument("--out", help="keep the quantized models and bench_quantize.json here")
+    a = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = str(a.threads)  # inherited by the measuring processes
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    from tailor.compression.measure import before_after_table, measure_isolated
+    from tailor.compression.quantize import quantize
+
+    work = Path(a.out or tempfile.mkdtemp(prefix="bench_quantize_"))
+    work.mkdir(parents=True, exist_ok=True)
+    if a.model:
+        model_dir, eval_data = Path(a.model), a.eval_data
+    else:
+        t = time.perf_counter()
+        model_dir, built_eval = build_model(work, a.train_steps)
+        eval_data = a.eval_data or str(built_eval)
+        print(f"built and pretrained deepseek-v3-tiny in {time.perf_counter() - t:.0f}s -> {model_dir}")
+    if not eval_data:
+        sys.exit("pass --eval-data with --model")
+    kw = dict(max_examples=a.max_examples, decode_tokens=a.decode_tokens)
+    base = measure_isolated(model_dir, [eval_data], **kw)
+    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                          f"torch {torch.__version__}, {a.threads} thread(s)",
+               "model": str(model_dir), "eval_data": eval_data, "float32": base, "methods": {}}
+    print(results["machine"])
+    for method in a.methods:
+        out = work / method
+        manifest = quantize(model_dir, method, out, group_size=32)
+        after = measure_isolated(out, [eval_data], **kw)
+        ratios = {"linear_weight_bytes": manifest["linear_weight_bytes"]["ratio"],
+                  "size_on_disk": after["size_on_disk_mb"] / base["size_on_disk_mb"],
+                  "perplexity": after["perplexity"] / base["perplexity"],
+                  "decode_speedup": after["decode_tokens_per_s"] / base["decode_tokens_per_s"],
+                  "ttft": after["ttft_ms"] / base["ttft_ms"]}
+        results["methods"][method] = {"ratios": ratios, "after": after,
+                                      "quantized_layers": len(manifest["quantized"]),
+                                      "not_quantized": manifest["not_quantized"]}
+        before_after_table(base, after, f"{method} vs float32 ({results['machine']})")
+        print(f"{method}: linear weights {ratios['linear_weight_bytes']:.1%} of fp32 (target <= 30%), "
+              f"perplexity x{ratios['perplexity']:.4f} (target <= 1.02), decode in separate processes "
+              f"x{ratios['decode_speedup']:.2f} (the interleaved ratio below is the one to trust; target >= 1.3 for int8), "
+              f"whole weight file x{ratios['size_on_disk']:.2f}")
+    # Decode speed again, interleaved in this one process (float32, method, float32, method, ...), median of
+    # the rounds: on a shared machine, load that changes between two processes shifts their ratio.
+    results["interleaved_decode"] = interleaved_decode([model_dir] + [work / m for m in a.methods], a.decode_tokens,
+                                                       a.rounds)
+    for method in a.methods:
+        r = results["interleaved_decode"][str(work / method)] / results["interleaved_decode"][str(model_dir)]
+        results["methods"][method]["ratios"]["decode_speedup_interleaved"] = r
+        print(f"{method}: interleaved decode x{r:.2f} of float32 (median of {a.rounds} rounds)")
+    # The float32 model once more, last: how far two measurements of the same model differ here.
+    again = measure_isolated(model_dir, [eval_data], **kw)
+    results["float32_again"] = again
+    results["noise_decode_ratio"] = again["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+    print(f"noise: float32 measured again decodes x{results['noise_decode_ratio']:.2f} of the first measurement")
+    (work / "bench_quantize.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    print(f"results -> {work / 'bench_quantize.json'}")
+
+
+if __name__ == "__main__":
+    main()

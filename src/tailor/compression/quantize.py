@@ -1,0 +1,319 @@
+"""Quantization backends, chosen by name: `quantize(model_dir, method, out_dir)`.
+
+Methods (`METHODS`):
+
+- int8-dynamic: int8 per-output-channel weights run by PyTorch's dynamic-quantized Linear
+  (`torch.ao.nn.quantized.dynamic.Linear`, fbgemm/x86 kernels): activations are quantized on the
+  fly, so matrix products run in int8. CPU only.
+- int8-weight: int8 per-output-channel weights, dequantized inside the layer (any device); it saves
+  disk and memory, not time.
+- int4-weight: int4 weights in groups of `group_size` input channels (one scale per group), two
+  weights packed per byte; dequantized inside the layer (any device).
+- bnb-8bit / bnb-4bit: bitsandbytes through transformers' `BitsAndBytesConfig`; CUDA only.
+
+The tailor methods write config.json, tokenizer files, `model.quantized.safetensors` (int8 or packed
+uint8 weights plus float scales; every other tensor as it was) and `tailor_quantization.json` (the
+method and which weights were and were not quantized, with reasons). `load_quantized` rebuilds the
+model from config.json and puts the quantized layers back; `tailor.models.loading.load_model` calls
+it when that file is present, so `tailor chat`/`tailor eval` accept the directory. The weight file is
+deliberately not named model.safetensors: plain `from_pretrained` then fails loudly instead of loading
+a half-initialised model.
+
+Only `nn.Linear` layers are quantized. DeepSeek-V3 MoE experts in transformers 5 are fused 3-D
+parameters used inside one module's forward; they, the router, embeddings and an lm_head tied to the
+embeddings stay in float and are listed under `not_quantized` with the reason.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tailor.errors import TailorError
+
+MANIFEST = "tailor_quantization.json"
+WEIGHTS = "model.quantized.safetensors"
+FORMAT_VERSION = 1
+_TAILOR = ("int8-dynamic", "int8-weight", "int4-weight")
+_BNB = ("bnb-8bit", "bnb-4bit")
+METHODS = _TAILOR + _BNB
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantization arithmetic (symmetric, round to nearest)
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weights, float32 scale per output row): w ≈ q * scale[:, None]."""
+    w = w.detach().float()
+    scale = (w.abs().amax(dim=-1) / 127).clamp(min=1e-12)
+    q = torch.round(w / scale.unsqueeze(-1)).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 with two 4-bit weights per byte [out, in/2], float32 scales [out, in/group]) for w [out, in]."""
+    out_f, in_f = w.shape
+    g = w.detach().float().reshape(out_f, in_f // group_size, group_size)
+    scale = (g.abs().amax(dim=-1) / 7).clamp(min=1e-12)
+    q = (torch.round(g / scale.unsqueeze(-1)).clamp(-8, 7) + 8).to(torch.uint8).reshape(out_f, in_f)
+    return q[:, 0::2] | (q[:, 1::2] << 4), scale
+
+
+def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """Inverse of `quantize_int4` (up to rounding): a [out, in] weight in `dtype`."""
+    out_f = packed.shape[0]
+    q = torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(out_f, -1).to(dtype) - 8
+    groups = scale.shape[1]
+    return (q.reshape(out_f, groups, -1) * scale.to(dtype).unsqueeze(-1)).reshape(out_f, -1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtime layers
+
+
+class Int8WeightLinear(nn.Module):
+    """A Linear whose weight is stored int8 with one scale per output channel."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.qweight.to(x.dtype) * self.scale.to(x.dtype).unsqueeze(-1)
+        return nn.functional.linear(x, w, self.bias)
+
+
+class Int4WeightLinear(nn.Module):
+    """A Linear whose weight is stored as packed int4 with one scale per group of input channels."""
+
+    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.out_features, self.in_features = qweight.shape[0], qweight.shape[1] * 2
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scale", scale)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, dequantize_int4(self.qweight, self.scale, x.dtype), self.bias)
+
+
+def _dynamic_linear(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    out_f, in_f = qweight.shape
+    layer = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
+    # Re-quantizing q * scale with the same scales gives back q exactly.
+    w = torch.quantize_per_channel(qweight.float() * scale.unsqueeze(-1), scale.double(),
+                                   torch.zeros(out_f, dtype=torch.long), axis=0, dtype=torch.qint8)
+    layer.set_weight_bias(w, bias.float() if bias is not None else None)
+    return layer
+
+
+def _runtime_layer(method: str, qweight, scale, bias) -> nn.Module:
+    if method == "int8-dynamic":
+        return _dynamic_linear(qweight, scale, bias)
+    if method == "int8-weight":
+        return Int8WeightLinear(qweight, scale, bias)
+    return Int4WeightLinear(qweight, scale, bias)
+
+
+# ---------------------------------------------------------------------------------------------
+# Quantize and save
+
+
+def check_method(method: str) -> str:
+    """The method name, or a TailorError naming the nearest valid one."""
+    if method not in METHODS:
+        near = difflib.get_close_matches(str(method), METHODS, n=1)
+        raise TailorError(f"unknown quantization method '{method}'." + (f" Did you mean '{near[0]}'?" if near else ""),
+                          where="--method", fix=f"use one of: {', '.join(METHODS)}")
+    if method in _BNB and not torch.cuda.is_available():
+        raise TailorError(f"{method} (bitsandbytes) runs on CUDA GPUs only, and no CUDA GPU is available here",
+                          where="--method",
+                          fix="on a CPU use int8-dynamic (fastest), int8-weight or int4-weight; or run on a machine with a CUDA GPU")
+    return method
+
+
+def _tied_lm_head(model) -> bool:
+    out_emb, in_emb = model.get_output_embeddings(), model.get_input_embeddings()
+    return out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
+
+
+def plan(model, method: str, group_size: int = 32) -> tuple[list[str], dict[str, str]]:
+    """(names of nn.Linear modules to quantize, {weight name: reason} for float weights left as they are)."""
+    tied_head = _tied_lm_head(model)
+    head = model.get_output_embeddings()
+    chosen, kept, covered = [], {}, set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Embedding):
+            kept[f"{name}.weight"] = "embedding (a lookup table, no matrix product to speed up)"
+            covered.add(f"{name}.weight")
+        elif isinstance(module, nn.Linear):
+            covered.add(f"{name}.weight")
+            if module is head and tied_head:
+                kept[f"{name}.weight"] = "lm_head tied to the input embeddings (quantizing it would untie them)"
+            elif method == "int4-weight" and module.in_features % group_size:
+                kept[f"{name}.weight"] = f"in_features={module.in_features} is not a multiple of group_size={group_size}"
+            else:
+                chosen.append(name)
+    for name, p in model.named_parameters():
+        if p.dim() >= 2 and name not in covered:
+            kept[name] = ("fused MoE expert weights (3-D parameter, not nn.Linear)" if p.dim() == 3
+                          else "not an nn.Linear weight (e.g. an MoE router), kept in float")
+    return chosen, kept
+
+
+def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size: int = 32,
+             trust_remote_code: bool = False) -> dict:
+    """Quantize the model in `model_dir` with `method` and save it to `out_dir`; return the manifest."""
+    check_method(method)
+    if method == "int4-weight" and (group_size < 2 or group_size % 2):
+        raise TailorError(f"group_size={group_size} must be an even number >= 2", where="--group-size",
+                          fix="use 32, 64 or 128")
+    out = Path(out_dir)
+    if out.resolve() == Path(model_dir).resolve():
+        raise TailorError("the output directory is the model directory", where="--out", fix="pass a new directory")
+    if method in _BNB:
+        return _quantize_bnb(model_dir, method, out, trust_remote_code)
+    from safetensors.torch import save_file
+
+    from tailor.models.loading import load_model, load_tokenizer
+
+    model = load_model(model_dir, dtype="float32", device="cpu", trust_remote_code=trust_remote_code)
+    chosen, kept = plan(model, method, group_size)
+    if not chosen:
+        raise TailorError(f"no nn.Linear layer in {model_dir} can be quantized with {method}", where=str(model_dir))
+    tensors, seen, tied = {}, {}, {}
+    fp32_bytes = q_bytes = 0
+    modules = dict(model.named_modules())
+    for name in chosen:
+        w = modules[name].weight
+        q, s = quantize_int4(w, group_size) if method == "int4-weight" else quantize_int8(w)
+        tensors[f"{name}.qweight"], tensors[f"{name}.scale"] = q.contiguous(), s.contiguous()
+        fp32_bytes += w.numel() * 4
+        q_bytes += q.numel() * q.element_size() + s.numel() * 4
+    skip = {f"{n}.weight" for n in chosen}
+    for key, t in model.state_dict().items():
+        if key in skip:
+            continue
+        ptr = t.data_ptr()
+        if ptr in seen:  # safetensors stores a shared tensor once; record the alias
+            tied[key] = seen[ptr]
+            continue
+        seen[ptr] = key
+        tensors[key] = t.detach().contiguous()
+    out.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(out)
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(out)
+    load_tokenizer(model_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": "pt", "tailor_quantization": method})
+    manifest = {"format_version": FORMAT_VERSION, "method": method, "source": str(Path(model_dir).resolve()),
+                "group_size": group_size if method == "int4-weight" else None,
+                "scheme": "symmetric, round to nearest; " + ("one scale per group of input channels" if method == "int4-weight"
+                                                              else "one scale per output channel"),
+                "quantized": chosen, "not_quantized": kept, "tied": tied,
+                "linear_weight_bytes": {"float32": fp32_bytes, "quantized": q_bytes,
+                                        "ratio": q_bytes / fp32_bytes if fp32_bytes else None}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
+def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) -> dict:
+    # transformers serializes bitsandbytes weights itself, with a quantization_config in config.json,
+    # so such a directory loads through the plain from_pretrained path of load_model.
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise TailorError(f"{method} needs the bitsandbytes package", where="--method",
+                          fix="pip install 'tailor[compress]' (or pip install bitsandbytes)") from None
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    from tailor.models.loading import load_tokenizer
+
+    bnb = (BitsAndBytesConfig(load_in_8bit=True) if method == "bnb-8bit" else
+           BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map={"": 0},
+                                                 use_safetensors=True, local_files_only=True,
+                                                 trust_remote_code=trust_remote_code)
+    model.save_pretrained(out, safe_serialization=True)
+    load_tokenizer(model_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
+    manifest = {"format_version": FORMAT_VERSION, "method": method, "source": str(Path(model_dir).resolve()),
+                "loader": "transformers (quantization_config in config.json)"}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def read_manifest(model_dir: str | Path) -> dict | None:
+    """The directory's tailor_quantization.json, or None when it is not a quantized model."""
+    path = Path(model_dir) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TailorError(f"{MANIFEST} is not valid JSON: {e}", where=str(path)) from None
+    if manifest.get("method") not in METHODS:
+        raise TailorError(f"{MANIFEST} names an unknown method {manifest.get('method')!r}", where=str(path),
+                          fix=f"re-quantize with tailor quantize --method one of {', '.join(METHODS)}")
+    return manifest
+
+
+def load_quantized(model_dir: str | Path, manifest: dict, config, dtype: torch.dtype, device: torch.device):
+    """Rebuild a tailor-quantized model from its directory (called by `load_model`)."""
+    from accelerate import init_empty_weights
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    p = Path(model_dir)
+    method = manifest["method"]
+    if method == "int8-dynamic" and device.type != "cpu":
+        raise TailorError(f"{p} holds int8-dynamic layers, which run on CPUs only", where=str(p),
+                          fix="load it with device=cpu, or quantize with int8-weight / int4-weight for GPUs")
+    if method == "int8-dynamic" and dtype != torch.float32:
+        raise TailorError(f"{p} holds int8-dynamic layers, which take float32 activations, not {dtype}",
+                          where="dtype", fix="load it with dtype=float32 (or auto)")
+    if not (p / WEIGHTS).is_file():
+        raise TailorError(f"{WEIGHTS} is missing from the quantized model {p}", where=str(p))
+    tensors = load_file(str(p / WEIGHTS))
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    layers = {}
+    for name in manifest["quantized"]:
+        try:
+            q, s = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
+        except KeyError:
+            raise TailorError(f"{WEIGHTS} lacks the quantized weights of {name}", where=str(p),
+                              fix="the directory is incomplete: quantize the model again") from None
+        layers[name] = _runtime_layer(method, q, s, tensors.pop(f"{name}.bias", None))
+    result = model.load_state_dict(tensors, strict=False, assign=True)
+    replaced = {f"{name}.{k}" for name in layers for k in ("weight", "bias")}
+    missing = [k for k in result.missing_keys if k not in replaced and k not in manifest.get("tied", {})]
+    if missing or result.unexpected_keys:
+        raise TailorError(f"{WEIGHTS} does not match config.json: missing {missing[:3]}, unexpected "
+                          f"{result.unexpected_keys[:3]}", where=str(p), fix="quantize the model again")
+    for name, layer in layers.items():
+        model.set_submodule(name, layer)
+    for alias, source in manifest.get("tied", {}).items():
+        parent, _, attr = alias.rpartition(".")
+        src_parent, _, src_attr = source.rpartition(".")
+        setattr(model.get_submodule(parent), attr, getattr(model.get_submodule(src_parent), src_attr))
+    if (p / "generation_config.json").is_file():
+        # from_config derives decoding defaults from config.json (where training may have left use_cache=false,
+        # which makes every decoding step re-read the whole sequence); from_pretrained reads this file instead.
+        model.generation_config = GenerationConfig.from_pretrained(p, local_files_only=True)
+    model.to(dtype).to(device)
+    return model
+
