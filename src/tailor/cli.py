@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
+from tailor.config import ServeConfig
 from tailor.config import (EvalConfig, QuickstartConfig, Recipe, build, help_text, load_recipe, merge_settings,
                            parse_overrides, parse_preset_overrides)
 from tailor.errors import TailorError
@@ -72,14 +74,41 @@ def cmd_merge(a: argparse.Namespace) -> int:
 
 def cmd_chat(a: argparse.Namespace) -> int:
     from tailor.evaluation.run import load_for_eval
-    from tailor.serving.chat import repl, stream_answer
+    from tailor.serving.chat import remote_answer, remote_repl, repl, stream_answer
 
+    if a.url:
+        key = a.api_key or os.environ.get("TAILOR_API_KEY")
+        if a.prompt is not None:
+            messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
+            print(remote_answer(a.url, messages, a.model, a.max_new_tokens, 0.7 if a.sample else 0.0, api_key=key))
+            return 0
+        remote_repl(a.url, a.model, a.system, a.max_new_tokens, api_key=key)
+        return 0
+    if not a.model:
+        raise TailorError("chat needs a model directory, or --url of a running server", where="tailor chat",
+                          fix="tailor chat MODEL_DIR, or tailor chat --url http://127.0.0.1:8000")
     model, tokenizer = load_for_eval(a.model, a.adapter)
     if a.prompt is not None:
         messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
         print(stream_answer(model, tokenizer, messages, a.max_new_tokens, a.sample))
         return 0
     repl(model, tokenizer, a.system, a.max_new_tokens, a.sample)
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from tailor.serving.server import parse_adapters, serve
+
+    overrides = [o if o.startswith("serve.") else f"serve.{o}" for o in a.overrides]
+    if a.recipe:
+        cfg = load_recipe(a.recipe, overrides).serve
+    else:
+        cfg = build(ServeConfig, parse_overrides(overrides, Recipe).get("serve", {}), "command line")
+    flags = {k: v for k, v in (("host", a.host), ("port", a.port), ("model_name", a.model_name),
+                               ("api_keys_file", a.api_keys_file)) if v is not None}
+    if a.adapter:
+        flags["adapters"] = {**cfg.adapters, **parse_adapters(a.adapter)}
+    serve(a.model, build(ServeConfig, {**cfg.model_dump(), **flags}, "command line"))
     return 0
 
 
@@ -214,6 +243,51 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(a: argparse.Namespace) -> int:
+    from tailor.compression.run import quantize
+
+    res = quantize(a.model, a.method, a.out, eval_data=a.eval_data, group_size=a.group_size,
+                   measure=not a.no_measure, max_examples=a.max_examples, console=_console())
+    m = res.details
+    if "quantized" in m:
+        lw = m["linear_weight_bytes"]
+        _console().print(f"quantized {len(m['quantized'])} linear layers ({lw['ratio']:.1%} of their float32 bytes); "
+                         f"{len(m['not_quantized'])} weights kept in float (reasons in {res.out_dir / 'tailor_quantization.json'})")
+    _console().print(f"[bold green]quantized[/] ({a.method}) -> {res.out_dir}; report: {res.report}")
+    return 0
+
+
+def cmd_prune(a: argparse.Namespace) -> int:
+    from tailor.compression.run import prune
+
+    res = prune(a.model, a.method, a.out, amount=a.amount, scope=a.scope, calibration_data=a.data,
+                recover_steps=a.recover_steps, recover_data=a.data, eval_data=a.eval_data,
+                measure=not a.no_measure, max_examples=a.max_examples, console=_console())
+    r = res.details
+    if a.method == "magnitude":
+        _print_metrics({k: v for k, v in r["sparsity"]["per_layer"].items()}, "sparsity per layer")
+    _console().print(f"parameters {r['parameters'][0]:,} -> {r['parameters'][1]:,}, sparsity "
+                     f"{r['sparsity']['overall']:.1%}; [bold green]pruned[/] ({a.method}) -> {res.out_dir}; report: {res.report}")
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    from tailor.export import run
+
+    options = {}
+    if a.format == "onnx":
+        options["exporter"] = a.onnx_exporter
+    elif a.onnx_exporter != "auto":
+        raise TailorError("--onnx-exporter applies to --format onnx only", where="--onnx-exporter")
+    if a.format == "gguf":
+        options["outtype"] = a.gguf_type or "f16"
+    elif a.gguf_type is not None:
+        raise TailorError("--gguf-type applies to --format gguf only", where="--gguf-type")
+    path = run(a.model, a.format, a.out, **options)
+    _console().print(f"[bold green]exported[/] {a.model} ({a.format}) -> {path}")
+    return 0
+
+
 def _print_metrics(metrics: dict, title: str) -> None:
     from rich.table import Table
 
@@ -252,12 +326,27 @@ def _merge_args(p):
 
 
 def _chat_args(p):
-    p.add_argument("model", help="a model directory or an adapter directory")
+    p.add_argument("model", nargs="?", help="a model directory or an adapter directory; with --url the served model's "
+                                           "name (default: the first the server lists)")
+    p.add_argument("--url", help="talk to a running `tailor serve` (or other OpenAI-compatible server) at this address")
+    p.add_argument("--api-key", help="API key for --url (default: $TAILOR_API_KEY)")
     p.add_argument("--adapter", help="adapter directory to apply on top of the model")
     p.add_argument("--prompt", help="answer this one message and exit (no interactive session)")
     p.add_argument("--system", help="system message")
     p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per answer (default 128)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+
+
+def _serve_args(p):
+    p.add_argument("model", help="a model directory (merged and compressed ones too) or an adapter directory")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="serve.* settings, e.g. max_batch_size=8")
+    p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                   help="a LoRA adapter on the same base, chosen by requests with model=NAME (repeatable)")
+    p.add_argument("--recipe", help="YAML recipe whose serve section holds the settings")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port (default 8000)")
+    p.add_argument("--model-name", help="name of the base model in requests (default: the directory's name)")
+    p.add_argument("--api-keys-file", help="file with one accepted API key per line (requests need Authorization: Bearer KEY)")
 
 
 def _quickstart_args(p):
@@ -314,12 +403,45 @@ def _report_args(p):
     p.add_argument("--out", help="HTML file to write (default RUN_DIR/report.html); the Markdown summary goes beside it")
 
 
+def _compress_common(p):
+    p.add_argument("model", help="model directory (a merged or fully trained model)")
+    p.add_argument("--out", required=True, help="output directory for the compressed model and compression_report.json")
+    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy) or text "
+                   "(perplexity) measured before and after")
+    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples measured before and after (default 32)")
+    p.add_argument("--no-measure", action="store_true", help="skip the before/after measurements")
+
+
+def _quantize_args(p):
+    _compress_common(p)
+    p.add_argument("--method", required=True, help="int8-dynamic (CPU, fastest), int8-weight, int4-weight, bnb-8bit or bnb-4bit (CUDA)")
+    p.add_argument("--group-size", type=int, default=32, help="int4-weight: input channels per scale (default 32)")
+
+
+def _prune_args(p):
+    _compress_common(p)
+    p.add_argument("--method", required=True, help="magnitude (unstructured), heads, channels or experts (structured)")
+    p.add_argument("--amount", type=float, default=0.2, help="share to remove, between 0 and 1 (default 0.2)")
+    p.add_argument("--scope", default="global", help="magnitude: global (one threshold) or layer (amount in every layer)")
+    p.add_argument("--recover-steps", type=int, default=0, help="optimizer steps of recovery fine-tuning on --data (default 0)")
+    p.add_argument("--data", nargs="+", help="calibration data for experts pruning, and training data for --recover-steps")
+
+
+def _export_args(p):
+    p.add_argument("model", help="a model directory or an adapter directory (merged into its base first)")
+    p.add_argument("--format", required=True, help="safetensors, onnx, torchscript or gguf")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--onnx-exporter", default="auto", help="onnx: dynamo, torchscript or auto (dynamo, else torchscript)")
+    p.add_argument("--gguf-type", help="gguf: f16 (default) or q8_0")
+
+
 # name -> (function, argument builder, one-line help, epilog listing schema keys)
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
     "train": (cmd_train, _train_args, "train a model from a recipe (pretrain or sft; full, lora or freeze)", help_text(Recipe)),
     "eval": (cmd_eval, _eval_args, "evaluate a model or adapter on held-out conversations", help_text(EvalConfig)),
     "merge": (cmd_merge, _merge_args, "fold a LoRA adapter into its base and save a standalone model", None),
     "chat": (cmd_chat, _chat_args, "chat with a model in the terminal (or answer one --prompt)", None),
+    "serve": (cmd_serve, _serve_args, "an OpenAI-compatible HTTP server with continuous batching, adapters, limits and metrics", help_text(ServeConfig)),
     "compare": (cmd_compare, _compare_args, "compare two models, adapters or saved evaluations with paired bootstrap CIs; gate with --require", help_text(EvalConfig)),
     "report": (cmd_report, _report_args, "a self-contained HTML report (and Markdown summary) of a training, eval, compare or quickstart folder", None),
     "quickstart": (cmd_quickstart, _quickstart_args, "the embedded default: data, tokenizer, model, pretrain, LoRA SFT, eval, merge", help_text(QuickstartConfig)),
@@ -328,6 +450,9 @@ COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
     "model init": (cmd_model_init, _model_init_args, "build a model from a preset and save it", None),
     "model presets": (cmd_model_presets, lambda p: None, "list the model presets", None),
     "tokenizer train": (cmd_tokenizer_train, _tokenizer_train_args, "train a byte-level BPE tokenizer with a chat template", None),
+    "quantize": (cmd_quantize, _quantize_args, "quantize a model (int8/int4 on CPU, bitsandbytes on CUDA) and report the cost before/after", None),
+    "prune": (cmd_prune, _prune_args, "prune weights, heads, MLP channels or MoE experts and report the cost before/after", None),
+    "export": (cmd_export, _export_args, "export to safetensors (HF), ONNX (KV cache), TorchScript or GGUF (+ Ollama Modelfile)", None),
 }
 
 

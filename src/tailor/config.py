@@ -256,7 +256,7 @@ class EvalConfig(Section):
     efficiency: bool = Field(True, description="Report timing and peak memory; generation adds time to first token, tokens/s and p50/p95 latency from single requests.")
     efficiency_requests: int = Field(8, ge=1, description="Single (unbatched) requests timed for the generation latency figures.")
     robustness: bool = Field(False, description="Generation: ask the questions again with noise (eval.robustness_noise) and report the score drop.")
-    robustness_noise: list[Literal["typo", "eda", "template"]] = Field(default_factory=lambda: ["typo", "eda", "template"], description="Noise kinds: typo = character typos, eda = EDA word edits (synonym/insert/swap/delete), template = polite paraphrase wrappers.")
+    robustness_noise: list[Literal["typo", "eda", "template"]] = Field(default_factory=lambda: ["typo", "eda", "template"], min_length=1, description="Noise kinds: typo = character typos, eda = EDA word edits (synonym/insert/swap/delete), template = polite paraphrase wrappers.")
     robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
     refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
     worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
@@ -278,6 +278,46 @@ class EvalConfig(Section):
         return self
 
 
+class OutputRule(Section):
+    """A post-processing rule applied to generated text before it is returned."""
+
+    pattern: str | None = Field(None, description="Python regular expression to replace (with `replace`); or leave empty and set `pii`.")
+    replace: str = Field("[REDACTED]", description="Replacement for each match (\\1 refers to groups).")
+    pii: list[Literal["email", "phone", "id_card", "bank_card", "ip"]] = Field(default_factory=list, description="Mask these personal-data kinds with the data stage's placeholders (<EMAIL>, <PHONE>, ...).")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "OutputRule":
+        if bool(self.pattern) == bool(self.pii):
+            raise ValueError("an output rule needs exactly one of `pattern` (regex replace) or `pii` (kinds to mask)")
+        return self
+
+
+class ServeConfig(Section):
+    """`tailor serve`: the OpenAI-compatible HTTP server, its batching engine, limits and safety rules."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 exposes the server to the network).")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
+    model_name: str | None = Field(None, description="Name clients pass as `model` for the base model (default: the model directory's name).")
+    adapters: dict[str, str] = Field(default_factory=dict, description="LoRA adapters on the same base: name (the request's `model`) -> adapter directory.")
+    max_batch_size: int = Field(16, ge=1, description="Sequences generating at once (decoded together, one forward pass per adapter per step).")
+    max_queue: int = Field(64, ge=0, description="Requests waiting for a batch slot; beyond it new requests get 429 with Retry-After.")
+    max_context: int | None = Field(None, ge=8, description="Prompt + generated tokens per request (default: the model's max_position_embeddings).")
+    max_tokens: int = Field(256, ge=1, description="Most tokens one request may generate (also the default when a request sets none).")
+    max_prompt_chars: int = Field(32000, ge=1, description="Longest prompt (characters of all messages) accepted; longer ones get 400.")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger ones get 413.")
+    max_n: int = Field(4, ge=1, description="Most choices (`n`) one request may ask for.")
+    request_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait and generate before it is stopped (504).")
+    retry_after: int = Field(1, ge=1, description="Seconds suggested in the Retry-After header of a 429.")
+    api_keys: list[str] = Field(default_factory=list, description="Accepted `Authorization: Bearer` keys (empty = no authentication). Prefer api_keys_file.")
+    api_keys_file: str | None = Field(None, description="File with one API key per line (keeps keys out of recipes and process listings).")
+    blocklist: list[str] = Field(default_factory=list, description="Regular expressions (case-insensitive); a prompt matching one gets 400 naming the rule.")
+    output_rules: list[OutputRule] = Field(default_factory=list, description="Regex replace / PII masks applied to generated text, in order.")
+    chat_template: str | None = Field(None, description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype.")
+    device: str | None = Field(None, description="Force a device (cpu, cuda, mps); default picks the best available.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")
+
+
 class Recipe(Section):
     """A whole run: which model, which data, which adapter, how to train and how to evaluate."""
 
@@ -286,6 +326,7 @@ class Recipe(Section):
     adapter: AdapterConfig = Field(default_factory=AdapterConfig, description="What trains.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Generation-based evaluation.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible server (`tailor serve`).")
 
 
 class QuickstartConfig(Section):
