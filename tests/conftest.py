@@ -12,6 +12,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny test models gain nothing from a second thread, and on a busy 2-core machine every small op
+# would wait for both cores (measured: a 20x slower forward pass). TAILOR_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("TAILOR_TEST_THREADS", "1")))
 
 CORPUS = [
     "The return window for laptops is 30 days. Tents can be returned within 60 days.",
