@@ -42,6 +42,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(a: argparse.Namespace) -> int:
+    from tailor.training.distill import run
+
+    recipe = load_recipe(a.recipe, a.overrides)
+    result = run(recipe)
+    m = result.metrics
+    _console().print(f"[bold green]distilled[/] {m['steps']} steps in {m['seconds']}s, final train loss {m['train_loss']:.4f}, "
+                     f"KL to the teacher {m['teacher_kl_before']:.4f} -> {m['teacher_kl_after']:.4f} "
+                     f"({m['teacher_kl_data']} data) -> {result.final_dir}")
+    return 0
+
+
 def cmd_eval(a: argparse.Namespace) -> int:
     from tailor.evaluation.run import run, summary_metrics
 
@@ -438,6 +450,7 @@ def _export_args(p):
 # name -> (function, argument builder, one-line help, epilog listing schema keys)
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
     "train": (cmd_train, _train_args, "train a model from a recipe (pretrain or sft; full, lora or freeze)", help_text(Recipe)),
+    "distill": (cmd_distill, _train_args, "distill a teacher into a smaller student (KL on soft targets + hard labels)", help_text(Recipe)),
     "eval": (cmd_eval, _eval_args, "evaluate a model or adapter on held-out conversations", help_text(EvalConfig)),
     "merge": (cmd_merge, _merge_args, "fold a LoRA adapter into its base and save a standalone model", None),
     "chat": (cmd_chat, _chat_args, "chat with a model in the terminal (or answer one --prompt)", None),

@@ -299,6 +299,7 @@ class ServeConfig(Section):
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     model_name: str | None = Field(None, description="Name clients pass as `model` for the base model (default: the model directory's name).")
     adapters: dict[str, str] = Field(default_factory=dict, description="LoRA adapters on the same base: name (the request's `model`) -> adapter directory.")
+    engine: Literal["auto", "tailor", "vllm"] = Field("auto", description="Generation engine: vllm (needs vLLM and a CUDA GPU), tailor (built-in continuous batching), auto = vllm when both are there, else tailor.")
     max_batch_size: int = Field(16, ge=1, description="Sequences generating at once (decoded together, one forward pass per adapter per step).")
     max_queue: int = Field(64, ge=0, description="Requests waiting for a batch slot; beyond it new requests get 429 with Retry-After.")
     max_context: int | None = Field(None, ge=8, description="Prompt + generated tokens per request (default: the model's max_position_embeddings).")
@@ -318,6 +319,16 @@ class ServeConfig(Section):
     trust_remote_code: bool = Field(False, description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")
 
 
+class DistillConfig(Section):
+    """Knowledge distillation (`tailor distill`): a frozen teacher guides the student that model/adapter/train describe."""
+
+    teacher: str | None = Field(None, description="Teacher: a local model directory or LoRA adapter directory (frozen; same tokenizer as the student).")
+    student_layers: int | None = Field(None, ge=1, description="Student = the teacher with this many evenly spaced decoder layers kept (first and last included), instead of model.preset / model.path.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both models' logits in the KL term (scaled back by T^2).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Loss = alpha x KL(teacher || student) + (1 - alpha) x hard-label cross-entropy.")
+    hidden_weight: float = Field(0.0, ge=0, description="Weight of the MSE between the student's last hidden states (through a learned projection) and the teacher's (0 = off).")
+
+
 class Recipe(Section):
     """A whole run: which model, which data, which adapter, how to train and how to evaluate."""
 
@@ -327,6 +338,7 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Generation-based evaluation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible server (`tailor serve`).")
+    distill: DistillConfig = Field(default_factory=DistillConfig, description="Teacher -> student distillation (`tailor distill`).")
 
 
 class QuickstartConfig(Section):
@@ -558,7 +570,7 @@ def _resolve_paths(data: dict, base: Path) -> dict:
         node = aug.get(sub) if isinstance(aug, dict) else None
         if isinstance(node, dict) and isinstance(node.get(key), str) and (base / node[key]).exists():
             node[key] = str(base / node[key])
-    for section, keys in (("data", ("train", "eval")), ("eval", ("data",)), ("model", ("path", "tokenizer"))):
+    for section, keys in (("data", ("train", "eval")), ("eval", ("data",)), ("model", ("path", "tokenizer")), ("distill", ("teacher",))):
         sec = data.get(section)
         if not isinstance(sec, dict):
             continue

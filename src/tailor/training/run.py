@@ -12,6 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tailor.config import Recipe, save_recipe
 from tailor.errors import TailorError
@@ -112,8 +113,14 @@ def _load_model_and_tokenizer(recipe: Recipe, out: Path):
     return model, tokenizer, base_dir
 
 
-def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
-    """Train as the recipe says; write checkpoints, final weights, metrics.jsonl and config.yaml to train.output_dir."""
+def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None = None,
+        make_trainer: Callable | None = None) -> TrainResult:
+    """Train as the recipe says; write checkpoints, final weights, metrics.jsonl and config.yaml to train.output_dir.
+
+    Other stages reuse this set-up with their own model and loss (distillation does): `load(recipe, out_dir) ->
+    (model, tokenizer, base_dir)` replaces the model loading, `make_trainer(**kwargs) -> Trainer` the Trainer,
+    and a trainer's `summary_metrics() -> dict` joins train_summary.json.
+    """
     from transformers import Trainer, TrainingArguments, set_seed
 
     from tailor.adapters import apply_adapter
@@ -137,7 +144,7 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     if notice:
         log.info(notice)
     set_seed(t.seed)
-    model, tokenizer, base_dir = _load_model_and_tokenizer(recipe, out)
+    model, tokenizer, base_dir = (load or _load_model_and_tokenizer)(recipe, out)
     train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
     train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
     log.info("data: %s", report.summary())
@@ -177,9 +184,10 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         dataloader_num_workers=0,
         disable_tqdm=not os.isatty(2),
     )
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                      data_collator=collator, processing_class=tokenizer,
-                      callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"), *(callbacks or [])])
+    trainer = (make_trainer or Trainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                                        data_collator=collator, processing_class=tokenizer,
+                                        callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"),
+                                                   *(callbacks or [])])
     if args.disable_tqdm:
         from transformers.trainer_callback import PrinterCallback
 
@@ -211,6 +219,8 @@ def run(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         metrics["packing"] = packing.to_dict()
     if val_ds is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    if hasattr(trainer, "summary_metrics"):
+        metrics.update(trainer.summary_metrics())
     (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return TrainResult(out, final, base_dir if recipe.adapter.method == "lora" else None, metrics)
 
