@@ -55,6 +55,18 @@ def test_concurrent_greedy_equals_alone_and_hf_generate(model_fixture, request):
             assert w.done.wait(30)
         assert [s.ids for s, _ in pairs] == alone
         assert engine.active() == 0 and engine.queued() == 0
+        # simultaneous arrivals (one submit): prefilled together as one left-padded batch, same answers
+        groups = []
+        prefill_rows = engine._prefill_rows
+        engine._prefill_rows = lambda seqs: (groups.append(len(seqs)), prefill_rows(seqs))
+        engine.max_batch_size = len(prompts) + 1
+        together = [_seq(p, n) for p, n in zip(prompts, lengths)] + [_seq(prompts[-1], 1)]  # the last ends at prefill
+        engine.submit([s for s, _ in together])
+        for s, w in together:
+            assert w.done.wait(30)
+        assert groups == [len(prompts) + 1], "arrivals of one step must share one prefill pass"
+        assert [s.ids for s, _ in together] == alone + [alone[-1][:1]]
+        assert engine.active() == 0 and engine.queued() == 0
         for p, n, ids in zip(prompts, lengths, alone):
             ref = model.generate(input_ids=torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
                                  **decoding_kwargs(tok, n))[0, len(p):].tolist()

@@ -1,8 +1,11 @@
 """The generation engine: continuous batching over a KV cache on one background thread.
 
-Each request (one `Sequence` per choice) is prefilled alone, which gives its first token and its
-own KV cache; the cache is then stacked into the running batch of its adapter, left-padded to a
-common length (the attention mask hides the padding, and each row gets its own position ids).
+The requests admitted in one loop iteration are prefilled together, one forward pass per adapter:
+their prompts are left-padded to a common length (the attention mask hides the padding, and each
+row gets its own position ids), which gives every row its first token and a KV cache; the rows that
+go on are then stacked into the running batch of their adapter, again left-padded to a common
+length. Prefilling arrivals together rather than one by one is what keeps time to first token low
+when many clients arrive at once.
 Every loop iteration admits waiting requests into free slots, drops finished, cancelled and
 expired rows (their cache rows are cut out at once and shared leading padding is trimmed), and
 runs one decode step -- a single forward pass -- for one batch. With several LoRA adapters there
@@ -13,7 +16,7 @@ Admission is bounded: at most `max_batch_size` sequences generate and `max_queue
 that `submit` raises `Overloaded` at once (the server answers 429 with Retry-After).
 
 Models whose cache is not a plain `DynamicCache` of `DynamicLayer`s (sliding-window or static
-caches) are still served, but each request then runs in its own batch of one.
+caches) are still served, but each request is then prefilled alone and runs in its own batch of one.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Engine:
         self._adapter_on: str | None | bool = False  # which adapter the peft model has active (False = unknown)
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._stackable = False  # whether caches can be padded and stacked (known after the warm-up)
         self.ready = False
 
     # -- public -----------------------------------------------------------------------------
@@ -126,7 +130,9 @@ class Engine:
         """Warm up (one tiny forward pass) and start the background loop."""
         self.model.eval()
         with torch.inference_mode():
-            self.model(input_ids=torch.tensor([[self.tokenizer.eos_token_id or 0]], device=self.device))
+            out = self.model(input_ids=torch.tensor([[self.tokenizer.eos_token_id or 0]], device=self.device),
+                             use_cache=True)
+        self._stackable = _plain_cache(out.past_key_values)
         self._thread = threading.Thread(target=self._loop, name="tailor-engine", daemon=True)
         self._thread.start()
         self.ready = True
@@ -200,8 +206,7 @@ class Engine:
                 self._gauges()
             try:
                 with torch.inference_mode():
-                    for seq in new:
-                        self._prefill(seq)
+                    self._prefill(new)
                     self._reap()
                     if self._batches:
                         batch = self._batches[next(self._turn) % len(self._batches)]
@@ -245,32 +250,66 @@ class Engine:
             return True
         return False
 
-    def _prefill(self, seq: Sequence) -> None:
-        if self._expired(seq, time.monotonic()):
-            self._release(seq)
-            return
-        ids = torch.tensor([seq.prompt_ids], device=self.device)
-        with self._use_adapter(seq.adapter):
-            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        logits = out.logits[:, -1].float()
-        self._advance([seq], logits)
-        if seq.finish_reason is None:
-            self._join(seq, out.past_key_values, torch.ones_like(ids))
-        else:
-            self._release(seq)
+    def _prefill(self, new: list[Sequence]) -> None:
+        """Prefill the newly admitted sequences: together per adapter, or one by one for unstackable caches."""
+        now = time.monotonic()
+        live = []
+        for seq in new:
+            if self._expired(seq, now):
+                self._release(seq)
+            else:
+                live.append(seq)
+        groups: dict[str | None, list[Sequence]] = {}
+        for seq in live:
+            groups.setdefault(seq.adapter, []).append(seq)
+        for group in groups.values():
+            for part in ([group] if self._stackable else [[s] for s in group]):
+                self._prefill_rows(part)
 
-    def _join(self, seq: Sequence, cache, mask: torch.Tensor) -> None:
-        stackable = _plain_cache(cache)
+    def _prefill_rows(self, seqs: list[Sequence]) -> None:
+        """One forward pass over left-padded prompts; rows that go on join their adapter's running batch."""
+        width = max(len(s.prompt_ids) for s in seqs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked out anyway
+        ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in seqs], device=self.device)
+        mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in seqs],
+                            device=self.device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
+        with self._use_adapter(seqs[0].adapter):
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        self._advance(seqs, out.logits[:, -1].float())
+        keep = [i for i, s in enumerate(seqs) if s.finish_reason is None]
+        for i in set(range(len(seqs))) - set(keep):
+            self._release(seqs[i])
+        if not keep:
+            return
+        cache = out.past_key_values
+        if len(seqs) > 1:
+            # Drop rows that already finished, trim padding all kept rows share, and zero the padded
+            # positions so the cache looks exactly like one stacked from single-row prefills.
+            idx = torch.tensor(keep, device=self.device)
+            mask = mask[idx]
+            start = int((mask.sum(0) > 0).nonzero()[0])
+            mask = mask[:, start:]
+            real = mask.bool()[:, None, :, None]
+            for layer in cache.layers:
+                layer.keys = torch.where(real, layer.keys[idx, :, start:], 0)
+                layer.values = torch.where(real, layer.values[idx, :, start:], 0)
+        self._join([seqs[i] for i in keep], cache, mask)
+
+    def _join(self, seqs: list[Sequence], cache, mask: torch.Tensor) -> None:
+        """Stack new rows (their cache and left-padding mask) into the running batch of their adapter."""
+        stackable = self._stackable and _plain_cache(cache)
+        adapter = seqs[0].adapter
         for b in self._batches:
-            if b.stackable and stackable and b.adapter == seq.adapter:
+            if b.stackable and stackable and b.adapter == adapter:
                 width = max(b.mask.shape[1], mask.shape[1])
                 for old, new in zip(b.cache.layers, cache.layers):
                     old.keys = torch.cat([_pad_left(old.keys, width), _pad_left(new.keys, width)])
                     old.values = torch.cat([_pad_left(old.values, width), _pad_left(new.values, width)])
                 b.mask = torch.cat([_pad_left(b.mask, width, dim=1), _pad_left(mask, width, dim=1)])
-                b.seqs.append(seq)
+                b.seqs.extend(seqs)
                 return
-        self._batches.append(_Batch(seq.adapter, [seq], cache, mask, stackable))
+        self._batches.append(_Batch(adapter, list(seqs), cache, mask, stackable))
 
     def _reap(self) -> None:
         """Cut finished, cancelled and expired rows out of their batches."""

@@ -4,6 +4,7 @@ MODEL_DIR may be a model directory (a merged or compressed one loads the same wa
 directory, which is folded into its base so that the base name serves base + adapter. Each
 `--adapter NAME=DIR` is loaded onto the same base with peft and chosen by a request's `model`.
 Weights load only from safetensors; `trust_remote_code` stays off unless serve.trust_remote_code.
+serve.engine picks the generation engine (the built-in one, or vLLM on a GPU: see vllm_engine).
 """
 
 from __future__ import annotations
@@ -74,18 +75,35 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig):
     return model, tokenizer
 
 
+def load_tokenizer_for_serving(model_dir: str | Path, cfg: ServeConfig):
+    """(tokenizer, its directory) alone, for an engine that loads the weights itself (vLLM)."""
+    from tailor.data.templates import set_chat_template
+    from tailor.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
+    set_chat_template(tokenizer, cfg.chat_template)
+    return tokenizer, Path(model_dir)
+
+
 def build_app(model_dir: str | Path, cfg: ServeConfig):
     """The app for `model_dir` with cfg's limits, rules and adapters (the engine starts with the app)."""
     from tailor.serving.app import create_app
     from tailor.serving.engine import Engine
+    from tailor.serving.vllm_engine import VllmEngine, choose_engine
 
-    model, tokenizer = load_model_for_serving(model_dir, cfg)
-    engine = Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
-                    max_context=cfg.max_context)
     name = cfg.model_name or Path(model_dir).resolve().name
     if name in cfg.adapters:
         raise TailorError(f"the adapter name '{name}' is also the base model's name", where="--adapter / serve.model_name",
                           fix="give the adapter (or the base, with --model-name) another name")
+    if choose_engine(cfg, model_dir) == "vllm":
+        for adapter, path in cfg.adapters.items():
+            _check_adapter_dir(adapter, Path(path))
+        tokenizer, tok_dir = load_tokenizer_for_serving(model_dir, cfg)
+        engine = VllmEngine(model_dir, tokenizer, cfg, tokenizer_dir=tok_dir)
+    else:
+        model, tokenizer = load_model_for_serving(model_dir, cfg)
+        engine = Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
+                        max_context=cfg.max_context)
     return create_app(cfg, engine, model_name=name)
 
 
@@ -96,6 +114,7 @@ def serve(model_dir: str | Path, cfg: ServeConfig) -> None:
     except ImportError:
         raise TailorError("serving needs the serve extra", fix="pip install 'tailor[serve]'") from None
     app = build_app(model_dir, cfg)
-    print(f"serving {app.state.tailor.model_name} (adapters: {', '.join(cfg.adapters) or 'none'}) "
+    engine = type(app.state.tailor.engine).__name__
+    print(f"serving {app.state.tailor.model_name} with {engine} (adapters: {', '.join(cfg.adapters) or 'none'}) "
           f"on http://{cfg.host}:{cfg.port}  (OpenAPI at /docs)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
