@@ -205,12 +205,20 @@ class DataConfig(Section):
 
 
 class AdapterConfig(Section):
-    method: Literal["full", "lora", "freeze"] = Field("lora", description="full = all weights; lora = low-rank adapters (peft); freeze = only the last N blocks and the head train.")
+    method: Literal["full", "lora", "dora", "qlora", "prefix", "prompt", "ia3", "freeze"] = Field("lora", description="full = all weights; lora = low-rank adapters (peft); dora = weight-decomposed LoRA; qlora = LoRA on a 4-bit base (CUDA + bitsandbytes); prefix / prompt = trained virtual tokens (prefix tuning / prompt tuning); ia3 = learned activation scales; freeze = only the last N blocks and the head train.")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (must be 0 when LoRA reaches fused MoE experts).")
     target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names LoRA wraps, or all-linear (every linear layer but the head).")
+    rslora: bool = Field(False, description="With lora/dora/qlora: rank-stabilized scaling alpha / sqrt(r) instead of alpha / r.")
+    num_virtual_tokens: int = Field(20, ge=1, description="With prefix/prompt: how many trained virtual tokens are prepended.")
     freeze_last_n: int = Field(2, ge=0, description="With method=freeze: how many final transformer blocks train (the head and final norm always do).")
+
+    @model_validator(mode="after")
+    def _rslora_needs_lora(self) -> "AdapterConfig":
+        if self.rslora and self.method not in ("lora", "dora", "qlora"):
+            raise ValueError(f"adapter.rslora applies to lora, dora and qlora, not method={self.method}")
+        return self
 
 
 class TrainConfig(Section):
@@ -221,9 +229,21 @@ class TrainConfig(Section):
     batch_size: int = Field(8, ge=1, description="Sequences per device per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled for AdamW).")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps for linear warm-up.")
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="Learning-rate schedule after warm-up.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "reduce_on_plateau"] = Field("cosine", description="Learning-rate schedule after warm-up; cosine_with_restarts uses train.num_cycles; reduce_on_plateau cuts the LR when the validation loss stops falling (needs validation data).")
+    num_cycles: int = Field(1, ge=1, description="Hard restarts of the cosine schedule (train.scheduler=cosine_with_restarts).")
+    plateau_patience: int = Field(1, ge=0, description="Evaluations without a better validation loss before reduce_on_plateau cuts the LR.")
+    plateau_factor: float = Field(0.1, gt=0, lt=1, description="LR multiplier applied by reduce_on_plateau at each cut.")
+    optimizer: Literal["adamw", "sgd", "adafactor", "adamw_8bit"] = Field("adamw", description="adamw (torch), sgd (with train.momentum), adafactor, adamw_8bit (bitsandbytes, CUDA only).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (train.optimizer=sgd).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (0 = off).")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Override every dropout rate the model config declares (attention, hidden, ...); None keeps the model's own.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop after N evaluations without improvement of train.early_stopping_metric and reload the best checkpoint (0 = off; needs validation data).")
+    early_stopping_metric: str = Field("eval_loss", description="Validation metric watched by early stopping (lower is better for names ending in 'loss').")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="Keep an exponential moving average of the trainable weights with this decay, evaluated and saved as final_ema/ (0 = off).")
+    adversarial: Literal["none", "fgm"] = Field("none", description="Adversarial training on the input embeddings: fgm = a second forward/backward with embeddings moved along the normalized gradient.")
+    adversarial_epsilon: float = Field(1.0, gt=0, description="Size (L2 norm) of the FGM perturbation of the embedding matrix.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs without bf16.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
@@ -351,7 +371,7 @@ class QuickstartConfig(Section):
     seed: int = Field(0, description="Seed for the data generator and both training stages.")
     max_facts: int | None = Field(None, ge=1, description="Use only the first N facts per language (toy runs).")
     doc_variants: int = Field(8, ge=1, description="Differently worded copies of the domain documents in the pretraining corpus.")
-    train_per_fact: int = Field(12, ge=1, description="Training conversations per fact (question and answer wordings vary).")
+    train_per_fact: int = Field(24, ge=1, description="Training conversations per fact (question and answer wordings vary).")
     model_overrides: list[str] = Field(default_factory=list, description="key=value changes to the preset's model config, e.g. num_hidden_layers=2.")
     pretrain_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the pretraining recipe.")
     sft_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the SFT recipe.")

@@ -28,7 +28,7 @@ def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, d
     adapter_dir = Path(adapter_dir)
     if not is_adapter_dir(adapter_dir):
         raise TailorError(f"not an adapter directory (no adapter_config.json): {adapter_dir}",
-                          fix="pass the final/ folder of a LoRA training run")
+                          fix="pass the final/ folder of a training run with a peft adapter.method (lora, dora, qlora, prefix, prompt, ia3)")
     base = Path(base or adapter_base(adapter_dir))
     if not base.is_dir():
         raise TailorError(f"the adapter's base model is not on disk: {base}", where=str(adapter_dir / "adapter_config.json"),
@@ -39,8 +39,22 @@ def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, d
     return PeftModel.from_pretrained(model, str(adapter_dir)), tokenizer
 
 
+# peft types whose weights fold into the base linear layers (DoRA is LoRA with use_dora; QLoRA saves a LoRA adapter).
+MERGEABLE = frozenset({"LORA", "IA3"})
+
+
 def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | Path | None = None, dtype: str = "auto") -> Path:
-    """Merge LoRA weights into the base and save safetensors + tokenizer + generation config to out_dir."""
+    """Merge LoRA/DoRA/QLoRA/IA3 weights into the base and save safetensors + tokenizer + generation config to out_dir.
+
+    Prefix and prompt tuning add virtual tokens rather than weight deltas, so they cannot be merged.
+    """
+    if is_adapter_dir(adapter_dir):
+        peft_type = json.loads((Path(adapter_dir) / "adapter_config.json").read_text()).get("peft_type")
+        if peft_type and peft_type not in MERGEABLE:
+            raise TailorError(f"a {peft_type} adapter cannot be merged: it adds virtual tokens, not weight changes",
+                              where=str(Path(adapter_dir) / "adapter_config.json"),
+                              fix="use the adapter directory as it is (tailor eval/chat load it onto the base), "
+                                  "or train with adapter.method=lora, dora or ia3 to get a mergeable adapter")
     model, tokenizer = load_with_adapter(adapter_dir, base, dtype=dtype)
     merged = model.merge_and_unload()
     out = Path(out_dir)

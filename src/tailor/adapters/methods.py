@@ -16,10 +16,7 @@ def apply_full(model, cfg):
     return model
 
 
-def apply_lora(model, cfg):
-    from peft import LoraConfig, get_peft_model
-
-    targets = cfg.target_modules
+def _check_targets(model, targets) -> None:
     if targets != "all-linear":
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
         missing = [t for t in targets if t not in names]
@@ -27,11 +24,25 @@ def apply_lora(model, cfg):
             raise TailorError(f"adapter.target_modules names modules this model does not have: {missing}",
                               where="adapter.target_modules",
                               fix=f"use all-linear or names from: {sorted(_linear_names(model))}")
+
+
+def apply_lora(model, cfg):
+    """LoRA (method=lora), or DoRA when `cfg.method == "dora"`; `cfg.rslora` switches to alpha / sqrt(r) scaling."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = cfg.target_modules
+    _check_targets(model, targets)
+    dora = cfg.method == "dora"
     lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
-                      bias="none", task_type="CAUSAL_LM")
+                      bias="none", task_type="CAUSAL_LM", use_dora=dora, use_rslora=cfg.rslora)
     try:
         peft_model = get_peft_model(model, lora)
     except ValueError as exc:
+        if dora and "ParamWrapper" in str(exc):
+            raise TailorError("DoRA cannot wrap this model's fused mixture-of-experts weights (peft has no DoRA for them)",
+                              where="adapter.method",
+                              fix="use adapter.method=lora, or list non-expert adapter.target_modules "
+                                  "(e.g. [q_a_proj, q_b_proj, kv_a_proj_with_mqa, kv_b_proj, o_proj])") from None
         if "does not work with lora_dropout" in str(exc):
             # peft maps MLP targets of transformers-v5 MoE models (DeepSeek-V3, Mixtral, Qwen-MoE) onto the fused
             # 3-D expert weights, and its wrapper for those has no dropout.
@@ -41,6 +52,79 @@ def apply_lora(model, cfg):
     cfg_used = peft_model.peft_config["default"]
     log.info("LoRA targets modules %s and parameters %s", sorted(cfg_used.target_modules or []),
              sorted(cfg_used.target_parameters or []))
+    return peft_model
+
+
+def apply_qlora(model, cfg):
+    """LoRA on the same base reloaded in 4-bit NF4 (bitsandbytes); CUDA only."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TailorError("adapter.method=qlora needs a CUDA GPU: bitsandbytes 4-bit weights do not train on CPU",
+                          where="adapter.method",
+                          fix="use adapter.method=lora (or dora) on this machine, or run on a CUDA GPU")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise TailorError("adapter.method=qlora needs the bitsandbytes package", where="adapter.method",
+                          fix="pip install bitsandbytes")
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    # The run loaded the base in full precision; 4-bit quantization happens at load time, so reload from disk.
+    source = model.config._name_or_path
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=compute)
+    quantized = AutoModelForCausalLM.from_pretrained(source, quantization_config=bnb, dtype=compute,
+                                                     device_map={"": torch.cuda.current_device()})
+    quantized = prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
+    return apply_lora(quantized, cfg)
+
+
+def apply_virtual_tokens(model, cfg):
+    """Prefix tuning (method=prefix: trained key/value prefixes in every layer) or prompt tuning (method=prompt:
+    trained input embeddings); both prepend `cfg.num_virtual_tokens` virtual tokens and leave the base frozen."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
+    if cfg.method == "prefix":
+        _check_prefix_attention(model)
+        peft_cfg = PrefixTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")
+    else:
+        peft_cfg = PromptTuningConfig(num_virtual_tokens=cfg.num_virtual_tokens, task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_cfg)
+
+
+def _check_prefix_attention(model) -> None:
+    c = model.config
+    # Prefix tuning stores one key/value shape per layer; multi-head latent attention (DeepSeek-V2/V3) uses
+    # keys and values of different widths, which peft's prefix cache cannot hold.
+    if getattr(c, "kv_lora_rank", None) or getattr(c, "qk_rope_head_dim", None):
+        raise TailorError(f"prefix tuning does not support {c.model_type}'s multi-head latent attention "
+                          "(keys and values have different widths)", where="adapter.method",
+                          fix="use adapter.method=prompt, lora or ia3 for this model")
+
+
+# MLP output projections: IA3 scales their input (the feed-forward activations) rather than their output.
+_FEEDFORWARD = ("down_proj", "fc2", "w2", "dense_4h_to_h", "c_proj")
+
+
+def apply_ia3(model, cfg):
+    """IA3: learned per-channel scales on the targeted linear layers (all-linear by default)."""
+    from peft import IA3Config, get_peft_model
+
+    targets = cfg.target_modules
+    _check_targets(model, targets)
+    if targets == "all-linear":
+        # Resolved to short names here: peft would expand all-linear into full paths, and the saved config
+        # (short feed-forward names beside full target paths) then fails its own subset check on reload.
+        head = model.get_output_embeddings()
+        head_names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if m is head}
+        targets = sorted(_linear_names(model) - head_names)
+    feedforward = sorted(n for n in targets if n in _FEEDFORWARD)
+    ia3 = IA3Config(target_modules=targets, feedforward_modules=feedforward, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, ia3)
+    log.info("IA3 targets %s (feed-forward: %s)", sorted(peft_model.peft_config["default"].target_modules), feedforward)
     return peft_model
 
 

@@ -38,7 +38,8 @@ def sequence_logprobs(model, encoded: list[dict], pad_id: int, batch_size: int =
         idx = order[start:start + batch_size]
         batch = collate([encoded[i] for i in idx])
         ids, labels, mask = batch["input_ids"].to(device), batch["labels"].to(device), batch["attention_mask"].to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        # Prompt tuning prepends virtual-token logits: keep the positions of the real input only.
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, -ids.shape[1]:].float()
         targets = labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=-100,
                                                 reduction="none")

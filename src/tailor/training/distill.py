@@ -300,8 +300,11 @@ def _check(recipe: Recipe) -> None:
     if not (d.student_layers or m.path or m.preset):
         raise TailorError("no student given", where="distill.student_layers / model.preset / model.path",
                           fix="set distill.student_layers=N (drop teacher layers) or model.preset (+ model.tokenizer = the teacher)")
-    if m.preset and recipe.adapter.method == "lora":
-        raise TailorError("a student built from a preset starts from random weights; LoRA would train only small "
+    if recipe.train.label_smoothing:
+        raise TailorError("train.label_smoothing does not apply to distillation (its loss is the KL + hard-label mix)",
+                          where="train.label_smoothing", fix="set train.label_smoothing=0; soften with distill.temperature")
+    if m.preset and recipe.adapter.method not in ("full", "freeze"):
+        raise TailorError("a student built from a preset starts from random weights; an adapter would train only small "
                           "adapters on top of them", where="adapter.method", fix="set adapter.method=full")
 
 

@@ -123,10 +123,11 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     """
     from transformers import Trainer, TrainingArguments, set_seed
 
-    from tailor.adapters import apply_adapter
+    from tailor.adapters import apply_adapter, is_peft_method
     from tailor.models.loading import count_parameters, resolve_device
     from tailor.training.callbacks import ConsoleProgress, JsonlMetrics
     from tailor.training.precision import resolve_precision
+    from tailor.training.regularize import WeightEMA, apply_dropout, enable_fgm, training_arguments, training_callbacks
 
     t = recipe.train
     out = Path(t.output_dir)
@@ -148,13 +149,16 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
     train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
     log.info("data: %s", report.summary())
+    if t.dropout is not None:
+        apply_dropout(model, t.dropout)  # before adapters: their own dropout has its own setting
     model = apply_adapter(model, recipe.adapter)
     trainable, total = count_parameters(model)
     log.info("parameters: %s trainable of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / max(total, 1))
     if t.gradient_checkpointing:
         model.config.use_cache = False
 
-    args = TrainingArguments(
+    options = training_arguments(t, device, val_ds is not None)
+    args = TrainingArguments(**{**dict(
         output_dir=str(out),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -183,11 +187,14 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=not os.isatty(2),
-    )
+    ), **options})
+    extra = training_callbacks(t)
     trainer = (make_trainer or Trainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                         data_collator=collator, processing_class=tokenizer,
                                         callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"),
-                                                   *(callbacks or [])])
+                                                   *(callbacks or []), *extra])
+    if t.adversarial == "fgm":
+        enable_fgm(trainer, t.adversarial_epsilon)
     if args.disable_tqdm:
         from transformers.trainer_callback import PrinterCallback
 
@@ -200,7 +207,7 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     final = out / "final"
     trainer.model.save_pretrained(final, safe_serialization=True)
     tokenizer.save_pretrained(final)
-    if recipe.adapter.method == "lora":
+    if is_peft_method(recipe.adapter.method):
         _point_adapter_at(final, base_dir)
     metrics = {
         "train_loss": result.training_loss,
@@ -219,10 +226,27 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         metrics["packing"] = packing.to_dict()
     if val_ds is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
+    ema = next((c for c in extra if isinstance(c, WeightEMA)), None)
+    if ema is not None:
+        metrics.update(_save_ema(trainer, ema, tokenizer, out / "final_ema", val_ds is not None,
+                                 base_dir if is_peft_method(recipe.adapter.method) else None))
     if hasattr(trainer, "summary_metrics"):
         metrics.update(trainer.summary_metrics())
     (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return TrainResult(out, final, base_dir if recipe.adapter.method == "lora" else None, metrics)
+    return TrainResult(out, final, base_dir if is_peft_method(recipe.adapter.method) else None, metrics)
+
+
+def _save_ema(trainer, ema, tokenizer, ema_dir: Path, evaluate: bool, adapter_base: Path | None) -> dict:
+    """Save the EMA weights as `ema_dir` (same layout as final/) and evaluate them; the live weights come back after."""
+    ema.swap(trainer.model)
+    try:
+        trainer.model.save_pretrained(ema_dir, safe_serialization=True)
+        tokenizer.save_pretrained(ema_dir)
+        if adapter_base is not None:
+            _point_adapter_at(ema_dir, adapter_base)
+        return {"eval_loss_ema": trainer.evaluate(metric_key_prefix="eval_ema")["eval_ema_loss"]} if evaluate else {}
+    finally:
+        ema.swap(trainer.model)
 
 
 def _tensorboard(log_dir: Path):
