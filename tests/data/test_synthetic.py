@@ -102,11 +102,13 @@ def test_train_uses_several_templates_per_fact(data):
     for r in data.train:
         per_fact[(r["fact_id"], r["lang"])].add(r["template"])
     assert all(len(t) == 8 for t in per_fact.values())
-    cycled = generate_store_domain(train_per_fact=20, max_facts=2, languages=("en",))
-    assert len(cycled.train) == 40
+    # More conversations than training templates: every template is used, then they cycle.
+    per = 1 + max(len(kinds["train"]) for langs in TEMPLATES.values() for kinds in langs.values())
+    cycled = generate_store_domain(train_per_fact=per, max_facts=2, languages=("en",))
+    assert len(cycled.train) == 2 * per
     first = cycled.facts[0]
     n_train = len(TEMPLATES[first.topic]["en"]["train"])
-    assert len({r["template"] for r in cycled.train if r["fact_id"] == first.id}) == n_train < 20
+    assert len({r["template"] for r in cycled.train if r["fact_id"] == first.id}) == n_train < per
 
 
 def test_every_fact_is_stated_in_documents_of_its_language(data):
@@ -165,6 +167,24 @@ def test_held_out_templates_are_fixed_positions_of_one_pool():
             pool = kinds["questions"]
             assert kinds["eval"] == [pool[i] for i in HELD_OUT_POSITIONS], (topic, lang)
             assert kinds["train"] == [q for i, q in enumerate(pool) if i not in HELD_OUT_POSITIONS]
+
+
+def _normalized(template: str) -> str:
+    # Case, punctuation (ASCII and full-width) and spacing do not make a wording new.
+    return re.sub(r"[\W_]+", " ", template.casefold()).strip()
+
+
+def test_no_train_template_equals_a_held_out_one_after_normalization():
+    for topic, langs in TEMPLATES.items():
+        for lang, kinds in langs.items():
+            held_out = {_normalized(t) for t in kinds["eval"]}
+            assert len(held_out) == len(HELD_OUT_POSITIONS), (topic, lang)
+            for t in kinds["train"]:
+                assert _normalized(t) not in held_out, (topic, lang, t)
+            # Nor across topics: no held-out wording of one topic is a training wording of another.
+            others = {_normalized(t) for other, ls in TEMPLATES.items() if other != topic
+                      for t in ls[lang]["train"]}
+            assert not held_out & others, (topic, lang)
 
 
 def test_held_out_wordings_never_occur_in_other_text():
