@@ -41,3 +41,12 @@ def test_score_aggregates_per_language():
     assert metrics["fact_accuracy"] == 0.5 and metrics["fact_accuracy/en"] == 1.0 and metrics["fact_accuracy/zh"] == 0.0
     assert metrics["empty_rate"] == 0.5 and metrics["n"] == 2
     assert examples[0]["prediction"] == "It is 30 days." and examples[1]["fact_accuracy"] == 0.0
+
+
+def test_contains_answer_next_to_chinese_text():
+    from tailor.evaluation.metrics import contains_answer
+
+    assert contains_answer("退货手续费为15%。", "15%") == 1.0
+    assert contains_answer("The fee is $329.", "$32") == 0.0
+    assert contains_answer("It weighs 2.1 kg", "2.1 kg") == 1.0
+    assert contains_answer("It weighs 12.1 kg", "2.1 kg") == 0.0

@@ -14,7 +14,7 @@ from tailor.training.callbacks import read_metrics
 def test_quickstart_toy_run(tmp_path):
     cfg = QuickstartConfig(
         out_dir=str(tmp_path / "qs"), preset="deepseek-v3-micro", model_overrides=["hidden_size=128"], vocab_size=512,
-        languages=["en"], max_facts=4, doc_variants=4,
+        languages=["en"], max_facts=4, doc_variants=4, train_per_fact=12,
         pretrain_overrides=["train.epochs=40", "train.lr=3e-3", "train.batch_size=8", "train.logging_steps=5"],
         sft_overrides=["train.epochs=20", "train.lr=3e-3", "train.batch_size=8", "train.logging_steps=5",
                        "eval.max_new_tokens=24"],

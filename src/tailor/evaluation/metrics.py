@@ -62,7 +62,9 @@ def contains_answer(prediction: str, answer: str) -> float:
         return 0.0
     if _CJK.search(ans):
         return float(ans.replace(" ", "") in pred.replace(" ", ""))
-    return float(re.search(rf"(?<![\w]){re.escape(ans)}(?![\w])", pred) is not None)
+    # Boundaries are Latin letters and digits only: "15%" must match in "手续费为15%" ("为" is \w too),
+    # but "$32" must not match inside "$329".
+    return float(re.search(rf"(?<![0-9a-z]){re.escape(ans)}(?![0-9a-z])", pred) is not None)
 
 
 def token_f1(prediction: str, reference: str) -> float:
