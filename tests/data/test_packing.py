@@ -15,15 +15,6 @@ from tailor.models.loading import load_model
 FAMILIES = ["llama_dir", "qwen2_dir", "deepseek_dir"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Micro models run hundreds of tiny ops; on a shared 2-core machine a second thread only adds waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sft_rows(tokenizer):
     # Lengths 25, 24, 32, 38 with the test tokenizer; max_length 64 packs them into two rows of different widths.

@@ -1,20 +1,10 @@
 import json
 
 import pytest
-import torch
 
 from tailor.config import load_recipe
 from tailor.training.callbacks import read_metrics
 from tailor.training.run import run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Micro models run hundreds of tiny ops; on a shared 2-core machine a second thread only adds waits.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def recipe(out, model_dir, data, *extra):

@@ -22,7 +22,7 @@ Decisions a Chinese- or English-speaking user may care about:
   ever added or removed between Chinese characters.
 - html: only text that looks like HTML (a closing tag, a void tag like <br>, or a comment) is parsed;
   "a < b" and "a<b and c>d" stay. Entities (&amp; &#39;) are unescaped when written with a ';'.
-- pii: see `_pii_fn`: run nfkc first so that full-width digits are found.
+- pii: see `pii_masker`: run nfkc first so that full-width digits are found.
 - language: script-based (see `detect_language`); all Latin-script text is reported as "en".
 """
 
@@ -289,7 +289,7 @@ def _classify(kind: str, m: re.Match) -> str | None:
     return kind
 
 
-def _pii_fn(kinds: list[str], counts: dict) -> Callable[[str], str]:
+def pii_masker(kinds: list[str], counts: dict) -> Callable[[str], str]:
     """Masker for the chosen kinds; counts masked items per kind into `counts`.
 
     Kinds: emails; phones (+country-code numbers, US (415) 555-0132 / 415-555-0132, Chinese mobiles
@@ -396,7 +396,7 @@ def _plan(steps: list, report: PrepareReport, tokenizer) -> list[tuple[int, obje
             counts = report.extra.setdefault("pii_masked", {})
             for k in st.kinds:
                 counts.setdefault(k, 0)
-            plan.append((_MAP, name, _pii_fn(st.kinds, counts)))
+            plan.append((_MAP, name, pii_masker(st.kinds, counts)))
         elif st.step == "length":
             plan.append((_FILTER, name, _length_fn(st, tokenizer)))
         elif st.step == "language":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tailor.config import ServeConfig
+from tailor.data.clean import pii_masker
 from tailor.errors import TailorError
 
 
@@ -83,7 +84,7 @@ class OutputFilter:
         self.counts: Counter = Counter()
         for i, rule in enumerate(cfg.output_rules):
             if rule.pii:
-                self.steps.append(_pii_masker(rule.pii, self.counts))
+                self.steps.append(pii_masker(list(rule.pii), self.counts))
             else:
                 try:
                     rx = re.compile(rule.pattern)
@@ -127,10 +128,3 @@ class StreamFilter:
     def flush(self) -> str:
         rest, self.pending = self.pending, ""
         return self.f.apply(rest)
-
-
-def _pii_masker(kinds: list[str], counts: Counter):
-    # The data stage's PII masks (the same placeholders and validation as `clean: [{step: pii}]`).
-    from tailor.data.clean import _pii_fn
-
-    return _pii_fn(list(kinds), counts)
