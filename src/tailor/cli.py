@@ -133,35 +133,16 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
 
 
 def cmd_data_prepare(a: argparse.Namespace) -> int:
-    from tailor.data.prepare import read_report, run
+    from tailor.data.prepare import run
 
     recipe = load_recipe(a.recipe, a.overrides)
     prepared = run(recipe, base_dir=Path(a.recipe).parent, force=a.force)
-    report = read_report(prepared)
     con = _console()
     if prepared.cached:
         con.print(f"[bold green]unchanged inputs and settings[/]: reusing {prepared.path}")
-    con.print(_report_text(report))
+    con.print((prepared.path / "report.txt").read_text(encoding="utf-8").rstrip(), markup=False)
     con.print(f"[bold green]prepared[/] {', '.join(f'{k} {v}' for k, v in prepared.splits.items())} -> {prepared.path}")
     return 0
-
-
-def _report_text(report: dict) -> str:
-    from tailor.data.records import PrepareReport, StepReport
-
-    rep = PrepareReport(splits=report["splits"])
-    for s in report["steps"]:
-        step = StepReport(s["step"], s["in"], s["out"], s["changed"], s["added"])
-        step.dropped.update(s["dropped"])
-        step.examples = s["first_seen"]
-        rep.steps.append(step)
-    text = rep.to_text()
-    for split, t in (report.get("tokens") or {}).items():
-        text += (f"\ntokens {split}: {t['tokenized']} rows, {t['tokens']} tokens ({t['loss_tokens']} carry loss), "
-                 f"mean {t['length_mean']}, p95 {t['length_p95']}, max {t['length_max']}, {t['truncated']} truncated")
-        for reason, n in t["not_tokenized"].items():
-            text += f"\n  {n} rows {reason}"
-    return text
 
 
 def cmd_data_inspect(a: argparse.Namespace) -> int:

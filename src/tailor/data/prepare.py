@@ -263,10 +263,6 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
             f.write(json.dumps({k: v for k, v in r.items() if k != "split"}, ensure_ascii=False) + "\n")
 
 
-def read_report(prepared: Prepared) -> dict:
-    return json.loads((prepared.path / "report.json").read_text(encoding="utf-8"))
-
-
 def training_datasets(recipe: Recipe, base_dir: str | Path | None = None):
     """(train, validation, LoadReport) token datasets for `tailor train` from prepared data, or None.
 

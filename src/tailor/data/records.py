@@ -154,4 +154,8 @@ class PrepareReport:
         lines = [f"rows read: {self.rows_read}"]
         lines += [f"  {s.line()}" for s in self.steps]
         lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+        for split, t in (self.extra.get("tokens") or {}).items():
+            lines.append(f"tokens {split}: {t['tokenized']} rows, {t['tokens']} tokens ({t['loss_tokens']} carry loss), "
+                         f"mean {t['length_mean']}, p95 {t['length_p95']}, max {t['length_max']}, {t['truncated']} truncated")
+            lines += [f"  {n} rows {reason}" for reason, n in t["not_tokenized"].items()]
         return "\n".join(lines)
