@@ -167,11 +167,7 @@ def cmd_data_inspect(a: argparse.Namespace) -> int:
         recipe = build(Recipe, merge_settings(settings, parse_overrides(a.overrides, Recipe)), "command line")
         prepared = run(recipe)
     tok_path = a.tokenizer or prepared.manifest.get("tokenizer")
-    tokenizer = load_tokenizer(tok_path) if tok_path else None
-    if tokenizer is not None and prepared.manifest.get("chat_template"):
-        from tailor.data.templates import set_chat_template
-
-        set_chat_template(tokenizer, prepared.manifest["chat_template"])
+    tokenizer = load_tokenizer(tok_path, chat_template=prepared.manifest.get("chat_template")) if tok_path else None
     result = inspect_prepared(prepared, tokenizer, samples=a.samples, out_dir=a.out or prepared.path)
     print_result(result, _console())
     if result.failed:

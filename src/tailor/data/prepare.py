@@ -150,15 +150,12 @@ def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | No
 
 
 def _load_tokenizer(recipe: Recipe):
-    from tailor.data.templates import set_chat_template
     from tailor.models.loading import load_tokenizer
 
     path = recipe.model.tokenizer or recipe.model.path
     if not path:
         return None
-    tok = load_tokenizer(path, trust_remote_code=recipe.model.trust_remote_code)
-    set_chat_template(tok, recipe.data.chat_template)
-    return tok
+    return load_tokenizer(path, trust_remote_code=recipe.model.trust_remote_code, chat_template=recipe.data.chat_template)
 
 
 def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False) -> Prepared:

@@ -56,8 +56,11 @@ _TOKENIZER_FIX = (
 )
 
 
-def load_tokenizer(path, trust_remote_code: bool = False):
-    """Load the tokenizer saved in directory `path`, giving it a pad token (eos) if it has none."""
+def load_tokenizer(path, trust_remote_code: bool = False, chat_template: str | None = None):
+    """Load the tokenizer saved in directory `path`, giving it a pad token (eos) if it has none.
+
+    `chat_template` overrides its template (a built-in name or a .jinja file; None keeps its own).
+    """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     p = _existing_dir(path, "tokenizer directory", fix=_TOKENIZER_FIX + "; " + _OFFLINE_FIX)
@@ -87,6 +90,10 @@ def load_tokenizer(path, trust_remote_code: bool = False):
         tokenizer.pad_token = tokenizer.eos_token
     elif tokenizer.pad_token is None:
         log.warning("tokenizer in %s has neither a pad nor an eos token; batching with padding will fail", p)
+    if chat_template:
+        from tailor.data.templates import set_chat_template
+
+        set_chat_template(tokenizer, chat_template)
     return tokenizer
 
 

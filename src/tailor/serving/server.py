@@ -45,7 +45,6 @@ def _check_adapter_dir(name: str, path: Path) -> None:
 def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig):
     """(model, tokenizer) with every adapter of cfg.adapters attached under its name."""
     from tailor.adapters.merge import adapter_base, is_adapter_dir
-    from tailor.data.templates import set_chat_template
     from tailor.models.loading import load_model, load_tokenizer
 
     model_dir = Path(model_dir)
@@ -56,8 +55,7 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig):
         has_tok = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
         tok_dir = model_dir if has_tok else base
     model = load_model(base, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=cfg.device)
-    tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.trust_remote_code)
-    set_chat_template(tokenizer, cfg.chat_template)
+    tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
     if base != model_dir:
         from peft import PeftModel
 
@@ -77,11 +75,9 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig):
 
 def load_tokenizer_for_serving(model_dir: str | Path, cfg: ServeConfig):
     """(tokenizer, its directory) alone, for an engine that loads the weights itself (vLLM)."""
-    from tailor.data.templates import set_chat_template
     from tailor.models.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code)
-    set_chat_template(tokenizer, cfg.chat_template)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
     return tokenizer, Path(model_dir)
 
 

@@ -93,7 +93,6 @@ def _collator_and_packing(recipe: Recipe, tokenizer, model, train_ds, val_ds, re
 
 
 def _load_model_and_tokenizer(recipe: Recipe, out: Path):
-    from tailor.data.templates import set_chat_template
     from tailor.models.loading import load_model, load_tokenizer
     from tailor.models.presets import init_model
 
@@ -101,8 +100,8 @@ def _load_model_and_tokenizer(recipe: Recipe, out: Path):
     if not m.path and not m.preset:
         raise TailorError("no model given", where="model.path / model.preset",
                           fix="set model.path to a local model directory or model.preset to build one")
-    tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code)
-    set_chat_template(tokenizer, recipe.data.chat_template)
+    tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code,
+                               chat_template=recipe.data.chat_template)
     if m.preset:
         base_dir = out / "base"
         model = init_model(m.preset, tokenizer, out_dir=base_dir, seed=recipe.train.seed)
