@@ -7,6 +7,7 @@ up to serve.max_body_bytes; past it the answer is 413, whether or not Content-Le
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -25,7 +26,8 @@ from tailor.serving.safety import InputGuard, OutputFilter, key_allowed, load_ap
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = ("/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
-_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/generate", "/health", "/ready", "/metrics"}
+_ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/generate", "/health", "/ready", "/metrics",
+           "/admin/reload"}
 
 
 def create_app(cfg: ServeConfig, engine: Engine, model_name: str | None = None) -> FastAPI:
@@ -39,10 +41,16 @@ def create_app(cfg: ServeConfig, engine: Engine, model_name: str | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if not engine.alive():
-            engine.start()
+        if not state.engine.alive():
+            state.engine.start()
+        # A registry follower (set on the state after create_app) polls while the server runs.
+        polling = asyncio.get_running_loop().create_task(state.follower.run()) if state.follower else None
         yield
-        engine.stop()
+        if polling:
+            polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+            await state.follower.close()
+        state.engine.stop()  # the engine serving now, which after a swap is not the one passed in
 
     app = FastAPI(title="tailor", version=getattr(tailor, "__version__", "0"), lifespan=lifespan,
                   description="OpenAI-compatible API for a model customized with tailor.")

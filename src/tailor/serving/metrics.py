@@ -19,6 +19,9 @@ class Metrics:
     active: object
     batch_size: object
     rejected: object
+    model_version: object
+    reloads: object
+    reload_failures: object
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type, for GET /metrics."""
@@ -32,6 +35,10 @@ def new_metrics() -> Metrics:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     r = CollectorRegistry()
+    failures = Counter("tailor_model_reload_failures", "Registry versions that failed to load (reason=load) and "
+                       "registry reads that failed (reason=registry)", ["reason"], registry=r)
+    for reason in ("load", "registry"):
+        failures.labels(reason)  # exported as 0 from the start, so rate() and alerts see the series
     return Metrics(
         registry=r,
         requests=Counter("tailor_requests", "HTTP requests by route and status code", ["route", "status"], registry=r),
@@ -46,4 +53,8 @@ def new_metrics() -> Metrics:
         batch_size=Histogram("tailor_batch_size", "Rows per decode forward pass",
                              buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r),
         rejected=Counter("tailor_rejected", "Requests refused with 429 because the queue was full", registry=r),
+        model_version=Gauge("tailor_model_version", "Registry version being served (serve --registry)", ["model"],
+                            registry=r),
+        reloads=Counter("tailor_model_reloads", "Switches to a newly promoted registry version", registry=r),
+        reload_failures=failures,
     )

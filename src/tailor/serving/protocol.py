@@ -216,6 +216,7 @@ class ModelCard(BaseModel):
     created: int = 0
     owned_by: str = "tailor"
     parent: str | None = Field(None, description="For an adapter: the base model it runs on.")
+    version: int | None = Field(None, description="The registry version being served (serve --registry).")
 
 
 class ModelList(BaseModel):

@@ -39,13 +39,19 @@ class APIError(Exception):
 
 @dataclass
 class ServerState:
-    """Everything the handlers share, kept on `app.state.tailor`."""
+    """Everything the handlers share, kept on `app.state.tailor`.
+
+    `engine` is replaced on the event loop when a registry follower swaps versions; a handler reads it
+    and submits its sequences without awaiting in between, so one request never spans two engines.
+    """
 
     cfg: ServeConfig
     engine: Engine
     model_name: str
     guard: InputGuard
     output: OutputFilter
+    version: int | None = None  # the registry version served (serve --registry), else None
+    follower: object | None = None  # registry_follow.Follower when following a registry
 
     def adapter_for(self, name: str | None) -> str | None:
         """The adapter a request's `model` selects (None = the base); 404 for an unknown name."""
@@ -180,8 +186,19 @@ def _messages(msgs: list[P.ChatMessage]) -> list[dict]:
 async def list_models(request: Request) -> P.ModelList:
     """The base model and every adapter, by the names requests pass as `model`."""
     st = _state(request)
-    cards = [P.ModelCard(id=st.model_name)] + [P.ModelCard(id=n, parent=st.model_name) for n in st.cfg.adapters]
+    cards = [P.ModelCard(id=st.model_name, version=st.version)]
+    cards += [P.ModelCard(id=n, parent=st.model_name) for n in st.cfg.adapters]
     return P.ModelList(data=cards)
+
+
+@router.post("/admin/reload", responses=_ERRORS)
+async def reload(request: Request) -> dict:
+    """Check the registry now and switch to its production version (retrying one that failed to load)."""
+    st = _state(request)
+    if st.follower is None:
+        raise APIError(400, "this server does not follow a model registry (start it with --registry and "
+                            "--registry-model)", code="no_registry")
+    return await st.follower.check(force=True)
 
 
 @router.post("/v1/chat/completions", response_model=P.ChatCompletion, responses=_ERRORS)

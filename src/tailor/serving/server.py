@@ -5,6 +5,8 @@ directory, which is folded into its base so that the base name serves base + ada
 `--adapter NAME=DIR` is loaded onto the same base with peft and chosen by a request's `model`.
 Weights load only from safetensors; `trust_remote_code` stays off unless serve.trust_remote_code.
 serve.engine picks the generation engine (the built-in one, or vLLM on a GPU: see vllm_engine).
+Instead of MODEL_DIR, serve.registry + serve.registry_model serve a registry's production version
+and switch to each newly promoted one without dropping requests (see registry_follow).
 """
 
 from __future__ import annotations
@@ -42,21 +44,24 @@ def _check_adapter_dir(name: str, path: Path) -> None:
                           fix="tailor loads adapter weights only from safetensors (pickle files can run code)")
 
 
-def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig):
-    """(model, tokenizer) with every adapter of cfg.adapters attached under its name."""
+def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | Path | None = None):
+    """(model, tokenizer) with every adapter of cfg.adapters attached under its name.
+
+    `base`: for an adapter directory, the base model to fold it into (default: the one its config records).
+    """
     from tailor.adapters.merge import adapter_base, is_adapter_dir
     from tailor.models.loading import load_model, load_tokenizer
 
     model_dir = Path(model_dir)
-    base, tok_dir = model_dir, model_dir
+    base_dir, tok_dir = model_dir, model_dir
     if is_adapter_dir(model_dir):
         _check_adapter_dir(model_dir.name, model_dir)
-        base = Path(adapter_base(model_dir))
+        base_dir = Path(base or adapter_base(model_dir))
         has_tok = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tok_dir = model_dir if has_tok else base
-    model = load_model(base, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=cfg.device)
+        tok_dir = model_dir if has_tok else base_dir
+    model = load_model(base_dir, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=cfg.device)
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
-    if base != model_dir:
+    if base_dir != model_dir:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(model_dir)).merge_and_unload()
@@ -81,36 +86,62 @@ def load_tokenizer_for_serving(model_dir: str | Path, cfg: ServeConfig):
     return tokenizer, Path(model_dir)
 
 
-def build_app(model_dir: str | Path, cfg: ServeConfig):
-    """The app for `model_dir` with cfg's limits, rules and adapters (the engine starts with the app)."""
-    from tailor.serving.app import create_app
+def build_engine(model_dir: str | Path, cfg: ServeConfig, base: str | Path | None = None, metrics=None):
+    """The engine serve.engine chooses for `model_dir` (not started); `base` as in load_model_for_serving."""
     from tailor.serving.engine import Engine
     from tailor.serving.vllm_engine import VllmEngine, choose_engine
 
-    name = cfg.model_name or Path(model_dir).resolve().name
-    if name in cfg.adapters:
-        raise TailorError(f"the adapter name '{name}' is also the base model's name", where="--adapter / serve.model_name",
-                          fix="give the adapter (or the base, with --model-name) another name")
     if choose_engine(cfg, model_dir) == "vllm":
         for adapter, path in cfg.adapters.items():
             _check_adapter_dir(adapter, Path(path))
         tokenizer, tok_dir = load_tokenizer_for_serving(model_dir, cfg)
-        engine = VllmEngine(model_dir, tokenizer, cfg, tokenizer_dir=tok_dir)
-    else:
-        model, tokenizer = load_model_for_serving(model_dir, cfg)
-        engine = Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
-                        max_context=cfg.max_context)
-    return create_app(cfg, engine, model_name=name)
+        return VllmEngine(model_dir, tokenizer, cfg, tokenizer_dir=tok_dir, metrics=metrics)
+    model, tokenizer = load_model_for_serving(model_dir, cfg, base=base)
+    return Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
+                  max_context=cfg.max_context, metrics=metrics)
 
 
-def serve(model_dir: str | Path, cfg: ServeConfig) -> None:
-    """Load and serve until interrupted."""
+def check_model_name(name: str, cfg: ServeConfig) -> None:
+    """The base model's request name must not also name an adapter."""
+    if name in cfg.adapters:
+        raise TailorError(f"the adapter name '{name}' is also the base model's name", where="--adapter / serve.model_name",
+                          fix="give the adapter (or the base, with --model-name) another name")
+
+
+def build_app(model_dir: str | Path | None, cfg: ServeConfig):
+    """The app for `model_dir` with cfg's limits, rules and adapters (the engine starts with the app).
+
+    With serve.registry instead of a directory: the registry's production version of
+    serve.registry_model, followed as it changes (see registry_follow).
+    """
+    from tailor.serving.app import create_app
+
+    if cfg.registry or cfg.registry_model:
+        if model_dir is not None:
+            raise TailorError(f"got both a model directory ({model_dir}) and a registry to follow", where="tailor serve",
+                              fix="pass either MODEL_DIR or --registry URL --registry-model NAME")
+        from tailor.serving.registry_follow import build_following_app
+
+        return build_following_app(cfg)
+    if model_dir is None:
+        raise TailorError("tailor serve needs a model directory, or a registry to follow", where="tailor serve",
+                          fix="tailor serve MODEL_DIR, or tailor serve --registry registry.db --registry-model NAME")
+    name = cfg.model_name or Path(model_dir).resolve().name
+    check_model_name(name, cfg)
+    return create_app(cfg, build_engine(model_dir, cfg), model_name=name)
+
+
+def serve(model_dir: str | Path | None, cfg: ServeConfig) -> None:
+    """Load and serve until interrupted (model_dir None: follow serve.registry)."""
     try:
         import uvicorn
     except ImportError:
         raise TailorError("serving needs the serve extra", fix="pip install 'tailor[serve]'") from None
     app = build_app(model_dir, cfg)
-    engine = type(app.state.tailor.engine).__name__
-    print(f"serving {app.state.tailor.model_name} with {engine} (adapters: {', '.join(cfg.adapters) or 'none'}) "
+    st = app.state.tailor
+    engine = type(st.engine).__name__
+    version = (f" version {st.version} from {cfg.registry} (checked every {cfg.registry_poll_seconds:g} s)"
+               if st.follower else "")
+    print(f"serving {st.model_name}{version} with {engine} (adapters: {', '.join(cfg.adapters) or 'none'}) "
           f"on http://{cfg.host}:{cfg.port}  (OpenAPI at /docs)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
