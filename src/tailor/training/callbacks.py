@@ -10,10 +10,16 @@ from transformers import TrainerCallback
 
 
 class JsonlMetrics(TrainerCallback):
-    """Append each log event (loss, learning rate, grad norm, tokens/s, eval loss) to metrics.jsonl."""
+    """Append each log event (loss, learning rate, grad norm, tokens/s, eval loss, ...) to metrics.jsonl.
 
-    def __init__(self, path: str | Path):
+    `extras` are callables returning more fields for the row that are not TensorBoard scalars (e.g. the
+    per-expert token counts of tailor.training.moe.ExpertLoad.jsonl_fields). tokens_per_second is measured
+    here (wall time between log events) only when no earlier callback (tailor.training.telemetry) set it.
+    """
+
+    def __init__(self, path: str | Path, extras: list | None = None):
         self.path = Path(path)
+        self.extras = list(extras or [])
         self._t0 = None
         self._tokens0 = 0
 
@@ -28,9 +34,11 @@ class JsonlMetrics(TrainerCallback):
         tokens = state.num_input_tokens_seen or 0
         if self._t0 is not None and now > self._t0 and tokens > self._tokens0 and "loss" in logs:
             # Added to the shared logs dict, so the TensorBoard callback (after this one) records it too.
-            logs["tokens_per_second"] = round((tokens - self._tokens0) / (now - self._t0), 1)
+            logs.setdefault("tokens_per_second", round((tokens - self._tokens0) / (now - self._t0), 1))
             self._t0, self._tokens0 = now, tokens
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
+        for extra in self.extras:
+            row.update(extra())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
@@ -54,9 +62,6 @@ class ConsoleProgress(TrainerCallback):
 
         if not state.is_world_process_zero or not logs:
             return
-        parts = [f"{self.name} step {state.global_step}/{state.max_steps}"]
-        for key, fmt in (("loss", "loss {:.4f}"), ("eval_loss", "eval loss {:.4f}"), ("learning_rate", "lr {:.2e}"),
-                         ("grad_norm", "grad {:.2f}"), ("tokens_per_second", "{:.0f} tok/s")):
-            if key in logs:
-                parts.append(fmt.format(logs[key]))
-        logging.getLogger("tailor").info("  ".join(parts))
+        from tailor.training.telemetry import progress_text
+
+        logging.getLogger("tailor").info(f"{self.name} step {state.global_step}/{state.max_steps}  {progress_text(logs)}".rstrip())
