@@ -7,6 +7,10 @@ log-probabilities gives a probability over the label set. Metrics come from scik
 accuracy, precision/recall/F1 (macro and per class), AUC-ROC (binary, or one-vs-rest macro for
 more classes) and the confusion matrix; plus expected calibration error (10 bins) and the most
 confused class pairs.
+
+A sequence classifier (a `...ForSequenceClassification` model, or a peft adapter on one, as `tailor train` with
+train.objective=classification makes) is scored by its head instead: the softmax of its logits over its own label
+set (config.id2label), with the same metrics.
 """
 
 from __future__ import annotations
@@ -70,6 +74,64 @@ def label_probabilities(model, tokenizer, rows: list[dict], labels: list[str], c
     return probs, sum(e["truncated"] for e in encoded[::len(labels)])
 
 
+def is_classifier(model) -> bool:
+    """True for a sequence-classification model (or a peft adapter on one): its head scores the labels."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return type(base).__name__.endswith("ForSequenceClassification")
+
+
+def head_label_set(model, rows: list[dict], cfg: EvalConfig) -> list[str]:
+    """A classifier's labels in class-id order; every row's label must be one of them."""
+    c = model.config
+    labels = [str(c.id2label[i]) for i in range(c.num_labels)]
+    if cfg.labels and set(map(str, cfg.labels)) != set(labels):
+        raise TailorError(f"eval.labels {list(cfg.labels)} differ from the classifier's labels {labels}", where="eval.labels",
+                          fix="leave eval.labels unset: a classifier is scored over the labels it was trained on")
+    known = set(labels)
+    for r in rows:
+        if r["label"] not in known:
+            raise TailorError(f"label '{r['label']}' is not one of the classifier's labels {labels}", where=r["where"],
+                              fix="fix the row's label, or evaluate a classifier trained with that label")
+    return labels
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Token ids of each text as a classifier reads it (the tokenizer's special tokens, the first max_length tokens
+    kept: the same as in training), and how many texts were cut."""
+    full = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    long = [i for i, ids in enumerate(full) if len(ids) > max_length]
+    if long:
+        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+        for i, ids in zip(long, cut):
+            full[i] = ids
+    return full, len(long)
+
+
+def head_probabilities(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> tuple[list[list[float]], int]:
+    """Per row, the softmax of a classifier's logits (label order = its id2label); and how many inputs were cut."""
+    import torch
+
+    ids, truncated = encode_texts(tokenizer, [r["text"] for r in rows], cfg.max_length)
+    # The head reads the last token that is not the config's pad id, so batches are padded with exactly that id
+    # (without one, rows go one at a time).
+    pad = model.config.pad_token_id
+    size = cfg.batch_size if pad is not None else 1
+    device = next(model.parameters()).device
+    probs: list[list[float]] = []
+    with torch.no_grad():
+        for i in range(0, len(ids), size):
+            batch = ids[i:i + size]
+            width = max(len(x) for x in batch)
+            x = torch.full((len(batch), width), pad if pad is not None else 0, dtype=torch.long)
+            mask = torch.zeros_like(x)
+            for j, row in enumerate(batch):
+                x[j, :len(row)] = torch.tensor(row)
+                mask[j, :len(row)] = 1
+            logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
+            probs.extend(torch.softmax(logits.float(), dim=-1).tolist())
+    return probs, truncated
+
+
 def classification_metrics(y_true: list[str], y_pred: list[str], probs: list[list[float]], labels: list[str]) -> dict:
     """scikit-learn's accuracy, macro and per-class precision/recall/F1, AUC-ROC and confusion matrix, plus ECE."""
     import numpy as np
@@ -109,11 +171,16 @@ def most_confused(matrix: list[list[int]], labels: list[str], top: int = 5) -> l
 
 def evaluate(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:
     """Metrics and per-example rows for the classification task."""
-    labels = label_set(rows, cfg)
-    probs, truncated = label_probabilities(model, tokenizer, rows, labels, cfg)
+    if is_classifier(model):
+        labels = head_label_set(model, rows, cfg)
+        probs, truncated = head_probabilities(model, tokenizer, rows, cfg)
+    else:
+        labels = label_set(rows, cfg)
+        probs, truncated = label_probabilities(model, tokenizer, rows, labels, cfg)
     y_true = [r["label"] for r in rows]
     y_pred = [labels[max(range(len(labels)), key=lambda j: p[j])] for p in probs]
-    result = {"task": "classification", **classification_metrics(y_true, y_pred, probs, labels), "truncated": truncated}
+    result = {"task": "classification", "scored_by": "head" if is_classifier(model) else "label likelihood",
+              **classification_metrics(y_true, y_pred, probs, labels), "truncated": truncated}
     examples = []
     for r, p, pred in zip(rows, probs, y_pred):
         examples.append({"where": r["where"], "text": r["text"], "label": r["label"], "predicted": pred,

@@ -52,10 +52,17 @@ class EvalResult:
 
 def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtype: str = "auto",
                   trust_remote_code: bool = False):
-    """(model, tokenizer) for a model dir, an adapter dir, or a base plus an adapter."""
-    from tailor.adapters.merge import is_adapter_dir, load_with_adapter
-    from tailor.models.loading import load_model, load_tokenizer
+    """(model, tokenizer) for a model dir, an adapter dir, or a base plus an adapter; a sequence classifier (or an
+    adapter trained on one) loads as AutoModelForSequenceClassification."""
+    from tailor.adapters.merge import adapter_base, is_adapter_dir, load_with_adapter
+    from tailor.models.loading import is_sequence_classifier, load_classifier, load_model, load_tokenizer
 
+    head = adapter or model_dir
+    if is_sequence_classifier(head):
+        model = load_classifier(head, base=model_dir if adapter else None, dtype=dtype, trust_remote_code=trust_remote_code)
+        has_tok = any((Path(head) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        tok_dir = head if has_tok else model_dir if adapter else adapter_base(head)
+        return model, load_tokenizer(tok_dir, trust_remote_code=trust_remote_code)
     if adapter:
         return load_with_adapter(adapter, base=model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     if is_adapter_dir(model_dir):
@@ -90,6 +97,7 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
         model=None, tokenizer=None, task: str | None = None) -> EvalResult:
     """Evaluate on eval.task (or `task`); with out_dir write eval_results.json, examples.jsonl and the task's extras."""
     from tailor.data.templates import set_chat_template
+    from tailor.models.loading import is_sequence_classifier
 
     cfg = cfg or EvalConfig()
     if task is not None:
@@ -101,6 +109,11 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
         raise TailorError("no evaluation data given", where="eval.data / --data", fix="pass --data FILE.jsonl")
     # Data errors surface before the (slow) model load.
     records = _LOADERS[cfg.task](paths, cfg.max_examples)
+    if cfg.task != "classification" and (classification.is_classifier(model) if model is not None
+                                         else is_sequence_classifier(adapter or model_dir)):
+        raise TailorError(f"{adapter or model_dir} is a sequence classifier: it predicts labels, not text, so task "
+                          f"'{cfg.task}' does not apply", where="eval.task / --task",
+                          fix="evaluate it with --task classification on {text, label} rows")
     if model is None:
         model, tokenizer = load_for_eval(model_dir, adapter)
     set_chat_template(tokenizer, chat_template)

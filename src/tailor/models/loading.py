@@ -195,6 +195,12 @@ def load_model(
     raw = _read_config(p)
     _check_architecture(p, raw, trust_remote_code)
     _check_weights(p)
+    if _is_classifier_config(raw):
+        # As a causal LM it would load with a random LM head and generate noise.
+        raise TailorError(f"{p} is a sequence classifier ({raw['architectures'][0]}): it predicts labels, not text",
+                          where=str(p / "config.json"),
+                          fix="evaluate it with `tailor eval MODEL --task classification`, or load it with "
+                              "transformers' AutoModelForSequenceClassification / pipeline('text-classification')")
 
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target, for_training=for_training)
@@ -223,6 +229,89 @@ def load_model(
     model.to(target)
     model.train(for_training)
     return model
+
+
+# A peft adapter trained on a sequence classifier keeps the classifier's config (labels, head size, pad id) here: its
+# base directory holds a causal LM, and this config is what turns it into the classifier the adapter was trained on.
+# Plain transformers + peft reload it the same way tailor does:
+#   config = AutoConfig.from_pretrained(adapter_dir / HEAD_FILE)
+#   model = PeftModel.from_pretrained(AutoModelForSequenceClassification.from_pretrained(base, config=config), adapter_dir)
+HEAD_FILE = "classifier_config.json"
+
+
+def _is_classifier_config(raw: dict) -> bool:
+    return any(str(a).endswith("ForSequenceClassification") for a in raw.get("architectures") or [])
+
+
+def is_sequence_classifier(path) -> bool:
+    """True for a sequence-classification model directory or an adapter trained on one (peft task_type SEQ_CLS)."""
+    p = Path(path)
+    if (p / "adapter_config.json").is_file():
+        try:
+            return json.loads((p / "adapter_config.json").read_text(encoding="utf-8")).get("task_type") == "SEQ_CLS"
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return False
+    return is_model_dir(p) and _is_classifier_config(_read_config(p))
+
+
+def load_classifier(path, base=None, dtype: str = "auto", trust_remote_code: bool = False, device: str | None = None,
+                    for_training: bool = False, config=None, **head):
+    """Load a sequence classifier (AutoModelForSequenceClassification) from a local directory.
+
+    `path` is a classifier directory, a causal LM (its backbone gets a new `score` head; `head` gives config
+    changes such as num_labels, id2label, label2id, pad_token_id, or `config` the whole config), or a peft adapter
+    trained on a classifier (loaded onto `base` or the base it records, with the classifier config saved beside
+    it in HEAD_FILE). Eval mode unless `for_training`.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    p = _existing_dir(path, "model directory")
+    if (p / "adapter_config.json").is_file():
+        return _load_classifier_adapter(p, base, dtype, trust_remote_code, device, for_training)
+    if not is_model_dir(p):
+        raise TailorError(f"{p} is not a model directory (no config.json)", where=str(p),
+                          fix="point at a directory saved with save_pretrained, or create one with a model preset")
+    raw = _read_config(p)
+    _check_architecture(p, raw, trust_remote_code)
+    _check_weights(p)
+    if raw["model_type"] not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and "auto_map" not in raw:
+        raise TailorError(f"model type '{raw['model_type']}' has no sequence-classification class in transformers",
+                          where=str(p / "config.json"), fix="use a Llama, Qwen2 or DeepSeek-V3 family model")
+    if _tailor_quantization(p, for_training) is not None:
+        raise TailorError(f"{p} is quantized by tailor; only float checkpoints load as classifiers", where=str(p),
+                          fix="use the float model it was made from")
+    target = resolve_device(device)
+    try:
+        if config is None:
+            config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True, **head)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            p, config=config, dtype=resolve_dtype(dtype, target, for_training=for_training), use_safetensors=True,
+            trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise TailorError(f"could not load {p} as a sequence classifier: {e}", where=str(p)) from None
+    model.to(target)
+    model.train(for_training)
+    return model
+
+
+def _load_classifier_adapter(p: Path, base, dtype, trust_remote_code, device, for_training):
+    from peft import PeftModel
+    from transformers import AutoConfig
+
+    head_file = p / HEAD_FILE
+    if not head_file.is_file():
+        raise TailorError(f"{p} holds an adapter but no {HEAD_FILE} (its label set and head size)", where=str(p),
+                          fix="use the final/ folder of a `tailor train` run with train.objective=classification")
+    config = AutoConfig.from_pretrained(head_file, trust_remote_code=trust_remote_code)
+    cfg = json.loads((p / "adapter_config.json").read_text(encoding="utf-8"))
+    base = Path(base or cfg.get("base_model_name_or_path") or "")
+    if not base.is_dir():
+        raise TailorError(f"the adapter's base model is not on disk: {base}", where=str(p / "adapter_config.json"),
+                          fix="pass the base model directory (--base / --adapter usage: MODEL=base, adapter=DIR)")
+    model = load_classifier(base, dtype=dtype, trust_remote_code=trust_remote_code, device=device,
+                            for_training=for_training, config=config)
+    return PeftModel.from_pretrained(model, str(p), is_trainable=for_training)
 
 
 def _tailor_quantization(p: Path, for_training: bool) -> dict | None:

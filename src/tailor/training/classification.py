@@ -1,0 +1,399 @@
+"""Sequence-classification fine-tuning (`train.objective: classification`): a label head on the base model.
+
+The base (Llama, Qwen2, DeepSeek-V3, ...) is loaded as transformers' `...ForSequenceClassification`: the same
+backbone with a new linear `score` head read at the last non-pad token (so the config's pad_token_id must be set;
+it is set to the tokenizer's). Rows are {"text", "label"}; labels map to class ids in a fixed order (train.labels,
+or the labels of the training rows sorted) that is saved as id2label/label2id in the model config, so the result
+loads with plain `AutoModelForSequenceClassification` and `pipeline("text-classification")` names its labels.
+
+The loss is cross-entropy with optional class weights (train.class_weights: none, balanced = scikit-learn's
+n_rows / (n_classes * rows of the class), or one weight per label) and train.label_smoothing. Validation reports
+the evaluation stage's classification metrics (accuracy, macro precision/recall/F1 as eval_f1, AUC-ROC, ECE,
+per-class recall and F1), so early stopping can watch eval_f1.
+
+Everything else (adapters, optimizers, schedules, EMA, FGM, checkpoints, resume) is the training stage's own:
+`training.run` calls `setup` and trains what it returns. With a peft adapter, peft's SEQ_CLS task type trains and
+saves the head with the adapter (modules_to_save), and the classifier's config goes beside it (HEAD_FILE).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer
+
+from tailor.config import Recipe
+from tailor.errors import TailorError
+from tailor.models.loading import HEAD_FILE
+
+log = logging.getLogger("tailor")
+
+
+class Setup(NamedTuple):
+    """What the training stage needs from this module (same roles as in `training.run`)."""
+
+    model: object
+    tokenizer: object
+    base_dir: Path
+    train_ds: object
+    val_ds: object | None
+    report: object
+    collator: Callable
+    make_trainer: Callable
+
+
+# ---------------------------------------------------------------------------------------------
+# Rows and labels
+
+
+def read_rows(recipe: Recipe):
+    """(train rows, validation rows, LoadReport): {"text", "label", "where"} rows from data.train/data.eval files,
+    a prepared directory or data.sources; validation is data.eval, the prepared eval split, or a stratified
+    data.val_ratio hold-out. A row without a usable text or label stops the run or is counted (data.on_error)."""
+    from tailor.data.loading import LoadReport
+    from tailor.data.prepare import is_prepared_dir, open_prepared
+
+    d = recipe.data
+    report = LoadReport()
+    if d.sources or (len(d.train) == 1 and is_prepared_dir(d.train[0])):
+        from tailor.data import prepare
+
+        prepared = prepare.run(recipe) if d.sources and not d.train else open_prepared(d.train[0])
+        train = _labelled(prepared.records("train"), report, str(prepared.path))
+        val = _labelled(prepared.records("eval"), LoadReport(), str(prepared.path))
+    else:
+        if not d.train:
+            raise TailorError("no training data given", where="data.train / data.sources",
+                              fix='set data.train to .jsonl/.csv files of {"text": ..., "label": ...} rows')
+        train = _read_files(d.train, recipe, report)
+        val = _read_files(d.eval, recipe, LoadReport()) if d.eval else None
+        if val is None:
+            train, val = _hold_out(train, d.val_ratio, recipe.train.seed)
+    if not train:
+        reasons = "; ".join(f"{n}x {r} (e.g. {report.examples[r]})" for r, n in report.skipped.most_common(3))
+        raise TailorError(f"no classification rows to train on: {reasons or 'the files are empty'}",
+                          where="data.train", fix='write rows like {"text": "...", "label": "..."}')
+    return train, val or [], report
+
+
+def _read_files(paths: list[str], recipe: Recipe, report):
+    from tailor.config import SourceConfig
+    from tailor.data.loading import iter_source
+    from tailor.data.records import StepReport
+
+    d, rows = recipe.data, []
+    columns = {"text": d.text_field} if d.text_field != "text" else {}
+    for p in paths:
+        if Path(p).is_dir():
+            raise TailorError(f"{p} is a folder, not a data file", where="data.train / data.eval",
+                              fix="list its files (a glob works: folder/*.jsonl), or prepare it with `tailor data prepare`")
+        step = StepReport("load")
+        for rec in iter_source(SourceConfig(path=str(p), format="classification", columns=columns), d.on_error, step):
+            rows.append({"text": rec["text"], "label": str(rec["label"]), "where": rec["where"]})
+        report.read += step.n_in
+        report.kept += step.n_out
+        for reason, n in step.dropped.items():
+            report.skipped[reason] += n
+            report.examples.setdefault(reason, step.examples.get(reason, str(p)))
+    return rows
+
+
+def _labelled(records: list[dict], report, where: str) -> list[dict]:
+    rows = []
+    for r in records:
+        report.read += 1
+        if r.get("label") is None or not isinstance(r.get("text"), str):
+            report.skip("not a {text, label} row (train.objective=classification)", r.get("where", where))
+            continue
+        report.kept += 1
+        rows.append({"text": r["text"], "label": str(r["label"]), "where": r.get("where", where)})
+    return rows
+
+
+def _hold_out(rows: list[dict], ratio: float, seed: int):
+    """A validation share with the class proportions of the whole (stratified), so a rare class is in it too;
+    a plain seeded draw when some class has too few rows to stratify."""
+    from sklearn.model_selection import train_test_split
+
+    from tailor.data.dataset import split_validation
+
+    if ratio <= 0 or len(rows) < 2:
+        return rows, []
+    n_val = max(1, int(len(rows) * ratio))
+    try:
+        train, val = train_test_split(rows, test_size=n_val, random_state=seed, stratify=[r["label"] for r in rows])
+    except ValueError as exc:  # a class with one row, or fewer validation rows than classes
+        log.info("validation hold-out not stratified (%s)", exc)
+        return split_validation(rows, ratio, seed)
+    return train, val
+
+
+def natural_order(labels) -> list[str]:
+    """Labels sorted: numerically when all are integers ("2" before "10"), else as text."""
+    labels = set(labels)
+    if all(re.fullmatch(r"-?\d+", x) for x in labels):
+        return sorted(labels, key=int)
+    return sorted(labels)
+
+
+def label_set(declared: list[str] | None, train: list[dict], val: list[dict],
+              model_labels: list[str] | None = None) -> list[str]:
+    """The labels in class-id order: a classifier's own (model.path), train.labels, or those of the training rows.
+
+    Every training and validation row's label must be in it, and it needs at least 2 labels.
+    """
+    if model_labels is not None:
+        if declared is not None and declared != model_labels:
+            raise TailorError(f"train.labels {declared} differ from the labels of the classifier in model.path "
+                              f"{model_labels}", where="train.labels",
+                              fix="leave train.labels unset (the classifier's order is kept) or list them in that order")
+        labels = model_labels
+    else:
+        labels = list(declared) if declared is not None else natural_order(r["label"] for r in train)
+    known = set(labels)
+    source = "the classifier in model.path" if model_labels is not None else "train.labels" if declared is not None else None
+    for r in (*train, *val):
+        if r["label"] not in known:
+            if source is None:  # only a validation row can miss a label taken from the training rows
+                raise TailorError(f"validation label '{r['label']}' never occurs in the training data {labels}",
+                                  where=r["where"],
+                                  fix="add training rows with that label, or set train.labels to the full label set")
+            raise TailorError(f"label '{r['label']}' is not among the labels of {source}: {labels}", where=r["where"],
+                              fix="fix the row's label, or add it to train.labels" if model_labels is None
+                              else "fix the row's label (a trained classifier's label set is fixed)")
+    if len(labels) < 2:
+        raise TailorError(f"classification needs at least 2 labels, found {labels}", where="train.labels / data.train",
+                          fix="give rows of at least two labels, or list the label set in train.labels")
+    missing = [lab for lab in labels if lab not in {r["label"] for r in train}]
+    if missing:
+        log.warning("labels with no training rows (the head never sees them): %s", missing)
+    return labels
+
+
+def class_weights(setting, labels: list[str], train: list[dict]) -> list[float] | None:
+    """Per-class loss weights in label order: None (train.class_weights=none), scikit-learn's balanced
+    weights n_rows / (n_classes * rows of the class), or the listed weights (one per label)."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        import numpy as np
+        from sklearn.utils.class_weight import compute_class_weight
+
+        counts = Counter(r["label"] for r in train)
+        absent = [lab for lab in labels if not counts[lab]]
+        if absent:
+            raise TailorError(f"balanced class weights need training rows of every label; none for {absent}",
+                              where="train.class_weights",
+                              fix="add rows of those labels, drop them from train.labels, or list the weights")
+        y = np.asarray([labels.index(r["label"]) for r in train])
+        return [float(w) for w in compute_class_weight("balanced", classes=np.arange(len(labels)), y=y)]
+    if len(setting) != len(labels):
+        raise TailorError(f"train.class_weights has {len(setting)} weights but there are {len(labels)} labels",
+                          where="train.class_weights", fix=f"give one weight per label, in this order: {labels}")
+    return [float(w) for w in setting]
+
+
+# ---------------------------------------------------------------------------------------------
+# Model, data and the whole set-up
+
+
+def setup(recipe: Recipe, out: Path, load: Callable | None = None, make_trainer: Callable | None = None) -> Setup:
+    """Tokenizer, classifier model, tokenized datasets, collator and Trainer factory for a classification run."""
+    from transformers import DataCollatorWithPadding
+
+    from tailor.models.loading import is_sequence_classifier, load_tokenizer
+
+    _check_recipe(recipe, load, make_trainer)
+    m = recipe.model
+    if not m.path and not m.preset:
+        raise TailorError("no model given", where="model.path / model.preset",
+                          fix="set model.path to a local model directory or model.preset to build one")
+    if m.path and Path(m.path, "adapter_config.json").is_file():
+        raise TailorError(f"model.path {m.path} is an adapter directory; training starts from a full model",
+                          where="model.path", fix="set model.path to the adapter's base model (a new head is trained on it)")
+    tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        raise TailorError("the tokenizer has neither a pad nor an eos token; the head reads the last non-pad token "
+                          "of each row, so batches need a pad id", where="model.tokenizer",
+                          fix="use a tokenizer with a pad or eos token")
+    # Pads go after the text: positions then match an unpadded row (as a single pipeline() call sees it), which
+    # left padding would shift. Saved with the tokenizer, so batched pipelines pad the same way.
+    tokenizer.padding_side = "right"
+    train, val, report = read_rows(recipe)
+    existing = _classifier_labels(m.path) if m.path and is_sequence_classifier(m.path) else None
+    labels = label_set(recipe.train.labels, train, val, existing)
+    weights = class_weights(recipe.train.class_weights, labels, train)
+    counts = Counter(r["label"] for r in train)
+    log.info("classification: %d labels %s; training rows per label %s%s", len(labels), labels,
+             {lab: counts[lab] for lab in labels}, f"; class weights {[round(w, 4) for w in weights]}" if weights else "")
+    model, base_dir = _load_model(recipe, out, tokenizer, labels)
+    ids = {lab: i for i, lab in enumerate(labels)}
+    train_ds, cut = _encode(train, tokenizer, ids, recipe.data.max_length)
+    val_ds = _encode(val, tokenizer, ids, recipe.data.max_length)[0] if val else None
+    summary = {"labels": labels, "class_weights": weights, "train_rows_per_label": {lab: counts[lab] for lab in labels},
+               "validation_rows": len(val), "truncated_train_rows": cut}
+    factory = _trainer_factory(labels, weights, recipe.train.label_smoothing, summary)
+    return Setup(model, tokenizer, base_dir, train_ds, val_ds, report, DataCollatorWithPadding(tokenizer), factory)
+
+
+def _check_recipe(recipe: Recipe, load, make_trainer) -> None:
+    """Settings that cannot apply to a classification run are refused, not ignored."""
+    d, a = recipe.data, recipe.adapter
+    if load is not None or make_trainer is not None:
+        raise TailorError("train.objective=classification trains its own head and loss; this stage (e.g. distillation) "
+                          "brings its own model or loss", where="train.objective",
+                          fix="use train.objective=sft or pretrain here")
+    if a.method == "prompt":
+        # peft's prompt-tuning classifier passes embeddings, not token ids, so the head cannot find the last
+        # non-pad token and would read a pad position of every shorter row in a batch.
+        raise TailorError("adapter.method=prompt does not work with a classification head (padded rows would be read "
+                          "at a pad position)", where="adapter.method", fix="use lora, dora, ia3, prefix, freeze or full")
+    for key, value, default in (("data.packing", d.packing, None), ("data.format", d.format, "auto"),
+                                ("data.system_prompt", d.system_prompt, None),
+                                ("data.chat_template", d.chat_template, None)):
+        if value != default:
+            raise TailorError(f"{key}={value} does not apply to train.objective=classification: rows are "
+                              "{text, label} and the text is classified as it is", where=key, fix=f"remove {key}")
+
+
+def _classifier_labels(path) -> list[str]:
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    return [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
+
+
+def _load_model(recipe: Recipe, out: Path, tokenizer, labels: list[str]):
+    from tailor.models.loading import load_classifier
+    from tailor.models.presets import init_model
+
+    m = recipe.model
+    if m.preset:
+        base_dir = out / "base"  # a new causal LM saved as the base, as for other objectives; the head goes on top
+        init_model(m.preset, tokenizer, out_dir=base_dir, seed=recipe.train.seed)
+    else:
+        base_dir = Path(m.path).resolve()
+    head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+            "label2id": {lab: i for i, lab in enumerate(labels)}, "pad_token_id": tokenizer.pad_token_id,
+            "problem_type": "single_label_classification"}
+    model = load_classifier(base_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code, device="cpu",
+                            for_training=True, **head)
+    return model, base_dir
+
+
+def _encode(rows: list[dict], tokenizer, ids: dict[str, int], max_length: int):
+    """(Dataset of input_ids + class-id labels, rows cut to max_length)."""
+    from datasets import Dataset
+
+    from tailor.evaluation.classification import encode_texts
+
+    input_ids, cut = encode_texts(tokenizer, [r["text"] for r in rows], max_length)
+    if cut:
+        log.info("%d of %d rows were longer than data.max_length=%d tokens and keep their first %d", cut, len(rows),
+                 max_length, max_length)
+    return Dataset.from_dict({"input_ids": input_ids, "labels": [ids[r["label"]] for r in rows]}), cut
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss, metrics, trainer
+
+
+def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None,
+                           label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over classes; with weights the weighted mean sum_i w[y_i] * CE_i / sum_i w[y_i] (torch's)."""
+    if weights is not None:
+        weights = weights.to(device=logits.device, dtype=torch.float32)
+    return F.cross_entropy(logits.float(), labels, weight=weights, label_smoothing=label_smoothing)
+
+
+def metrics_function(labels: list[str]) -> Callable:
+    """Trainer `compute_metrics`: the evaluation stage's classification metrics from the head's logits."""
+    import numpy as np
+
+    from tailor.evaluation.classification import classification_metrics
+
+    def compute(pred) -> dict:
+        logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        logits = np.asarray(logits, dtype=np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        y_true = [labels[i] for i in np.asarray(pred.label_ids).reshape(-1)]
+        y_pred = [labels[i] for i in probs.argmax(-1)]
+        m = classification_metrics(y_true, y_pred, probs.tolist(), labels)
+        out = {"accuracy": m["accuracy"], "f1": m["f1_macro"], "precision": m["precision_macro"],
+               "recall": m["recall_macro"], "ece": m["ece"]}
+        if m["auc_roc"] is not None:
+            out["auc_roc"] = m["auc_roc"]
+        for lab, pc in m["per_class"].items():
+            out[f"recall_{lab}"], out[f"f1_{lab}"] = pc["recall"], pc["f1"]
+        return out
+
+    return compute
+
+
+class ClassificationTrainer(Trainer):
+    """A Trainer whose loss is the (class-weighted, optionally smoothed) cross-entropy of the head's logits."""
+
+    loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by the accumulation steps
+
+    def __init__(self, *args, labels: list[str], class_weights: list[float] | None = None,
+                 label_smoothing: float = 0.0, summary: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = labels
+        self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.label_smoothing = label_smoothing
+        self.label_names = ["labels"]  # peft wrappers hide the forward signature the Trainer reads them from
+        self._summary = dict(summary or {})
+        self._evals: dict[str, dict] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs, use_cache=False)
+        loss = weighted_cross_entropy(outputs.logits, labels, self.class_weights, self.label_smoothing)
+        return (loss, outputs) if return_outputs else loss
+
+    def evaluate(self, *args, **kwargs):
+        result = super().evaluate(*args, **kwargs)
+        self._evals[kwargs.get("metric_key_prefix", "eval")] = result
+        return result
+
+    def _save(self, output_dir=None, state_dict=None):
+        super()._save(output_dir, state_dict)
+        self.save_extras(Path(output_dir or self.args.output_dir))
+
+    def save_extras(self, folder: Path) -> None:
+        """Next to a saved adapter, the head settings it needs to load (a full model has them in its config)."""
+        write_head(self.model, folder)
+
+    def summary_metrics(self) -> dict:
+        """Labels, class weights, rows per label and the last validation metrics, for train_summary.json."""
+        last = self._evals.get("eval", {})
+        keep = {k: v for k, v in last.items() if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))}
+        return {**self._summary, **keep}
+
+
+def write_head(model, folder: Path) -> None:
+    """Write the classifier's config (labels, head size, pad id) as HEAD_FILE beside a peft adapter of a classifier."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and Path(folder, "adapter_config.json").is_file():
+        base = model.get_base_model()
+        config = copy.deepcopy(base.config)
+        config.architectures = [type(base).__name__]  # still the causal LM's, as loaded from the base directory
+        config.to_json_file(Path(folder, HEAD_FILE))
+
+
+def _trainer_factory(labels, weights, label_smoothing, summary) -> Callable:
+    def make(**kwargs):
+        return ClassificationTrainer(**kwargs, labels=labels, class_weights=weights, label_smoothing=label_smoothing,
+                                     summary=summary, compute_metrics=metrics_function(labels))
+
+    return make
