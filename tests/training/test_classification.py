@@ -191,6 +191,21 @@ def test_head_trains_saves_and_reloads_with_identical_logits(tmp_path, request, 
     if method != "freeze":  # base + --adapter gives the same scores
         m2 = evaluate(base, [str(eval_file)], adapter=r.final_dir, task="classification").metrics
         assert m2["accuracy"] == m["accuracy"] and m2["auc_roc"] == pytest.approx(m["auc_roc"])
+        # tailor merge folds the adapter and its head into a plain classifier checkpoint
+        from transformers import AutoModelForSequenceClassification
+
+        from tailor.adapters.merge import merge, load_with_adapter
+        from tailor.serving.server import _check_adapter_dir
+
+        merged = merge(r.final_dir, tmp_path / "merged")
+        plain_merged = AutoModelForSequenceClassification.from_pretrained(merged)
+        assert plain_merged.config.id2label == {0: "OK", 1: "FRAUD"}
+        torch.testing.assert_close(_logits(plain_merged, tokenizer, TEXTS), trained, rtol=1e-4, atol=1e-4)
+        # and text generation paths refuse it instead of dropping the head
+        with pytest.raises(TailorError, match="sequence-classification adapter"):
+            load_with_adapter(r.final_dir)
+        with pytest.raises(TailorError, match="sequence-classification adapter"):
+            _check_adapter_dir("intent", r.final_dir)
 
 
 def _write_recipe(tmp_path, model_dir, train):

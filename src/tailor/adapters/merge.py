@@ -19,16 +19,24 @@ def adapter_base(adapter_dir: str | Path) -> str:
 
 
 def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, dtype: str = "auto",
-                      trust_remote_code: bool = False):
-    """Base model with the adapter attached (not merged) and the adapter's tokenizer when it has one."""
+                      trust_remote_code: bool = False, allow_classifier: bool = False):
+    """Base model with the adapter attached (not merged) and the adapter's tokenizer when it has one.
+
+    A classifier adapter (peft task_type SEQ_CLS) is refused unless `allow_classifier`: loaded onto the
+    causal LM it would silently lose its trained head.
+    """
     from peft import PeftModel
 
-    from tailor.models.loading import load_model, load_tokenizer
+    from tailor.models.loading import is_sequence_classifier, load_model, load_tokenizer
 
     adapter_dir = Path(adapter_dir)
     if not is_adapter_dir(adapter_dir):
         raise TailorError(f"not an adapter directory (no adapter_config.json): {adapter_dir}",
                           fix="pass the final/ folder of a training run with a peft adapter.method (lora, dora, qlora, prefix, prompt, ia3)")
+    if is_sequence_classifier(adapter_dir) and not allow_classifier:
+        raise TailorError(f"{adapter_dir} is a sequence-classification adapter: it predicts labels, it does not generate text",
+                          where=str(adapter_dir / "adapter_config.json"),
+                          fix="score it with `tailor eval MODEL --task classification`, or fold it in with `tailor merge`")
     base = Path(base or adapter_base(adapter_dir))
     if not base.is_dir():
         raise TailorError(f"the adapter's base model is not on disk: {base}", where=str(adapter_dir / "adapter_config.json"),
@@ -55,7 +63,16 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | Path | None 
                               where=str(Path(adapter_dir) / "adapter_config.json"),
                               fix="use the adapter directory as it is (tailor eval/chat load it onto the base), "
                                   "or train with adapter.method=lora, dora or ia3 to get a mergeable adapter")
-    model, tokenizer = load_with_adapter(adapter_dir, base, dtype=dtype)
+    from tailor.models.loading import is_sequence_classifier, load_classifier, load_tokenizer
+
+    if is_sequence_classifier(adapter_dir) and is_adapter_dir(adapter_dir):
+        # The head (peft modules_to_save) and the label map come with the classifier loader; the merged
+        # directory is then a plain AutoModelForSequenceClassification checkpoint.
+        model = load_classifier(adapter_dir, base, dtype=dtype)
+        has_tok = any((Path(adapter_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
+        tokenizer = load_tokenizer(adapter_dir if has_tok else (base or adapter_base(adapter_dir)))
+    else:
+        model, tokenizer = load_with_adapter(adapter_dir, base, dtype=dtype)
     merged = model.merge_and_unload()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,12 @@ def _check_adapter_dir(name: str, path: Path) -> None:
     if not (path / "adapter_model.safetensors").is_file():
         raise TailorError(f"adapter '{name}': {path} has no adapter_model.safetensors", where=str(path),
                           fix="tailor loads adapter weights only from safetensors (pickle files can run code)")
+    from tailor.models.loading import is_sequence_classifier
+
+    if is_sequence_classifier(path):
+        raise TailorError(f"adapter '{name}': {path} is a sequence-classification adapter; it predicts labels and cannot "
+                          "serve chat completions", where=str(path / "adapter_config.json"),
+                          fix="serve a causal-LM model or adapter; score classifiers with `tailor eval --task classification`")
 
 
 def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | Path | None = None):
