@@ -26,6 +26,23 @@ class JsonlMetrics(TrainerCallback):
     def on_train_begin(self, args, state, control, **kw):
         self._t0 = time.perf_counter()
         self._tokens0 = state.num_input_tokens_seen or 0
+        if state.global_step > 0 and state.is_world_process_zero and self.path.is_file():
+            self._trim_after(state.global_step)
+
+    def _trim_after(self, step: int) -> None:
+        """On resume, drop rows the interrupted run logged after the checkpoint (they are logged again), and a
+        last line cut off by the crash, so every step appears once."""
+        kept = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                kept.append(line)
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        tmp.replace(self.path)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
