@@ -29,9 +29,13 @@ class TrainResult:
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N folder (one with trainer_state.json written last)."""
-    ckpts = [p for p in output_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    """The newest complete checkpoint-N folder: its manifest.json exists and every file matches its sha256.
+
+    Newer incomplete folders (a save cut short by a crash) are skipped with a warning naming them.
+    """
+    from tailor.training.checkpoints import latest_complete
+
+    return latest_complete(output_dir)
 
 
 def _build_datasets(recipe: Recipe, tokenizer):
@@ -103,8 +107,10 @@ def _load_model_and_tokenizer(recipe: Recipe, out: Path):
     tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code,
                                chat_template=recipe.data.chat_template)
     if m.preset:
-        base_dir = out / "base"
-        model = init_model(m.preset, tokenizer, out_dir=base_dir, seed=recipe.train.seed)
+        from tailor.training.distributed import is_main_process
+
+        base_dir = out / "base"  # same seed, same weights on every rank; rank 0 writes them
+        model = init_model(m.preset, tokenizer, out_dir=base_dir if is_main_process() else None, seed=recipe.train.seed)
     else:
         base_dir = Path(m.path).resolve()
         model = load_model(base_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
@@ -118,35 +124,52 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
 
     Other stages reuse this set-up with their own model and loss (distillation does): `load(recipe, out_dir) ->
     (model, tokenizer, base_dir)` replaces the model loading, `make_trainer(**kwargs) -> Trainer` the Trainer,
-    and a trainer's `summary_metrics() -> dict` joins train_summary.json.
+    and a trainer's `summary_metrics() -> dict` joins train_summary.json (its `save_extras(folder)`, if any, adds files
+    to final/ and final_ema/). train.objective=classification is set up by `tailor.training.classification`.
     """
     from transformers import Trainer, TrainingArguments, set_seed
 
     from tailor.adapters import apply_adapter, is_peft_method
     from tailor.models.loading import count_parameters, resolve_device
     from tailor.training.callbacks import ConsoleProgress, JsonlMetrics
+    from tailor.training.telemetry import RichProgress, attach_telemetry, jsonl_extras, telemetry_callbacks, telemetry_summary
     from tailor.training.precision import resolve_precision
+    from tailor.training.distributed import check_distributed, enable_fsdp_on_cpu, is_main_process, save_model, world_size
+    from tailor.training.distributed import training_arguments as distributed_arguments
     from tailor.training.regularize import WeightEMA, apply_dropout, enable_fgm, training_arguments, training_callbacks
 
     t = recipe.train
+    check_distributed(recipe, resolve_device(t.device).type)  # before anything is written
     out = Path(t.output_dir)
     resume_from = latest_checkpoint(out) if out.is_dir() else None
     if resume_from and not t.resume:
         raise TailorError(f"{out} already holds checkpoints ({resume_from.name})", where="train.output_dir",
                           fix="set train.resume=true to continue that run, or choose a new train.output_dir")
     if t.resume and resume_from is None:
-        log.info("train.resume=true but %s has no checkpoint yet: starting from the beginning", out)
+        log.info("train.resume=true but %s has no complete checkpoint yet: starting from the beginning", out)
+    resume_from = resume_from if t.resume else None
+    if resume_from is not None:
+        from tailor.training.checkpoints import check_resume
+
+        check_resume(resume_from, recipe)  # a recipe that would change the result is refused before anything loads
     out.mkdir(parents=True, exist_ok=True)
-    save_recipe(recipe, out / "config.yaml")
+    if is_main_process():  # under torchrun only rank 0 writes run files
+        save_recipe(recipe, out / "config.yaml")
 
     device = resolve_device(t.device)
     precision, notice = resolve_precision(t.precision, device)
     if notice:
         log.info(notice)
     set_seed(t.seed)
-    model, tokenizer, base_dir = (load or _load_model_and_tokenizer)(recipe, out)
-    train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
-    train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
+    if t.objective == "classification":  # a label head on the base: its own model, rows, collator and loss
+        from tailor.training.classification import setup
+
+        model, tokenizer, base_dir, train_ds, val_ds, report, collator, make_trainer = setup(recipe, out, load, make_trainer)
+        packing = None
+    else:
+        model, tokenizer, base_dir = (load or _load_model_and_tokenizer)(recipe, out)
+        train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
+        train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
     log.info("data: %s", report.summary())
     if t.dropout is not None:
         apply_dropout(model, t.dropout)  # before adapters: their own dropout has its own setting
@@ -156,7 +179,7 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     if t.gradient_checkpointing:
         model.config.use_cache = False
 
-    options = training_arguments(t, device, val_ds is not None)
+    options = {**training_arguments(t, device, val_ds is not None), **distributed_arguments(t, device.type)}
     args = TrainingArguments(**{**dict(
         output_dir=str(out),
         per_device_train_batch_size=t.batch_size,
@@ -172,11 +195,12 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         activation_checkpointing=t.gradient_checkpointing,
+        torch_compile=t.compile,
         logging_steps=t.logging_steps,
         report_to="none",  # TensorBoard is attached below with a fixed log folder
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit,
+        save_total_limit=None,  # rotation is CheckpointManifest's, after each checkpoint is sealed (last K + best)
         eval_strategy=("steps" if t.eval_steps else "epoch") if val_ds is not None else "no",
         eval_steps=t.eval_steps,
         seed=t.seed,
@@ -188,10 +212,15 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         disable_tqdm=not os.isatty(2),
     ), **options})
     extra = training_callbacks(t)
+    # Throughput/MFU/memory, MoE expert load, Prometheus: before JsonlMetrics and TensorBoard, which write what they add.
+    telemetry = telemetry_callbacks(recipe, model, tokenizer, is_main_process())
     trainer = (make_trainer or Trainer)(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                                         data_collator=collator, processing_class=tokenizer,
-                                        callbacks=[JsonlMetrics(out / "metrics.jsonl"), _tensorboard(out / "tensorboard"),
+                                        callbacks=[*telemetry, JsonlMetrics(out / "metrics.jsonl", jsonl_extras(telemetry)),
+                                                   *([_tensorboard(out / "tensorboard")] if is_main_process() else []),
                                                    *(callbacks or []), *extra])
+    if t.distributed == "fsdp" and device.type == "cpu":
+        enable_fsdp_on_cpu(trainer)
     if t.adversarial == "fgm":
         enable_fgm(trainer, t.adversarial_epsilon)
     if args.disable_tqdm:
@@ -199,15 +228,34 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
 
         trainer.remove_callback(PrinterCallback)
         trainer.add_callback(ConsoleProgress(t.objective))
+    else:  # a terminal: rich's progress bar (with ETA and the telemetry) instead of tqdm's
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RichProgress(t.objective))
+    attach_telemetry(trainer, telemetry)
+    from tailor.training.checkpoints import CheckpointManifest, check_resume, data_fingerprint
+
+    fingerprints = {"train": data_fingerprint(train_ds), "eval": data_fingerprint(val_ds)}
+    if resume_from is not None:
+        check_resume(resume_from, recipe, fingerprints, args.world_size)
+        for cb in extra:
+            if isinstance(cb, WeightEMA):
+                cb.restore(resume_from)
+    # Last callback: it seals each checkpoint after every other callback has written into it.
+    trainer.add_callback(CheckpointManifest(recipe, fingerprints, t.early_stopping_metric if val_ds is not None else None))
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if (t.resume and resume_from) else None)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     elapsed = time.perf_counter() - started
 
     final = out / "final"
-    trainer.model.save_pretrained(final, safe_serialization=True)
-    tokenizer.save_pretrained(final)
-    if is_peft_method(recipe.adapter.method):
-        _point_adapter_at(final, base_dir)
+    save_model(trainer, final)  # FSDP: every rank joins the gather, rank 0 writes
+    if is_main_process():
+        tokenizer.save_pretrained(final)
+        if is_peft_method(recipe.adapter.method):
+            _point_adapter_at(final, base_dir)
+        if hasattr(trainer, "save_extras"):  # files a trainer adds to a saved model (a classifier adapter's head settings)
+            trainer.save_extras(final)
     metrics = {
         "train_loss": result.training_loss,
         "steps": result.global_step,
@@ -218,8 +266,11 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         "total_parameters": total,
         "precision": precision,
         "device": str(device),
+        "processes": world_size(),
+        "distributed": t.distributed,
         "train_sequences": len(train_ds),
         "data_report": {"read": report.read, "kept": report.kept, "skipped": dict(report.skipped)},
+        **telemetry_summary(telemetry, elapsed),  # loss-bearing tokens(/s), MFU, peak memory
     }
     if packing is not None:
         metrics["packing"] = packing.to_dict()
@@ -231,18 +282,24 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
                                  base_dir if is_peft_method(recipe.adapter.method) else None))
     if hasattr(trainer, "summary_metrics"):
         metrics.update(trainer.summary_metrics())
-    (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    if is_main_process():
+        (out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
     return TrainResult(out, final, base_dir if is_peft_method(recipe.adapter.method) else None, metrics)
 
 
 def _save_ema(trainer, ema, tokenizer, ema_dir: Path, evaluate: bool, adapter_base: Path | None) -> dict:
     """Save the EMA weights as `ema_dir` (same layout as final/) and evaluate them; the live weights come back after."""
+    from tailor.training.distributed import is_main_process
+
     ema.swap(trainer.model)
     try:
-        trainer.model.save_pretrained(ema_dir, safe_serialization=True)
-        tokenizer.save_pretrained(ema_dir)
-        if adapter_base is not None:
-            _point_adapter_at(ema_dir, adapter_base)
+        if is_main_process():  # DDP replicas (and their EMAs) are identical; evaluate below runs on all ranks
+            trainer.model.save_pretrained(ema_dir, safe_serialization=True)
+            tokenizer.save_pretrained(ema_dir)
+            if adapter_base is not None:
+                _point_adapter_at(ema_dir, adapter_base)
+            if hasattr(trainer, "save_extras"):
+                trainer.save_extras(ema_dir)
         return {"eval_loss_ema": trainer.evaluate(metric_key_prefix="eval_ema")["eval_ema_loss"]} if evaluate else {}
     finally:
         ema.swap(trainer.model)
