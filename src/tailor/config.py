@@ -273,7 +273,6 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs without bf16.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
-    compile: bool = Field(False, description="torch.compile the model (inductor): fuses norms, rotary and activation ops into fewer kernels; the first steps pay the compile time (about a minute on a CPU; needs a C++ compiler there).")
     seed: int = Field(42, description="Seed for weights, data order and dropout (fixed seed = reproducible run).")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate, grad norm, tokens/s, loss-bearing tokens/s, MFU, peak memory (and MoE expert load) every N steps.")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve the training metrics for Prometheus at http://train.metrics_host:PORT/metrics while training (None or 0 = off; needs prometheus-client, in the serve extra).")

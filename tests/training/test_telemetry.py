@@ -164,3 +164,21 @@ def test_cuda_run_reports_allocated_peak_and_mfu(tmp_path, llama_dir, chat_file)
     s = result.metrics
     assert s["peak_memory_source"] == "cuda_max_memory_allocated" and s["peak_memory_mb"] > 0
     assert 0 < s["mfu"] < 1.5 and 0 < s["loss_bearing_tokens_per_second"] < s["tokens_per_second"]
+
+
+def test_mfu_probe_leaves_the_seeded_rng_alone(tmp_path, llama_dir, chat_file, monkeypatch):
+    """The matmul probe runs after the Trainer seeds torch; it must not consume the global RNG, or the first run
+    in a process (which pays the probe; later ones reuse the cached peak) would get other dropout masks."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tailor.training import telemetry
+
+    monkeypatch.setattr(telemetry, "_PEAKS", {}, raising=False)  # no peak cached from an earlier test
+    finals = []
+    for name in ("first", "second"):
+        r = run(recipe(tmp_path / name, llama_dir, chat_file, "train.dropout=0.2", "train.mfu_probe_seconds=0.05",
+                       "adapter.method=full"))
+        finals.append(load_file(str(r.final_dir / "model.safetensors")))
+    assert finals[0].keys() == finals[1].keys()
+    assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])

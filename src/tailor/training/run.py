@@ -85,6 +85,10 @@ def _collator_and_packing(recipe: Recipe, tokenizer, model, train_ds, val_ds, re
     if recipe.train.objective != "sft" or not recipe.data.packing:
         return train_ds, val_ds, PadCollator(tokenizer.pad_token_id), None
     check_attention(model, recipe.train.batch_size)
+    from tailor.training.packed_attention import use_packed_attention
+
+    if use_packed_attention(model):  # sdpa per sample: the masked blocks of a packed row are never computed
+        log.info("packing: attention runs per sample (tailor_packed_sdpa)")
     train_ds, stats = pack_dataset(train_ds, recipe.data.max_length, recipe.train.seed, report)
     if val_ds is not None:
         val_ds, _ = pack_dataset(val_ds, recipe.data.max_length, recipe.train.seed)
@@ -195,7 +199,6 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         activation_checkpointing=t.gradient_checkpointing,
-        torch_compile=t.compile,
         logging_steps=t.logging_steps,
         report_to="none",  # TensorBoard is attached below with a fixed log folder
         save_strategy="steps",
