@@ -259,14 +259,19 @@ def test_out_of_memory_and_diverged_trials_fail_and_the_search_goes_on(tmp_path,
     assert res.best["params"] == {"train.batch_size": 16}
 
 
-def test_a_run_of_failures_stops_the_search(tmp_path, monkeypatch):
+def always_out_of_memory(monkeypatch):
+    """Every trial's (simulated) training runs out of GPU memory; returns a recipe to search over."""
     import torch
 
     def outcome(batch_size):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
     fake_training(monkeypatch, outcome)
-    recipe = load_recipe(None, ["data.train=[a.jsonl]", "data.eval=[b.jsonl]"])
+    return load_recipe(None, ["data.train=[a.jsonl]", "data.eval=[b.jsonl]"])
+
+
+def test_a_run_of_failures_stops_the_search(tmp_path, monkeypatch):
+    recipe = always_out_of_memory(monkeypatch)
     space = write(tmp_path / "space.yaml", "train.batch_size: {type: int, low: 64, high: 1024}\n")
     with pytest.raises(TailorError, match="5 trials in a row failed .the last: OutOfMemoryError"):
         run(recipe, space, HPOSettings(out_dir=tmp_path / "hpo", trials=20, sampler="random"), console=quiet())
@@ -274,13 +279,7 @@ def test_a_run_of_failures_stops_the_search(tmp_path, monkeypatch):
 
 
 def test_no_completed_trial_is_an_error_after_the_table(tmp_path, monkeypatch):
-    import torch
-
-    def outcome(batch_size):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-
-    fake_training(monkeypatch, outcome)
-    recipe = load_recipe(None, ["data.train=[a.jsonl]", "data.eval=[b.jsonl]"])
+    recipe = always_out_of_memory(monkeypatch)
     space = write(tmp_path / "space.yaml", "train.batch_size: {type: categorical, choices: [64, 128]}\n")
     console = quiet()
     with pytest.raises(TailorError, match=r"no trial of study 'tailor-hpo' completed \(2 trials: fail\)"):
