@@ -2,6 +2,11 @@
 
     python bench/bench_quantize.py --model runs/quickstart/merged --eval-data runs/quickstart/data/eval.jsonl
     python bench/bench_quantize.py            # builds a quickstart-like deepseek-v3-tiny (about 2 minutes)
+    python bench/bench_quantize.py --size-sweep 256x4 512x8 1024x8   # int8-dynamic decode vs model size
+
+The size sweep builds dense Llama models (random weights: speed only, no quality) of hidden size x layers
+with the quickstart-sized tokenizer and reports int8-dynamic decode against float32, interleaved in one
+process: the int8 gain grows with the share of decoding time spent in weight reads.
 
 Targets (issue 6): int8 linear weights <= 30% of their float32 bytes, perplexity rise <= 2%, decode
 >= 1.3x faster than float32. Every model is measured by `tailor.compression.measure` in its own fresh
@@ -57,6 +62,39 @@ def interleaved_decode(model_dirs: list, new_tokens: int, rounds: int) -> dict[s
     return {k: statistics.median(v) for k, v in rates.items()}
 
 
+def size_sweep(shapes: list[str], work: Path, tokenizer_dir: str | None, new_tokens: int, rounds: int) -> dict:
+    """int8-dynamic vs float32 decode tokens/s on dense Llama models of each `HIDDENxLAYERS` shape."""
+    from tailor.compression.quantize import quantize
+    from tailor.models.loading import count_parameters, load_tokenizer
+    from tailor.models.presets import init_model
+    from tailor.models.tokenizer import train_tokenizer
+
+    if tokenizer_dir:
+        tokenizer = load_tokenizer(tokenizer_dir)
+    else:
+        from tailor.data.synthetic import generate_store_domain
+
+        domain = generate_store_domain(seed=0)
+        tokenizer = train_tokenizer(list(domain.documents), 4096, work / "tokenizer")
+    out = {}
+    for shape in shapes:
+        hidden, layers = (int(x) for x in shape.lower().split("x"))
+        fp32, int8 = work / f"llama-{shape}", work / f"llama-{shape}-int8-dynamic"
+        model = init_model("llama-tiny", tokenizer, out_dir=fp32, hidden_size=hidden, intermediate_size=hidden * 43 // 16,
+                           num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64),
+                           num_key_value_heads=max(1, hidden // 128))
+        params = count_parameters(model)[1]
+        del model
+        quantize(fp32, "int8-dynamic", int8)
+        rates = interleaved_decode([fp32, int8], new_tokens, rounds)
+        ratio = rates[str(int8)] / rates[str(fp32)]
+        out[shape] = {"parameters": params, "float32_tokens_per_s": rates[str(fp32)],
+                      "int8_dynamic_tokens_per_s": rates[str(int8)], "ratio": ratio}
+        print(f"llama {shape} ({params / 1e6:.1f}M parameters): float32 {rates[str(fp32)]:.1f} tok/s, "
+              f"int8-dynamic {rates[str(int8)]:.1f} tok/s: x{ratio:.2f} (target >= 1.3)", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="float model directory (default: build one)")
@@ -68,6 +106,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7, help="interleaved decode timing rounds")
     ap.add_argument("--train-steps", type=int, default=120, help="pretraining steps when building the model")
     ap.add_argument("--out", help="keep the quantized models and bench_quantize.json here")
+    ap.add_argument("--size-sweep", nargs="+", metavar="HIDDENxLAYERS",
+                    help="instead: int8-dynamic decode speed on dense Llama models of these shapes (random weights)")
+    ap.add_argument("--tokenizer", help="tokenizer for --size-sweep (default: train one on the synthetic domain)")
     a = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = str(a.threads)  # inherited by the measuring processes
 
@@ -79,6 +120,10 @@ def main() -> None:
 
     work = Path(a.out or tempfile.mkdtemp(prefix="bench_quantize_"))
     work.mkdir(parents=True, exist_ok=True)
+    if a.size_sweep:
+        sweep = size_sweep(a.size_sweep, work, a.tokenizer, a.decode_tokens, a.rounds)
+        (work / "bench_quantize_sweep.json").write_text(json.dumps(sweep, indent=2), encoding="utf-8")
+        return
     if a.model:
         model_dir, eval_data = Path(a.model), a.eval_data
     else:
