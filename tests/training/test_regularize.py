@@ -9,7 +9,7 @@ from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
-from tailor.training.regularize import apply_dropout, enable_fgm
+from tailor.training.regularize import apply_dropout, enable_adversarial, enable_fgm
 from tailor.training.run import run
 
 
@@ -143,10 +143,59 @@ def test_fgm_step_differs_from_plain_step_and_restores_embeddings(tmp_path, llam
     assert not torch.allclose(grads[False], grads[True])
 
 
+def test_pgd_ascends_inside_the_epsilon_ball_and_adds_only_the_last_steps_gradient(tmp_path, llama_dir, chat_file,
+                                                                                   tokenizer):
+    """PGD: K projected ascent steps; the K-1 intermediate passes touch no parameter gradient, the last adds its own;
+    the perturbation the last pass sees lies in the epsilon ball and raises the loss over the clean one."""
+    epsilon, steps = 0.5, 3
+    model, batch = _model_and_batch(llama_dir, chat_file, tokenizer)
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "pgd"), use_cpu=True, report_to="none"))
+    trainer.current_gradient_accumulation_steps = 1
+    emb = model.get_input_embeddings().weight
+    before = emb.detach().clone()
+    seen = []  # (embedding matrix, loss) of every forward, in order
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        seen.append((emb.detach().clone(), out.loss.item()))
+        return out
+
+    model.forward = spy
+    clean_step = trainer.training_step
+    enable_adversarial(trainer, "pgd", epsilon, alpha=0.4, steps=steps)
+    trainer.training_step(model, batch)
+    model.forward = forward
+    assert torch.equal(emb, before)  # restored bit for bit
+    assert len(seen) == 1 + steps  # the clean pass, then one per ascent step
+    norms = [(m - before).norm().item() for m, _ in seen]
+    assert norms[0] == 0 and norms[1] == pytest.approx(0.4, rel=1e-4)  # the first step has size alpha
+    assert all(n <= epsilon * (1 + 1e-5) for n in norms) and norms[-1] == pytest.approx(epsilon, rel=1e-4)  # projected
+    assert seen[-1][1] > seen[0][1]  # the adversarial embeddings raise the loss
+    weight = model.model.layers[0].mlp.down_proj.weight
+    pgd_grad = weight.grad.clone()
+
+    # The same gradient comes from the clean backward plus one backward at the last perturbation alone: the
+    # intermediate passes left the parameter gradients untouched.
+    model.zero_grad()
+    clean_step(model, dict(batch))
+    clean_grad = weight.grad.clone()
+    with torch.no_grad():
+        emb.copy_(seen[-1][0])
+    clean_step(model, dict(batch))
+    with torch.no_grad():
+        emb.copy_(before)
+    torch.testing.assert_close(weight.grad, pgd_grad)
+    assert not torch.allclose(clean_grad, pgd_grad)
+
+
 def test_fgm_run_trains_with_grad_accumulation_on_lora(tmp_path, llama_dir, chat_file):
     result = run(recipe(tmp_path, llama_dir, chat_file, "adapter.method=lora", "adapter.r=4", "train.max_steps=2",
                         "train.grad_accum=2", "train.adversarial=fgm"))
     assert result.metrics["steps"] == 2 and (result.final_dir / "adapter_config.json").is_file()
+    pgd = run(recipe(tmp_path / "pgd", llama_dir, chat_file, "adapter.method=lora", "adapter.r=4", "train.max_steps=2",
+                     "train.grad_accum=2", "train.adversarial=pgd", "train.adversarial_steps=2"))
+    assert pgd.metrics["steps"] == 2 and pgd.metrics["train_loss"] > 0
 
 
 @pytest.mark.parametrize("overrides,match", [

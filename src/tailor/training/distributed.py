@@ -71,7 +71,7 @@ def check_distributed(recipe: Recipe, device_type: str, launched: bool | None = 
             raise TailorError(f"train.ema_decay with {sharded}: the EMA keeps full copies of weights that are sharded",
                               where="train.ema_decay", fix="set train.ema_decay=0, or use train.distributed=ddp")
         if t.adversarial != "none":
-            raise TailorError(f"train.adversarial={t.adversarial} with {sharded}: FGM moves the whole embedding matrix, "
+            raise TailorError(f"train.adversarial={t.adversarial} with {sharded}: adversarial training moves the whole embedding matrix, "
                               "which is sharded", where="train.adversarial",
                               fix="set train.adversarial=none, or use train.distributed=ddp")
 

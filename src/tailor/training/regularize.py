@@ -1,7 +1,7 @@
 """Optimization and regularization options of the training stage, mapped onto transformers' Trainer.
 
 What the Trainer already does (optimizers, schedules, label smoothing, early stopping, best-checkpoint reload)
-is switched on through TrainingArguments here; what it lacks (dropout override, EMA of weights, FGM) is small
+is switched on through TrainingArguments here; what it lacks (dropout override, EMA of weights, FGM/PGD) is small
 code on top: a model edit, a TrainerCallback and a `training_step` wrapper.
 """
 
@@ -168,14 +168,24 @@ class WeightEMA(TrainerCallback):
 
 
 def enable_fgm(trainer, epsilon: float) -> None:
-    """Make `trainer.training_step` add an FGM adversarial pass on the input embedding matrix.
+    """FGM: one adversarial pass per micro-batch (see `enable_adversarial`)."""
+    enable_adversarial(trainer, "fgm", epsilon)
 
-    After the clean backward, the embedding matrix moves by epsilon * g / ||g|| (g = this micro-batch's own
-    gradient, so gradient accumulation is respected), a second forward/backward adds the adversarial gradient,
-    and the matrix is restored bit for bit. Frozen embeddings (LoRA) get a gradient only for this purpose.
-    The clean loss is returned for logging.
+
+def enable_adversarial(trainer, method: str, epsilon: float, alpha: float | None = None, steps: int = 3) -> None:
+    """Make `trainer.training_step` add an adversarial pass on the input embedding matrix (FGM or PGD).
+
+    After the clean backward, g = this micro-batch's own embedding gradient (gradient accumulation is
+    respected). FGM moves the matrix by epsilon * g / ||g|| and runs a second forward/backward, which adds the
+    adversarial gradient to the clean one. PGD (Madry et al.) takes `steps` ascent steps of size `alpha`
+    (default epsilon / steps), each projected back into the L2 ball of radius epsilon around the clean matrix;
+    the intermediate steps only compute the embedding gradient (torch.autograd.grad, so accumulated parameter
+    gradients stay untouched) and the last one adds its gradient like FGM's. The matrix is restored bit for
+    bit; frozen embeddings (LoRA) get a gradient only for this purpose. The clean loss is returned for logging.
     """
     clean_step = trainer.training_step
+    alpha = alpha if alpha is not None else epsilon / steps
+    rounds = 1 if method == "fgm" else steps
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         emb = self.model.get_input_embeddings().weight
@@ -188,18 +198,32 @@ def enable_fgm(trainer, epsilon: float) -> None:
         if frozen:
             emb.grad = None
             emb.requires_grad_(False)
-        norm = grad.norm()
-        if torch.isfinite(norm) and norm > 0:
-            backup = emb.detach().clone()
-            with torch.no_grad():
-                emb.add_(grad, alpha=epsilon / norm.item())
-            try:
-                clean_step(model, dict(inputs), num_items_in_batch)
-            finally:
+        backup = emb.detach().clone()
+        try:
+            for step in range(rounds):
+                norm = grad.norm()
+                if not (torch.isfinite(norm) and norm > 0):
+                    break
                 with torch.no_grad():
-                    emb.copy_(backup)
-                if frozen:
-                    emb.grad = None
+                    emb.add_(grad, alpha=(epsilon if method == "fgm" else alpha) / norm.item())
+                    delta = emb - backup
+                    if method == "pgd" and delta.norm() > epsilon:  # back into the epsilon ball
+                        emb.copy_(backup + delta * (epsilon / delta.norm()))
+                if step == rounds - 1:
+                    clean_step(model, dict(inputs), num_items_in_batch)
+                    break
+                emb.requires_grad_(True)
+                try:
+                    with self.compute_loss_context_manager():
+                        adv_loss = self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
+                    grad = torch.autograd.grad(adv_loss, emb)[0].detach()
+                finally:
+                    emb.requires_grad_(not frozen)
+        finally:
+            with torch.no_grad():
+                emb.copy_(backup)
+            if frozen:
+                emb.grad = None
         return loss
 
     trainer.training_step = types.MethodType(training_step, trainer)

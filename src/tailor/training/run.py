@@ -140,7 +140,7 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     from tailor.training.precision import resolve_precision
     from tailor.training.distributed import check_distributed, enable_fsdp_on_cpu, is_main_process, save_model, world_size
     from tailor.training.distributed import training_arguments as distributed_arguments
-    from tailor.training.regularize import WeightEMA, apply_dropout, enable_fgm, training_arguments, training_callbacks
+    from tailor.training.regularize import WeightEMA, apply_dropout, enable_adversarial, training_arguments, training_callbacks
 
     t = recipe.train
     check_distributed(recipe, resolve_device(t.device).type)  # before anything is written
@@ -224,8 +224,8 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
                                                    *(callbacks or []), *extra])
     if t.distributed == "fsdp" and device.type == "cpu":
         enable_fsdp_on_cpu(trainer)
-    if t.adversarial == "fgm":
-        enable_fgm(trainer, t.adversarial_epsilon)
+    if t.adversarial != "none":
+        enable_adversarial(trainer, t.adversarial, t.adversarial_epsilon, t.adversarial_alpha, t.adversarial_steps)
     if args.disable_tqdm:
         from transformers.trainer_callback import PrinterCallback
 
