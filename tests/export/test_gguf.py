@@ -99,13 +99,14 @@ def test_modelfile_without_tailor_template_has_no_guessed_template(llama_dir, tm
 
 
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python is not installed")
+@pytest.mark.parametrize("outtype", ["f16", "q8_0"])
 @pytest.mark.parametrize("arch", ["llama_dir", "qwen2_dir"])
-def test_llama_cpp_greedy_matches_pytorch(arch, request, tmp_path, reference):
+def test_llama_cpp_greedy_matches_pytorch(arch, outtype, request, tmp_path, reference):
     from llama_cpp import Llama
 
     model_dir = request.getfixturevalue(arch)
     prompts, expected, tok, _ = reference(model_dir)
-    path = run(model_dir, "gguf", tmp_path / "gguf", outtype="f16")
+    path = run(model_dir, "gguf", tmp_path / "gguf", outtype=outtype)
     llm = Llama(model_path=str(path), n_ctx=256, n_threads=1, verbose=False, logits_all=False)
     for text_prompt in ["The return window for laptops is", "12345 tents and 笔记本电脑"]:
         assert llm.tokenize(text_prompt.encode(), add_bos=False, special=True) == tok(text_prompt).input_ids
