@@ -1,0 +1,60 @@
+"""Training on a CUDA GPU: automatic bf16/fp16 mixed precision and 8-bit AdamW.
+
+These run only where CUDA is present (skipped on the CPU-only CI and development box, said so in the
+README); the CPU side of the same options (fp32 default, clear errors) is tested in test_train.py and
+test_regularize.py.
+"""
+
+import importlib.util
+import math
+
+import pytest
+import torch
+
+from tailor.config import load_recipe
+from tailor.training.run import run
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def recipe(tmp_path, model_dir, data, *extra):
+    return load_recipe(None, [f"model.path={model_dir}", f"data.train=[{data}]", f"train.output_dir={tmp_path / 'run'}",
+                              "train.batch_size=4", "train.max_steps=3", "train.logging_steps=1", "train.save_steps=100",
+                              "data.max_length=48", "adapter.method=full", "train.warmup_ratio=0", "train.device=cuda",
+                              *extra])
+
+
+def test_auto_precision_picks_what_the_gpu_supports_and_trains(tmp_path, llama_dir, chat_file):
+    r = run(recipe(tmp_path, llama_dir, chat_file))
+    expected = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    assert r.metrics["precision"] == expected and r.metrics["device"].startswith("cuda")
+    assert math.isfinite(r.metrics["train_loss"])
+
+
+def test_fp16_trains_with_dynamic_loss_scaling(tmp_path, llama_dir, chat_file):
+    from transformers import TrainerCallback
+
+    seen = {}
+
+    class Scaler(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            seen["fp16"] = args.fp16
+
+    r = run(recipe(tmp_path, llama_dir, chat_file, "train.precision=fp16"), callbacks=[Scaler()])
+    assert seen["fp16"] and r.metrics["precision"] == "fp16"
+    assert math.isfinite(r.metrics["train_loss"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None, reason="needs bitsandbytes")
+def test_adamw_8bit_trains_on_cuda(tmp_path, llama_dir, chat_file):
+    from transformers import TrainerCallback
+
+    kinds = []
+
+    class Optim(TrainerCallback):
+        def on_train_begin(self, args, state, control, optimizer=None, **kw):
+            kinds.append(type(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer).__name__)
+
+    r = run(recipe(tmp_path, llama_dir, chat_file, "train.optimizer=adamw_8bit"), callbacks=[Optim()])
+    assert kinds and "8bit" in kinds[0]
+    assert math.isfinite(r.metrics["train_loss"]) and r.metrics["steps"] == 3
