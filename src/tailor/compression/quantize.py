@@ -19,8 +19,10 @@ it when that file is present, so `tailor chat`/`tailor eval` accept the director
 deliberately not named model.safetensors: plain `from_pretrained` then fails loudly instead of loading
 a half-initialised model.
 
-Only `nn.Linear` layers are quantized. DeepSeek-V3 MoE experts in transformers 5 are fused 3-D
-parameters used inside one module's forward; they, the router, embeddings and an lm_head tied to the
+`nn.Linear` layers are quantized as the method says. DeepSeek-V3 MoE experts in transformers 5 are
+fused 3-D parameters used inside one module's forward: every tailor method stores them int8 (one scale
+per expert output row, listed under `quantized_experts`) and dequantizes them to float when the model
+loads, so they save disk, not memory or time. The router, embeddings and an lm_head tied to the
 embeddings stay in float and are listed under `not_quantized` with the reason.
 """
 
@@ -165,10 +167,14 @@ def plan(model, method: str, group_size: int = 32) -> tuple[list[str], dict[str,
             else:
                 chosen.append(name)
     for name, p in model.named_parameters():
-        if p.dim() >= 2 and name not in covered:
-            kept[name] = ("fused MoE expert weights (3-D parameter, not nn.Linear)" if p.dim() == 3
-                          else "not an nn.Linear weight (e.g. an MoE router), kept in float")
+        if p.dim() == 2 and name not in covered:
+            kept[name] = "not an nn.Linear weight (e.g. an MoE router), kept in float"
     return chosen, kept
+
+
+def fused_experts(model) -> list[str]:
+    """Names of the fused 3-D MoE expert weights ([experts, out, in]) that are stored int8 on disk."""
+    return [name for name, p in model.named_parameters() if p.dim() == 3]
 
 
 def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size: int = 32,
@@ -200,7 +206,16 @@ def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size
         tensors[f"{name}.qweight"], tensors[f"{name}.scale"] = q.contiguous(), s.contiguous()
         fp32_bytes += w.numel() * 4
         q_bytes += q.numel() * q.element_size() + s.numel() * 4
-    skip = {f"{n}.weight" for n in chosen}
+    experts = fused_experts(model)
+    expert_fp32 = expert_q = 0
+    params = dict(model.named_parameters())
+    for name in experts:  # int8, one scale per expert output row; dequantized when the model loads
+        w = params[name].detach()
+        q, s = quantize_int8(w.reshape(-1, w.shape[-1]))
+        tensors[f"{name}.qweight"], tensors[f"{name}.scale"] = q.reshape(w.shape).contiguous(), s.reshape(w.shape[:-1]).contiguous()
+        expert_fp32 += w.numel() * 4
+        expert_q += q.numel() + s.numel() * 4
+    skip = {f"{n}.weight" for n in chosen} | set(experts)
     for key, t in model.state_dict().items():
         if key in skip:
             continue
@@ -221,6 +236,10 @@ def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size
                 "scheme": "symmetric, round to nearest; " + ("one scale per group of input channels" if method == "int4-weight"
                                                               else "one scale per output channel"),
                 "quantized": chosen, "not_quantized": kept, "tied": tied,
+                "quantized_experts": experts,
+                "expert_weight_bytes": {"float32": expert_fp32, "quantized": expert_q,
+                                        "ratio": expert_q / expert_fp32 if expert_fp32 else None,
+                                        "note": "int8 on disk, dequantized to float when the model loads"},
                 "linear_weight_bytes": {"float32": fp32_bytes, "quantized": q_bytes,
                                         "ratio": q_bytes / fp32_bytes if fp32_bytes else None}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
@@ -298,6 +317,13 @@ def load_quantized(model_dir: str | Path, manifest: dict, config, dtype: torch.d
             raise TailorError(f"{WEIGHTS} lacks the quantized weights of {name}", where=str(p),
                               fix="the directory is incomplete: quantize the model again") from None
         layers[name] = _runtime_layer(method, q, s, tensors.pop(f"{name}.bias", None))
+    for name in manifest.get("quantized_experts", []):
+        try:
+            q, s = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
+        except KeyError:
+            raise TailorError(f"{WEIGHTS} lacks the quantized expert weights {name}", where=str(p),
+                              fix="the directory is incomplete: quantize the model again") from None
+        tensors[name] = q.float() * s.float().unsqueeze(-1)
     result = model.load_state_dict(tensors, strict=False, assign=True)
     replaced = {f"{name}.{k}" for name in layers for k in ("weight", "bias")}
     missing = [k for k in result.missing_keys if k not in replaced and k not in manifest.get("tied", {})]
