@@ -177,7 +177,8 @@ class Registry:
         self._sa = sa
         db = self.url.database if self.url.get_backend_name() == "sqlite" else None
         if not create and db and db != ":memory:" and not db.startswith("file:") and not Path(db).exists():
-            raise TailorError(f"there is no registry at {db}", where="--url / refresh.registry / TAILOR_REGISTRY",
+            raise TailorError(f"there is no registry at {db} (the file does not exist)",
+                              where="--url / refresh.registry / serve.registry / TAILOR_REGISTRY",
                               fix="pass the registry's path or URL, or register a model first (tailor registry register)")
         self._engine = self._connect(busy_timeout)
         try:

@@ -24,7 +24,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from tailor.errors import TailorError
@@ -42,26 +41,14 @@ class Production:
     base_path: str | None = None
 
 
-def open_registry(url: str):
-    """The registry at `url`; a SQLite file that does not exist is an error (not a new, empty registry)."""
-    if "://" not in url or url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///")).expanduser()
-        if not path.is_file():
-            raise TailorError(f"the registry {url} does not exist ({path} is not a file)",
-                              where="serve.registry / --registry",
-                              fix="pass the registry that `tailor registry` and `tailor refresh` write to "
-                                  "(tailor registry list --url URL shows it)")
-    from tailor.mlops.registry import Registry
-
-    return Registry(url)
-
-
 class RegistrySource:
     """(revision, production version) of one model name, read from a registry (blocking: call off the loop)."""
 
     def __init__(self, url: str, name: str):
         self.url, self.name = url, name
-        self.registry = open_registry(url)
+        from tailor.mlops.registry import Registry
+
+        self.registry = Registry(url, create=False)  # a mistyped path is an error, not a new empty registry
 
     def __call__(self) -> tuple[int, Production | None]:
         # Revision first: if the alias moves between the two reads, the next poll sees a new revision
