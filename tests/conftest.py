@@ -9,6 +9,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,15 @@ def chat_file(tmp_path) -> Path:
 @pytest.fixture
 def text_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in CORPUS])
+
+
+class EventWaiter:
+    """Collects the events a serving engine emits for one sequence; `done` is set at the final one."""
+
+    def __init__(self):
+        self.events, self.done = [], threading.Event()
+
+    def __call__(self, ev):
+        self.events.append(ev)
+        if ev.kind != "delta":
+            self.done.set()

@@ -1,6 +1,5 @@
 """The batching engine in process: concurrency must not change answers, slots must free at once."""
 
-import threading
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from tailor.data.templates import encode_prompt
 from tailor.models.generation import decoding_kwargs
 from tailor.models.loading import load_model, load_tokenizer
 from tailor.serving.engine import Engine, Overloaded, Sequence
+from tests.conftest import EventWaiter
 
 QUESTIONS = ["hello", "How long can I return a laptop?", "帐篷可以退货吗？", "Shipping to the north region takes",
              "What about tents?", "Our store in Springfield opens at"]
@@ -19,18 +19,8 @@ def _prompts(tok):
     return [encode_prompt(tok, [{"role": "user", "content": q}]) for q in QUESTIONS]
 
 
-class _Waiter:
-    def __init__(self):
-        self.events, self.done = [], threading.Event()
-
-    def __call__(self, ev):
-        self.events.append(ev)
-        if ev.kind != "delta":
-            self.done.set()
-
-
 def _seq(prompt, max_tokens, **kw):
-    w = _Waiter()
+    w = EventWaiter()
     return Sequence(prompt_ids=prompt, max_tokens=max_tokens, on_event=w, **kw), w
 
 

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import sys
-import threading
 import time
 import types
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from tailor.config import ServeConfig
 from tailor.errors import TailorError
 from tailor.serving.engine import Overloaded, Sequence
 from tailor.serving.vllm_engine import VllmEngine, choose_engine
+from tests.conftest import EventWaiter
 
 
 @dataclass
@@ -132,18 +132,8 @@ def test_choose_engine(monkeypatch, fake_vllm, tmp_path):
     assert "pip install vllm" in e.value.fix and e.value.where == "serve.engine"
 
 
-class _Waiter:
-    def __init__(self):
-        self.events, self.done = [], threading.Event()
-
-    def __call__(self, ev):
-        self.events.append(ev)
-        if ev.kind != "delta":
-            self.done.set()
-
-
 def _seq(max_tokens, **kw):
-    w = _Waiter()
+    w = EventWaiter()
     return Sequence(prompt_ids=[3, 4, 5], max_tokens=max_tokens, on_event=w, **kw), w
 
 
