@@ -28,14 +28,15 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The newest complete checkpoint-N folder: its manifest.json exists and every file matches its sha256.
+def latest_checkpoint(output_dir: Path, verify: bool = True) -> Path | None:
+    """The newest complete checkpoint-N folder: its manifest.json exists and every file matches its sha256
+    (with verify=False only the sizes are checked: cheap, for deciding whether a run directory is in use).
 
     Newer incomplete folders (a save cut short by a crash) are skipped with a warning naming them.
     """
     from tailor.training.checkpoints import latest_complete
 
-    return latest_complete(output_dir)
+    return latest_complete(output_dir, full=verify)
 
 
 def _build_datasets(recipe: Recipe, tokenizer):
@@ -145,7 +146,8 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     t = recipe.train
     check_distributed(recipe, resolve_device(t.device).type)  # before anything is written
     out = Path(t.output_dir)
-    resume_from = latest_checkpoint(out) if out.is_dir() else None
+    # Hashing every file is needed only to resume from it; refusing a used output_dir needs the sizes alone.
+    resume_from = latest_checkpoint(out, verify=t.resume) if out.is_dir() else None
     if resume_from and not t.resume:
         raise TailorError(f"{out} already holds checkpoints ({resume_from.name})", where="train.output_dir",
                           fix="set train.resume=true to continue that run, or choose a new train.output_dir")
