@@ -118,21 +118,16 @@ def _labelled(records: list[dict], report, where: str) -> list[dict]:
 
 
 def _hold_out(rows: list[dict], ratio: float, seed: int):
-    """A validation share with the class proportions of the whole (stratified), so a rare class is in it too;
-    a plain seeded draw when some class has too few rows to stratify."""
-    from sklearn.model_selection import train_test_split
-
-    from tailor.data.dataset import split_validation
+    """A validation share with the class proportions of the whole (the data stage's stratified split), so a
+    rare class is in it too when it has rows to spare."""
+    from tailor.config import SplitConfig
+    from tailor.data.records import PrepareReport
+    from tailor.data.split import split_records
 
     if ratio <= 0 or len(rows) < 2:
         return rows, []
-    n_val = max(1, int(len(rows) * ratio))
-    try:
-        train, val = train_test_split(rows, test_size=n_val, random_state=seed, stratify=[r["label"] for r in rows])
-    except ValueError as exc:  # a class with one row, or fewer validation rows than classes
-        log.info("validation hold-out not stratified (%s)", exc)
-        return split_validation(rows, ratio, seed)
-    return train, val
+    parts = split_records(rows, SplitConfig(eval=ratio, stratify_by="label", seed=seed), PrepareReport())
+    return parts["train"], parts["eval"]
 
 
 def natural_order(labels) -> list[str]:
