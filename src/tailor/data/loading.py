@@ -312,6 +312,23 @@ def to_record(row: object, fmt: str = "auto", text_field: str = "text") -> dict 
     return _legacy(rec, _meta(row, used))
 
 
+def iter_files(paths: list[str | Path], fmt: str, text_field: str, report: LoadReport,
+               on_error: str = "skip") -> Iterator[dict]:
+    """Canonical records (with their "where") of every data file in `paths`; rows that cannot be used are counted
+    in `report` under their reason (or stop the run with on_error="raise"). The caller counts what it keeps."""
+    for p in paths:
+        if Path(p).is_dir():  # in data.train a folder means a prepared dataset, which training opens itself
+            raise TailorError(f"{p} is a folder, not a data file", where="data.train / data.eval / eval.data",
+                              fix="list its files (a glob works: folder/*.jsonl), or prepare it with `tailor data prepare`")
+        src = SourceConfig(path=str(p), format=fmt, columns={"text": text_field} if text_field != "text" else {})
+        step = StepReport("load")
+        yield from iter_source(src, on_error, step)
+        report.read += step.n_in
+        for reason, n in step.dropped.items():
+            report.skipped[reason] += n
+            report.examples.setdefault(reason, step.examples.get(reason, str(p)))
+
+
 def load_records(paths: list[str | Path], fmt: str = "auto", text_field: str = "text",
                  report: LoadReport | None = None) -> list[dict]:
     """Read every file (or glob); return canonical chat/text records and fill `report` with what was skipped and why.
@@ -320,22 +337,12 @@ def load_records(paths: list[str | Path], fmt: str = "auto", text_field: str = "
     """
     report = report if report is not None else LoadReport()
     records: list[dict] = []
-    for p in paths:
-        if Path(p).is_dir():  # in data.train a folder means a prepared dataset, which training opens itself
-            raise TailorError(f"{p} is a folder, not a data file", where="data.train / data.eval / eval.data",
-                              fix="list its files (a glob works: folder/*.jsonl), or prepare it with `tailor data prepare`")
-        src = SourceConfig(path=str(p), format=fmt, columns={"text": text_field} if text_field != "text" else {})
-        step = StepReport("load")
-        for rec in iter_source(src, "skip", step):
-            if "prompt" in rec and "chosen" in rec:
-                report.skip("preference pair (train/eval take chat or text rows)", rec["where"])
-                continue
-            records.append(_legacy(rec, rec["meta"]))
-            report.kept += 1
-        report.read += step.n_in
-        for reason, n in step.dropped.items():
-            report.skipped[reason] += n
-            report.examples.setdefault(reason, step.examples.get(reason, str(p)))
+    for rec in iter_files(paths, fmt, text_field, report):
+        if "prompt" in rec and "chosen" in rec:
+            report.skip("preference pair (train/eval take chat or text rows)", rec["where"])
+            continue
+        records.append(_legacy(rec, rec["meta"]))
+        report.kept += 1
     return records
 
 

@@ -84,24 +84,12 @@ def read_rows(recipe: Recipe):
 
 
 def _read_files(paths: list[str], recipe: Recipe, report):
-    from tailor.config import SourceConfig
-    from tailor.data.loading import iter_source
-    from tailor.data.records import StepReport
+    from tailor.data.loading import iter_files
 
-    d, rows = recipe.data, []
-    columns = {"text": d.text_field} if d.text_field != "text" else {}
-    for p in paths:
-        if Path(p).is_dir():
-            raise TailorError(f"{p} is a folder, not a data file", where="data.train / data.eval",
-                              fix="list its files (a glob works: folder/*.jsonl), or prepare it with `tailor data prepare`")
-        step = StepReport("load")
-        for rec in iter_source(SourceConfig(path=str(p), format="classification", columns=columns), d.on_error, step):
-            rows.append({"text": rec["text"], "label": str(rec["label"]), "where": rec["where"]})
-        report.read += step.n_in
-        report.kept += step.n_out
-        for reason, n in step.dropped.items():
-            report.skipped[reason] += n
-            report.examples.setdefault(reason, step.examples.get(reason, str(p)))
+    rows = []
+    for rec in iter_files(paths, "classification", recipe.data.text_field, report, recipe.data.on_error):
+        rows.append({"text": rec["text"], "label": str(rec["label"]), "where": rec["where"]})
+        report.kept += 1
     return rows
 
 
