@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -13,19 +12,15 @@ class JsonlMetrics(TrainerCallback):
     """Append each log event (loss, learning rate, grad norm, tokens/s, eval loss, ...) to metrics.jsonl.
 
     `extras` are callables returning more fields for the row that are not TensorBoard scalars (e.g. the
-    per-expert token counts of tailor.training.moe.ExpertLoad.jsonl_fields). tokens_per_second is measured
-    here (wall time between log events) only when no earlier callback (tailor.training.telemetry) set it.
+    per-expert token counts of tailor.training.moe.ExpertLoad.jsonl_fields). Throughput figures come from
+    tailor.training.telemetry, whose callbacks see each log event first.
     """
 
     def __init__(self, path: str | Path, extras: list | None = None):
         self.path = Path(path)
         self.extras = list(extras or [])
-        self._t0 = None
-        self._tokens0 = 0
 
     def on_train_begin(self, args, state, control, **kw):
-        self._t0 = time.perf_counter()
-        self._tokens0 = state.num_input_tokens_seen or 0
         if state.global_step > 0 and state.is_world_process_zero and self.path.is_file():
             self._trim_after(state.global_step)
 
@@ -47,12 +42,6 @@ class JsonlMetrics(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if not state.is_world_process_zero or not logs:
             return
-        now = time.perf_counter()
-        tokens = state.num_input_tokens_seen or 0
-        if self._t0 is not None and now > self._t0 and tokens > self._tokens0 and "loss" in logs:
-            # Added to the shared logs dict, so the TensorBoard callback (after this one) records it too.
-            logs.setdefault("tokens_per_second", round((tokens - self._tokens0) / (now - self._t0), 1))
-            self._t0, self._tokens0 = now, tokens
         row = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4), **logs}
         for extra in self.extras:
             row.update(extra())
