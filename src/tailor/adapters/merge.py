@@ -18,6 +18,15 @@ def adapter_base(adapter_dir: str | Path) -> str:
     return cfg.get("base_model_name_or_path") or ""
 
 
+def tokenizer_dir(adapter_dir: str | Path, base: str | Path | None = None) -> Path:
+    """Where an adapter's tokenizer is: the adapter directory when training saved one there, else the base
+    (`base`, or the base recorded in the adapter's config)."""
+    adapter_dir = Path(adapter_dir)
+    if any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+        return adapter_dir
+    return Path(base or adapter_base(adapter_dir))
+
+
 def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, dtype: str = "auto",
                       trust_remote_code: bool = False, allow_classifier: bool = False):
     """Base model with the adapter attached (not merged) and the adapter's tokenizer when it has one.
@@ -42,8 +51,7 @@ def load_with_adapter(adapter_dir: str | Path, base: str | Path | None = None, d
         raise TailorError(f"the adapter's base model is not on disk: {base}", where=str(adapter_dir / "adapter_config.json"),
                           fix="pass --base DIR with the base model directory")
     model = load_model(base, dtype=dtype, trust_remote_code=trust_remote_code)
-    has_tok = any((adapter_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-    tokenizer = load_tokenizer(adapter_dir if has_tok else base, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(tokenizer_dir(adapter_dir, base), trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, str(adapter_dir)), tokenizer
 
 
@@ -69,8 +77,7 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | Path | None 
         # The head (peft modules_to_save) and the label map come with the classifier loader; the merged
         # directory is then a plain AutoModelForSequenceClassification checkpoint.
         model = load_classifier(adapter_dir, base, dtype=dtype)
-        has_tok = any((Path(adapter_dir) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tokenizer = load_tokenizer(adapter_dir if has_tok else (base or adapter_base(adapter_dir)))
+        tokenizer = load_tokenizer(tokenizer_dir(adapter_dir, base))
     else:
         model, tokenizer = load_with_adapter(adapter_dir, base, dtype=dtype)
     merged = model.merge_and_unload()

@@ -54,14 +54,13 @@ def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtyp
                   trust_remote_code: bool = False):
     """(model, tokenizer) for a model dir, an adapter dir, or a base plus an adapter; a sequence classifier (or an
     adapter trained on one) loads as AutoModelForSequenceClassification."""
-    from tailor.adapters.merge import adapter_base, is_adapter_dir, load_with_adapter
+    from tailor.adapters.merge import is_adapter_dir, load_with_adapter, tokenizer_dir
     from tailor.models.loading import is_sequence_classifier, load_classifier, load_model, load_tokenizer
 
     head = adapter or model_dir
     if is_sequence_classifier(head):
         model = load_classifier(head, base=model_dir if adapter else None, dtype=dtype, trust_remote_code=trust_remote_code)
-        has_tok = any((Path(head) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tok_dir = head if has_tok else model_dir if adapter else adapter_base(head)
+        tok_dir = tokenizer_dir(head, model_dir if adapter else None) if is_adapter_dir(head) else head
         return model, load_tokenizer(tok_dir, trust_remote_code=trust_remote_code)
     if adapter:
         return load_with_adapter(adapter, base=model_dir, dtype=dtype, trust_remote_code=trust_remote_code)

@@ -146,8 +146,9 @@ def _read_jsonl(path: str | Path) -> list[dict]:
 
 
 def _tokenizer_dir(mv: ModelVersion) -> str:
-    has = any((Path(mv.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-    return mv.path if has or not mv.base_path else mv.base_path
+    from tailor.adapters.merge import tokenizer_dir
+
+    return str(tokenizer_dir(mv.path, mv.base_path)) if mv.base_path else mv.path
 
 
 def recipe_record(recipe: Recipe) -> tuple[dict, str | None]:

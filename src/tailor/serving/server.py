@@ -55,7 +55,7 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | 
 
     `base`: for an adapter directory, the base model to fold it into (default: the one its config records).
     """
-    from tailor.adapters.merge import adapter_base, is_adapter_dir
+    from tailor.adapters.merge import adapter_base, is_adapter_dir, tokenizer_dir
     from tailor.models.loading import load_model, load_tokenizer
 
     model_dir = Path(model_dir)
@@ -63,8 +63,7 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | 
     if is_adapter_dir(model_dir):
         _check_adapter_dir(model_dir.name, model_dir)
         base_dir = Path(base or adapter_base(model_dir))
-        has_tok = any((model_dir / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-        tok_dir = model_dir if has_tok else base_dir
+        tok_dir = tokenizer_dir(model_dir, base_dir)
     model = load_model(base_dir, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=cfg.device)
     tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
     if base_dir != model_dir:
