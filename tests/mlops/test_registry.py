@@ -330,3 +330,22 @@ def test_drift_decision_and_combined_perplexity():
     assert abs(both["perplexity"] - 4.0) < 1e-9 and both["fact_accuracy"] == 0.25 and both["n"] == 8
     with pytest.raises(TailorError, match="no perplexity to compare"):
         drift.check_drift({}, {"perplexity": 3.0}, cfg)
+
+
+def test_gate_min_gain_demands_a_large_enough_drop_on_the_new_set(tmp_path, monkeypatch):
+    """refresh.min_gain: a candidate 10% better on the new set passes with min_gain 0 and 0.05, fails with 0.2."""
+    from tailor.config import EvalConfig, RefreshConfig
+
+    def fake_compare(a, b, files, eval_cfg, out_dir):
+        a_ppl, b_ppl = (5.0, 5.0) if "old" in files[0] else (10.0, 9.0)
+        row = {"name": "answer_perplexity", "diff": b_ppl - a_ppl, "mean_a": a_ppl, "mean_b": b_ppl,
+               "ci_low": b_ppl - a_ppl, "ci_high": b_ppl - a_ppl}
+        return {"n": 4, "scores": [row], "corpus": [], "a": {"metrics": {"answer_perplexity": a_ppl}},
+                "b": {"metrics": {"answer_perplexity": b_ppl}}}
+
+    monkeypatch.setattr(drift, "_compare", fake_compare)
+    decisions = {}
+    for gain in (0.0, 0.05, 0.2):
+        cfg = RefreshConfig(model_name="bot", new_data="new.jsonl", min_gain=gain, task_metric=None)
+        decisions[gain] = drift.gate("prod", "cand", ["old.jsonl"], ["new.jsonl"], EvalConfig(), cfg, tmp_path)["passed"]
+    assert decisions == {0.0: True, 0.05: True, 0.2: False}

@@ -196,6 +196,13 @@ def test_fgm_run_trains_with_grad_accumulation_on_lora(tmp_path, llama_dir, chat
     pgd = run(recipe(tmp_path / "pgd", llama_dir, chat_file, "adapter.method=lora", "adapter.r=4", "train.max_steps=2",
                      "train.grad_accum=2", "train.adversarial=pgd", "train.adversarial_steps=2"))
     assert pgd.metrics["steps"] == 2 and pgd.metrics["train_loss"] > 0
+    # train.adversarial_alpha reaches the PGD step: another step size, other weights after the same steps
+    finals = []
+    for alpha in ("0.05", "0.5"):
+        r = run(recipe(tmp_path / f"alpha{alpha}", llama_dir, chat_file, "train.max_steps=1", "train.adversarial=pgd",
+                       "train.adversarial_steps=2", f"train.adversarial_alpha={alpha}"))
+        finals.append(load_file(str(r.final_dir / "model.safetensors")))
+    assert any(not torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
 
 
 @pytest.mark.parametrize("overrides,match", [

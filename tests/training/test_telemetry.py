@@ -182,3 +182,15 @@ def test_mfu_probe_leaves_the_seeded_rng_alone(tmp_path, llama_dir, chat_file, m
         finals.append(load_file(str(r.final_dir / "model.safetensors")))
     assert finals[0].keys() == finals[1].keys()
     assert all(torch.equal(finals[0][k], finals[1][k]) for k in finals[0])
+
+
+def test_metrics_host_is_the_address_the_endpoint_listens_on(tmp_path, llama_dir, chat_file):
+    """train.metrics_host: the exporter binds there (127.0.0.2 is loopback too on Linux), not on 127.0.0.1."""
+    port = free_port()
+    scrape = Scrape(port)
+    scrape.url = f"http://127.0.0.2:{port}/metrics"
+    run(recipe(tmp_path, llama_dir, chat_file, f"train.metrics_port={port}", "train.metrics_host=127.0.0.2"),
+        callbacks=[scrape])
+    assert scrape.text and "tailor_train_" in scrape.text
+    with pytest.raises(OSError):  # nothing listened on the default address
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
