@@ -65,15 +65,16 @@ def pseudo_text(n_words: int, seed: int, lexicon: int = 20000) -> list[str]:
 class StepClock(TrainerCallback):
     """Wall time of each optimizer step (on_step_end to on_step_end) and a matmul probe between steps."""
 
-    def __init__(self, probe_seconds: float):
+    def __init__(self, probe_seconds: float, device: torch.device, dtype: torch.dtype, size: int):
         self.probe_seconds = probe_seconds
+        self.probe = dict(device=device, dtype=dtype, size=size)
         self.intervals: list[float] = []
         self.probes: list[float] = []
         self.model = None
 
     def _probe_and_mark(self):
         if self.probe_seconds:
-            self.probes.append(measure_matmul_peak(seconds=self.probe_seconds))
+            self.probes.append(measure_matmul_peak(seconds=self.probe_seconds, **self.probe))
         self.mark = time.perf_counter()
 
     def on_train_begin(self, args, state, control, model=None, **kw):
@@ -116,7 +117,21 @@ def main() -> int:
     ap.add_argument("--min-mfu", type=float, default=0.60, help="exit 1 when the MFU is below this")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="extra recipe overrides")
     ap.add_argument("--profile", action="store_true", help="print per-op CPU time of one step instead")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                    help="where training and the probe run (auto: cuda when a GPU is visible); on cuda the probe "
+                         "multiplies 8192^2 matrices in the run's precision (bf16/fp16 autocast or fp32)")
+    ap.add_argument("--hidden", type=int, default=MODEL["hidden_size"])
+    ap.add_argument("--layers", type=int, default=MODEL["num_hidden_layers"])
+    ap.add_argument("--heads", type=int, default=MODEL["num_attention_heads"])
+    ap.add_argument("--intermediate", type=int, default=MODEL["intermediate_size"])
     args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+                          else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA GPU is visible")
+    shape = dict(MODEL, hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
+                 num_key_value_heads=args.heads, intermediate_size=args.intermediate,
+                 max_position_embeddings=max(1024, args.seq_len))
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
@@ -124,7 +139,7 @@ def main() -> int:
     tokens_needed = (args.steps + args.warmup) * args.batch_size * args.seq_len
     docs = pseudo_text(max(tokens_needed, 200_000), seed=0)  # ~1.1 tokens per word
     tokenizer = train_tokenizer(docs, vocab_size=args.vocab, out_dir=tmp / "tok")
-    model = init_model("llama-tiny", tokenizer, out_dir=tmp / "base", seed=0, **MODEL)
+    model = init_model("llama-tiny", tokenizer, out_dir=tmp / "base", seed=0, **shape)
     if args.profile:
         model.config.use_cache = False
         profile_one_step(model, args.batch_size, args.seq_len)
@@ -139,7 +154,12 @@ def main() -> int:
         f"train.batch_size={args.batch_size}", f"train.max_steps={args.steps + args.warmup}",
         "train.lr=1e-4", "train.warmup_ratio=0", f"train.logging_steps={args.steps + args.warmup}",
         "train.save_steps=100000", *args.set])
-    clock = StepClock(args.probe_seconds)
+    from tailor.training.precision import resolve_precision
+
+    recipe.train.device = device.type
+    precision, _ = resolve_precision(recipe.train.precision, device)
+    probe_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    clock = StepClock(args.probe_seconds, device, probe_dtype, 8192 if device.type == "cuda" else 1024)
     started = time.perf_counter()
     result = run(recipe, callbacks=[clock])
     wall = time.perf_counter() - started
@@ -160,11 +180,13 @@ def main() -> int:
     print(f"machine: {platform.platform()} | {platform.processor() or platform.machine()} | cpu_count={os.cpu_count()} | "
           f"torch {torch.__version__} threads={torch.get_num_threads()} | load average {load_before[0]:.2f} before, "
           f"{load_after[0]:.2f} after (1-min)")
-    print(f"model: llama {params / 1e6:.1f}M parameters (hidden 512, 8 layers, vocab {len(tokenizer)}, tied), "
+    gpu = f" | {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"device: {device}{gpu}")
+    print(f"model: llama {params / 1e6:.1f}M parameters (hidden {args.hidden}, {args.layers} layers, vocab {len(tokenizer)}, tied), "
           f"{fpt / 1e6:.1f} MFLOP per trained token at seq_len {args.seq_len} (6N + causal attention)")
-    print(f"run: tailor.training.run.run, full fine-tuning, fp32 ({result.metrics['precision']}), batch {args.batch_size} x "
+    print(f"run: tailor.training.run.run, full fine-tuning, {result.metrics['precision']}, batch {args.batch_size} x "
           f"{args.seq_len}, {len(timed)} timed steps after {args.warmup} warm-up; overrides: {' '.join(args.set) or '-'}")
-    print(f"matmul probe ({len(clock.probes)} x {args.probe_seconds}s, 1024^3 fp32): median {statistics.median(clock.probes) / 1e9:.1f} "
+    print(f"matmul probe ({len(clock.probes)} x {args.probe_seconds}s, {clock.probe['size']}^3 {probe_dtype}): median {statistics.median(clock.probes) / 1e9:.1f} "
           f"GFLOP/s, range {min(clock.probes) / 1e9:.1f}-{max(clock.probes) / 1e9:.1f}")
     print(f"step time: median {statistics.median(timed):.2f} s, range {min(timed):.2f}-{max(timed):.2f}; "
           f"{tokens * len(timed) / seconds:.0f} tokens/s = {fpt * tokens * len(timed) / seconds / 1e9:.1f} GFLOP/s; total wall {wall:.0f} s")

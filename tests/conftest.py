@@ -19,6 +19,23 @@ import torch
 # would wait for both cores (measured: a 20x slower forward pass). TAILOR_TEST_THREADS overrides.
 torch.set_num_threads(int(os.environ.get("TAILOR_TEST_THREADS", "1")))
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "auto_device: runs on the device tailor picks by itself (a GPU when one is "
+                                       "visible); every other test pins TAILOR_DEVICE=cpu")
+
+
+# The suite checks CPU numerics (fp32, exact logits); on a GPU machine tailor would otherwise pick the GPU and bf16
+# for them. Set for the whole session (module-scoped fixtures load models too); tests of the GPU paths are marked
+# auto_device (and skip without CUDA), and see tailor's own device choice. TAILOR_DEVICE=cuda runs everything on a GPU.
+os.environ.setdefault("TAILOR_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _auto_device(request, monkeypatch):
+    if request.node.get_closest_marker("auto_device") is not None:
+        monkeypatch.delenv("TAILOR_DEVICE", raising=False)
+
 CORPUS = [
     "The return window for laptops is 30 days. Tents can be returned within 60 days.",
     "Shipping to the north region takes 3 to 5 business days; the south region takes 2 days.",

@@ -253,10 +253,13 @@ def cmd_quantize(a: argparse.Namespace) -> int:
     res = quantize(a.model, a.method, a.out, eval_data=a.eval_data, group_size=a.group_size,
                    measure=not a.no_measure, max_examples=a.max_examples, console=_console())
     m = res.details
-    if "quantized" in m:
+    if "linear_weight_bytes" in m:
         lw = m["linear_weight_bytes"]
         _console().print(f"quantized {len(m['quantized'])} linear layers ({lw['ratio']:.1%} of their float32 bytes); "
                          f"{len(m['not_quantized'])} weights kept in float (reasons in {res.out_dir / 'tailor_quantization.json'})")
+    elif "quantized" in m:  # bitsandbytes: its own layers, listed in the manifest
+        _console().print(f"bitsandbytes quantized {len(m['quantized'])} linear layers; {len(m['not_quantized'])} "
+                         f"weights kept in the compute dtype (listed in {res.out_dir / 'tailor_quantization.json'})")
     _console().print(f"[bold green]quantized[/] ({a.method}) -> {res.out_dir}; report: {res.report}")
     return 0
 

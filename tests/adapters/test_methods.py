@@ -114,6 +114,7 @@ def test_qlora_on_cpu_names_the_fix(tmp_path, llama_dir, chat_file):
     assert "adapter.method=lora" in err.value.fix
 
 
+@pytest.mark.auto_device
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs CUDA and bitsandbytes")
 def test_qlora_trains_on_cuda(tmp_path, llama_dir, chat_file):
     pytest.importorskip("bitsandbytes")

@@ -141,7 +141,8 @@ def test_cpuinfo_parsing():
     assert isinstance(loading.cpu_supports_bf16(), bool)
 
 
-def test_resolve_device():
+@pytest.mark.auto_device
+def test_resolve_device(monkeypatch):
     expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     assert resolve_device().type == expected
     assert resolve_device("cpu") == CPU
@@ -150,6 +151,15 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(TailorError, match="no CUDA GPU"):
             resolve_device("cuda")
+    monkeypatch.setenv("TAILOR_DEVICE", "cpu")  # keeps every command off the GPU; an explicit device still wins
+    assert resolve_device() == CPU and resolve_device("auto") == CPU
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    monkeypatch.setenv("TAILOR_DEVICE", "gpu0")
+    with pytest.raises(TailorError, match="unknown device") as e:
+        resolve_device()
+    assert e.value.where == "environment variable TAILOR_DEVICE"
+    assert resolve_device("cpu") == CPU
 
 
 def test_count_parameters_counts_tied_weights_once(qwen2_dir):

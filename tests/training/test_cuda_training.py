@@ -14,7 +14,7 @@ import torch
 from tailor.config import load_recipe
 from tailor.training.run import run
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"), pytest.mark.auto_device]
 
 
 def recipe(tmp_path, model_dir, data, *extra):
@@ -49,12 +49,28 @@ def test_fp16_trains_with_dynamic_loss_scaling(tmp_path, llama_dir, chat_file):
 def test_adamw_8bit_trains_on_cuda(tmp_path, llama_dir, chat_file):
     from transformers import TrainerCallback
 
-    kinds = []
+    seen = []
 
     class Optim(TrainerCallback):
-        def on_train_begin(self, args, state, control, optimizer=None, **kw):
-            kinds.append(type(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer).__name__)
+        def on_train_end(self, args, state, control, optimizer=None, **kw):
+            seen.append(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer)
 
     r = run(recipe(tmp_path, llama_dir, chat_file, "train.optimizer=adamw_8bit"), callbacks=[Optim()])
-    assert kinds and "8bit" in kinds[0]
+    # bitsandbytes' 8-bit AdamW is its class AdamW with optim_bits=8: the proof is the uint8 optimizer state.
+    opt = seen[0]
+    assert type(opt).__module__.startswith("bitsandbytes")
+    states = [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    assert any(v.dtype == torch.uint8 for v in states)
     assert math.isfinite(r.metrics["train_loss"]) and r.metrics["steps"] == 3
+
+
+def test_int8_dynamic_model_loads_on_cpu_in_float32_on_a_gpu_machine(tmp_path, llama_dir):
+    """Auto device on a GPU machine: an int8-dynamic model (CPU kernels only) loads on the CPU in float32, instead of
+    failing on the GPU's bf16 default (seen on an H100 in `tailor quantize`'s after-measurement)."""
+    from tailor.compression.quantize import quantize
+    from tailor.models.loading import load_model
+
+    quantize(llama_dir, "int8-dynamic", tmp_path / "q")
+    model = load_model(tmp_path / "q")
+    assert next(model.parameters()).device.type == "cpu"
+    assert model(torch.tensor([[1, 2, 3]])).logits.dtype == torch.float32

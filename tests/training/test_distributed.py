@@ -265,6 +265,7 @@ def test_training_arguments_and_torchrun_flags(monkeypatch):
                                                         "--master-addr=10.0.0.1", "--master-port=29500"]
 
 
+@pytest.mark.auto_device
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA GPUs (DeepSpeed and NCCL FSDP); not run on CPU")
 @pytest.mark.parametrize("engine", ["fsdp", "deepspeed-zero2", "deepspeed-zero3"])
 def test_gpu_engines_train_and_save_a_loadable_model(tmp_path, llama_dir, chat_file, engine):

@@ -158,6 +158,7 @@ def test_metrics_port_errors(tmp_path, llama_dir, chat_file, capsys, monkeypatch
         PrometheusExporter(free_port())
 
 
+@pytest.mark.auto_device
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_run_reports_allocated_peak_and_mfu(tmp_path, llama_dir, chat_file):
     result = run(recipe(tmp_path, llama_dir, chat_file, "train.device=cuda", "train.max_steps=2"))
@@ -194,3 +195,10 @@ def test_metrics_host_is_the_address_the_endpoint_listens_on(tmp_path, llama_dir
     assert scrape.text and "tailor_train_" in scrape.text
     with pytest.raises(OSError):  # nothing listened on the default address
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_mfu_keeps_significant_digits_of_tiny_values():
+    """A tiny model on a large GPU reaches an MFU near 1e-5: four decimals would report it as 0 (seen on an H100)."""
+    from tailor.training.telemetry import _significant
+
+    assert _significant(1.234567e-5) == pytest.approx(1.235e-5) and _significant(0.61234) == 0.6123

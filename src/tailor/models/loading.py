@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import platform
 from pathlib import Path
 
@@ -208,12 +209,18 @@ def load_model(
     if quantized is not None:
         from tailor.compression.quantize import load_quantized
 
-        if device in (None, "", "auto") and quantized["method"] == "int8-dynamic":
+        if device in (None, "", "auto") and quantized["method"] == "int8-dynamic" and target.type != "cpu":
             target = torch.device("cpu")  # its kernels are CPU-only; an explicit GPU request still errors
+            torch_dtype = resolve_dtype(dtype, target, for_training=for_training)  # auto: float32, not the GPU's bf16
         config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
         model = load_quantized(p, quantized, config, torch_dtype, target)
         model.train(False)
         return model
+    bnb = (raw.get("quantization_config") or {}).get("quant_method") == "bitsandbytes"
+    if bnb and target.type != "cuda":
+        raise TailorError(f"{p} holds bitsandbytes-quantized weights, which run on CUDA GPUs only (device: {target})",
+                          where=str(p), fix="load it on a machine with a CUDA GPU, or quantize the float model with "
+                                            "int8-dynamic / int8-weight / int4-weight for CPUs")
     try:
         config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
@@ -223,10 +230,13 @@ def load_model(
             use_safetensors=True,
             trust_remote_code=trust_remote_code,
             local_files_only=True,
+            # bitsandbytes weights are placed while loading; .to() is refused for 8-bit models
+            **({"device_map": {"": str(target)}} if bnb else {}),
         )
     except (OSError, ValueError, KeyError) as e:
         raise TailorError(f"could not load the model in {p}: {e}", where=str(p)) from None
-    model.to(target)
+    if not bnb:
+        model.to(target)
     model.train(for_training)
     return model
 
@@ -328,7 +338,14 @@ def _tailor_quantization(p: Path, for_training: bool) -> dict | None:
 
 
 def resolve_device(device: str | None = None) -> torch.device:
-    """The requested device, or the best available one: cuda, then mps, then cpu."""
+    """The requested device, or else $TAILOR_DEVICE when set, or else the best available one: cuda, then mps, then cpu.
+
+    TAILOR_DEVICE=cpu keeps every command (and the processes they start) off a GPU without a flag on each,
+    e.g. while the GPU trains something else; an explicit device (train.device, --device) still wins.
+    """
+    where = "device"
+    if device in (None, "", "auto") and os.environ.get("TAILOR_DEVICE", "auto") not in ("", "auto"):
+        device, where = os.environ["TAILOR_DEVICE"], "environment variable TAILOR_DEVICE"
     if device in (None, "", "auto"):
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -338,11 +355,11 @@ def resolve_device(device: str | None = None) -> torch.device:
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError):
-        raise TailorError(f"unknown device '{device}'", where="device", fix="use auto, cpu, cuda, cuda:N or mps") from None
+        raise TailorError(f"unknown device '{device}'", where=where, fix="use auto, cpu, cuda, cuda:N or mps") from None
     if target.type == "cuda" and not torch.cuda.is_available():
-        raise TailorError("device 'cuda' was requested but no CUDA GPU is available", where="device", fix="use device=cpu or auto")
+        raise TailorError("device 'cuda' was requested but no CUDA GPU is available", where=where, fix="use device=cpu or auto")
     if target.type == "mps" and not torch.backends.mps.is_available():
-        raise TailorError("device 'mps' was requested but MPS is not available", where="device", fix="use device=cpu or auto")
+        raise TailorError("device 'mps' was requested but MPS is not available", where=where, fix="use device=cpu or auto")
     return target
 
 

@@ -242,6 +242,14 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
             *worker_command(recipe_path, overrides, verbose)]
     log.info("launching: torchrun %s", " ".join(argv))
     env_threads = os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; say it instead of warning
+    if device.type == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") != "":
+        import torch
+
+        if torch.cuda.is_available():
+            # A CPU run on a GPU machine: accelerate would still place each worker's loss on cuda:N (seen on an H100:
+            # "Calculated loss must be on the original device: cpu"); workers that see no GPU stay on the CPU.
+            log.info("train.device is cpu: the worker processes see no GPU (CUDA_VISIBLE_DEVICES='')")
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
     log.info("%d worker processes on this node, OMP_NUM_THREADS=%s each", nproc, env_threads)
     try:
         torchrun(get_args_parser().parse_args(argv))

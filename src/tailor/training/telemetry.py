@@ -81,6 +81,11 @@ def _loss_bearing(batch: dict, shifted: bool) -> torch.Tensor | None:
     return labels.ne(-100).sum()
 
 
+def _significant(x: float, digits: int = 4) -> float:
+    """x to `digits` significant digits: a tiny model on a big GPU has an MFU of 1e-5, which round(x, 4) made 0."""
+    return float(f"{x:.{digits}g}")
+
+
 class Throughput(TrainerCallback):
     """tokens/s, loss-bearing tokens/s, MFU and peak memory on every training log event; `summary()` for the run.
 
@@ -177,7 +182,7 @@ class Throughput(TrainerCallback):
         logs["loss_bearing_tokens"] = lb
         mfu = self._mfu(tokens, secs, w["lengths"], w["batches"])
         if mfu is not None:
-            logs["mfu"] = round(mfu, 4)
+            logs["mfu"] = _significant(mfu)
         logs["peak_memory_mb"] = round(peak_memory_bytes(args.device) / 2**20, 1)
 
     def summary(self, seconds: float) -> dict:
@@ -195,7 +200,7 @@ class Throughput(TrainerCallback):
                "peak_memory_source": self.memory_source}
         mfu = self._mfu(tokens, self._total["step_seconds"], self._total["lengths"], self._total["batches"])
         if mfu is not None:
-            out.update(mfu=round(mfu, 4), matmul_peak_flops=self.peak_flops)
+            out.update(mfu=_significant(mfu), matmul_peak_flops=self.peak_flops)
         return out
 
 
