@@ -24,13 +24,6 @@ def test_not_a_model_dir(tmp_path, fmt):
         run(tmp_path / "missing", fmt, tmp_path / "out")
 
 
-def test_gguf_deepseek_is_refused(deepseek_dir, tmp_path):
-    with pytest.raises(TailorError, match="not 'deepseek_v3'.*deepseek2") as e:
-        run(deepseek_dir, "gguf", tmp_path / "out")
-    assert "convert_hf_to_gguf.py" in e.value.fix
-    assert not list((tmp_path).glob("out/*.gguf"))
-
-
 def test_bad_options(llama_dir, tmp_path):
     with pytest.raises(TailorError, match="unknown GGUF type 'q4'"):
         run(llama_dir, "gguf", tmp_path / "out", outtype="q4")

@@ -1,9 +1,11 @@
-"""GGUF export for llama.cpp and Ollama (Llama and Qwen2 architectures, f16 or q8_0).
+"""GGUF export for llama.cpp and Ollama (Llama, Qwen2 and DeepSeek-V3 architectures, f16 or q8_0).
 
 Written with gguf-py, llama.cpp's own writer, following its `convert_hf_to_gguf.py` conventions:
 tensor names from `gguf.TensorNameMap`, Llama's q/k rows permuted back to llama.cpp's rotary layout
 (Qwen2 uses the NeoX layout transformers already has), 1-D tensors (norms, biases) kept in float32,
 and the byte-level BPE tokenizer stored as a "gpt2" vocabulary with merges and token types.
+DeepSeek-V3 (llama.cpp's `deepseek2`: latent attention, routed + shared experts) is mapped in
+gguf_deepseek.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from tailor.export.common import load_for_export, special_ids, write_manifest
 
 OUTTYPES = ("f16", "q8_0")
 # HF model_type -> (gguf architecture name, whether q/k need llama.cpp's rotary permutation)
-ARCHITECTURES = {"llama": ("llama", True), "qwen2": ("qwen2", False)}
+ARCHITECTURES = {"llama": ("llama", True), "qwen2": ("qwen2", False)}  # deepseek_v3: gguf_deepseek.py
 # llama.cpp's pre-tokenizer closest to tailor's: digits split in groups of 1-3 before the byte-level
 # regex, CJK runs apart from Latin text (tailor isolates each CJK character, but no BPE merge spans
 # two of them, so grouping runs gives the same tokens).
@@ -33,10 +35,8 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
 def _check_supported(config) -> tuple[str, bool]:
     model_type = config.model_type
     if model_type not in ARCHITECTURES:
-        extra = (" (llama.cpp calls DeepSeek-V3 'deepseek2'; its multi-head latent attention and experts need "
-                 "llama.cpp's own converter)") if model_type.startswith("deepseek") else ""
         raise TailorError(
-            f"GGUF export supports {', '.join(ARCHITECTURES)} models, not '{model_type}'{extra}",
+            f"GGUF export supports {', '.join([*ARCHITECTURES, 'deepseek_v3'])} models, not '{model_type}'",
             where="--format gguf",
             fix="export --format safetensors and convert that directory with llama.cpp's convert_hf_to_gguf.py, "
                 "or use --format onnx / torchscript",
@@ -56,9 +56,7 @@ def _rope_theta(config) -> float:
     return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
-def _add_hparams(writer, config, outtype: str) -> None:
-    import gguf
-
+def _add_hparams(writer, config) -> None:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -72,7 +70,6 @@ def _add_hparams(writer, config, outtype: str) -> None:
     writer.add_rope_freq_base(_rope_theta(config))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
 
 
 def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
@@ -121,10 +118,13 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
 
 
 def _tensor(name: str, data: np.ndarray, outtype: str):
-    """(array to write, its GGML type): 1-D in float32; 2-D in f16, or q8_0 when rows split into 32-blocks."""
+    """(array to write, its GGML type): 1-D, norms and the MoE router in float32 (as llama.cpp's
+    converter); matrices in f16, or q8_0 when rows split into 32-blocks."""
     import gguf
 
-    if data.ndim == 1:
+    from tailor.export.gguf_deepseek import F32_TENSORS
+
+    if data.ndim == 1 or name.endswith("_norm.weight") or name.endswith(F32_TENSORS):
         return data.astype(np.float32), gguf.GGMLQuantizationType.F32
     if outtype == "q8_0" and data.shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
         q = gguf.GGMLQuantizationType.Q8_0
@@ -132,31 +132,13 @@ def _tensor(name: str, data: np.ndarray, outtype: str):
     return data.astype(np.float16), gguf.GGMLQuantizationType.F16
 
 
-def export_gguf(model_path: str | Path, out_dir: str | Path, outtype: str = "f16") -> Path:
-    """Write OUT/model-{outtype}.gguf and an Ollama Modelfile next to it; returns the .gguf path.
-
-    `outtype` "f16" stores matrices in float16, "q8_0" in llama.cpp's 8-bit blocks (a float16 scale
-    per 32 weights); matrices whose rows do not split into 32-blocks stay f16 (counted in export.json).
-    """
+def _dense_tensors(model, arch: str, permute: bool):
+    """(GGUF name, float32 array) for a Llama or Qwen2 model, names from gguf's TensorNameMap."""
     import gguf
 
-    from tailor.export.ollama import write_modelfile
-
-    if outtype not in OUTTYPES:
-        raise TailorError(f"unknown GGUF type '{outtype}'", where="--gguf-type", fix=f"use one of {', '.join(OUTTYPES)}")
-    model, tokenizer = load_for_export(model_path)
     config = model.config
-    arch, permute = _check_supported(config)
     n_head, n_kv = config.num_attention_heads, config.num_key_value_heads or config.num_attention_heads
     names = gguf.get_tensor_name_map(_arch_enum(arch), config.num_hidden_layers)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"model-{outtype}.gguf"
-    writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(Path(model_path).resolve().name)
-    _add_hparams(writer, config, outtype)
-    _add_tokenizer(writer, tokenizer, config.vocab_size)
-    counts: dict[str, int] = {}
     for hf_name, tensor in model.state_dict().items():
         if hf_name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # llama.cpp reuses token_embd when output.weight is absent
@@ -169,8 +151,49 @@ def export_gguf(model_path: str | Path, out_dir: str | Path, outtype: str = "f16
             data = _permute(data, n_head)
         elif permute and hf_name.endswith("self_attn.k_proj.weight"):
             data = _permute(data, n_kv)
-        data, qtype = _tensor(new, data, outtype)
-        writer.add_tensor(new, data, raw_dtype=qtype)
+        yield new, data
+
+
+def export_gguf(model_path: str | Path, out_dir: str | Path, outtype: str = "f16") -> Path:
+    """Write OUT/model-{outtype}.gguf and an Ollama Modelfile next to it; returns the .gguf path.
+
+    `outtype` "f16" stores matrices in float16, "q8_0" in llama.cpp's 8-bit blocks (a float16 scale
+    per 32 weights); matrices whose rows do not split into 32-blocks stay f16 (counted in export.json).
+    Llama and Qwen2 models become llama.cpp's `llama` / `qwen2`, DeepSeek-V3 its `deepseek2`.
+    """
+    import gguf
+
+    from tailor.export import gguf_deepseek
+    from tailor.export.ollama import write_modelfile
+
+    if outtype not in OUTTYPES:
+        raise TailorError(f"unknown GGUF type '{outtype}'", where="--gguf-type", fix=f"use one of {', '.join(OUTTYPES)}")
+    model, tokenizer = load_for_export(model_path)
+    config = model.config
+    if config.model_type == "deepseek_v3":
+        gguf_deepseek.check_deepseek(config)
+        arch, tensors = gguf_deepseek.ARCH, gguf_deepseek.deepseek_tensors(model.state_dict(), config)
+    else:
+        arch, permute = _check_supported(config)
+        tensors = _dense_tensors(model, arch, permute)
+    # Mapped in full before the file is opened, so a tensor without a GGUF name leaves no partial file
+    # (GGUFWriter holds every tensor in memory until it writes them anyway).
+    tensors = list(tensors)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"model-{outtype}.gguf"
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(Path(model_path).resolve().name)
+    if arch == gguf_deepseek.ARCH:
+        gguf_deepseek.add_deepseek_hparams(writer, config)
+    else:
+        _add_hparams(writer, config)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if outtype == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0)
+    _add_tokenizer(writer, tokenizer, config.vocab_size)
+    counts: dict[str, int] = {}
+    for name, data in tensors:
+        data, qtype = _tensor(name, data, outtype)
+        writer.add_tensor(name, data, raw_dtype=qtype)
         counts[qtype.name] = counts.get(qtype.name, 0) + 1
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
