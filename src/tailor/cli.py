@@ -55,13 +55,21 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_distill(a: argparse.Namespace) -> int:
     from tailor.training.distill import run
+    from tailor.training.distill_report import check_eval_data, report
 
     recipe = load_recipe(a.recipe, a.overrides)
+    if a.no_measure and a.eval_data:
+        raise TailorError("--eval-data is measured after training; --no-measure skips that", where="--no-measure",
+                          fix="drop one of the two")
+    check_eval_data(a.eval_data, a.max_examples)  # before the run, not after it
     result = run(recipe)
     m = result.metrics
     _console().print(f"[bold green]distilled[/] {m['steps']} steps in {m['seconds']}s, final train loss {m['train_loss']:.4f}, "
                      f"KL to the teacher {m['teacher_kl_before']:.4f} -> {m['teacher_kl_after']:.4f} "
                      f"({m['teacher_kl_data']} data) -> {result.final_dir}")
+    if not a.no_measure:
+        report(recipe.distill.teacher, result.final_dir, result.output_dir, eval_data=a.eval_data,
+               max_examples=a.max_examples, console=_console())
     return 0
 
 
@@ -315,6 +323,14 @@ def _train_args(p):
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe settings, e.g. train.lr=1e-4")
 
 
+def _distill_args(p):
+    _train_args(p)
+    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy) or "
+                                                  "text, measured on teacher and student after training")
+    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples per model (default 32)")
+    p.add_argument("--no-measure", action="store_true", help="skip the teacher/student table")
+
+
 def _train_launch_args(p):
     _train_args(p)
     g = p.add_argument_group("scale-out (torchrun; the engine is train.distributed: ddp, fsdp or deepspeed)")
@@ -460,7 +476,7 @@ def _export_args(p):
 
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
     "train": (cmd_train, _train_launch_args, "train a model from a recipe (pretrain or sft; full, lora or freeze)", help_text(Recipe)),
-    "distill": (cmd_distill, _train_args, "distill a teacher into a smaller student (KL on soft targets + hard labels)", help_text(Recipe)),
+    "distill": (cmd_distill, _distill_args, "distill a teacher into a smaller student (KL on soft targets + hard labels)", help_text(Recipe)),
     "eval": (cmd_eval, _eval_args, "evaluate a model or adapter on held-out conversations", help_text(EvalConfig)),
     "merge": (cmd_merge, _merge_args, "fold a LoRA adapter into its base and save a standalone model", None),
     "chat": (cmd_chat, _chat_args, "chat with a model in the terminal (or answer one --prompt)", None),
