@@ -287,7 +287,7 @@ def cmd_prune(a: argparse.Namespace) -> int:
 
 
 def cmd_export(a: argparse.Namespace) -> int:
-    from tailor.export import run
+    from tailor.export.report import export_with_report
 
     options = {}
     if a.format == "onnx":
@@ -298,8 +298,10 @@ def cmd_export(a: argparse.Namespace) -> int:
         options["outtype"] = a.gguf_type or "f16"
     elif a.gguf_type is not None:
         raise TailorError("--gguf-type applies to --format gguf only", where="--gguf-type")
-    path = run(a.model, a.format, a.out, **options)
-    _console().print(f"[bold green]exported[/] {a.model} ({a.format}) -> {path}")
+    res = export_with_report(a.model, a.format, a.out, eval_data=a.eval_data, max_examples=a.max_examples,
+                             measure=not a.no_measure, console=_console(), **options)
+    _console().print(f"[bold green]exported[/] {a.model} ({a.format}) -> {res.path}"
+                     + (f"; report: {res.report}" if res.report else ""))
     return 0
 
 
@@ -472,6 +474,11 @@ def _export_args(p):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--onnx-exporter", default="auto", help="onnx: dynamo, torchscript or auto (dynamo, else torchscript)")
     p.add_argument("--gguf-type", help="gguf: f16 (default) or q8_0")
+    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy, greedy "
+                   "tokens compared with PyTorch) or text (perplexity): the source model in PyTorch and the export "
+                   "in its own runtime")
+    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples measured before and after (default 32)")
+    p.add_argument("--no-measure", action="store_true", help="skip the before/after measurements and export_report.json")
 
 
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {

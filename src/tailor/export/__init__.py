@@ -28,9 +28,16 @@ def run(model_path: str | Path, fmt: str, out_dir: str | Path, **options) -> Pat
     """Export MODEL to OUT in format `fmt` (safetensors, onnx, torchscript or gguf); returns the written path.
 
     `options` go to the format's function: `exporter` for onnx, `outtype` ("f16"/"q8_0") for gguf.
+    `tailor.export.report.export_with_report` runs this between before/after measurements.
     """
+    check_format(fmt)
+    return FORMATS[fmt](model_path, out_dir, **options)
+
+
+def check_format(fmt: str) -> str:
+    """The format name, or an error naming the nearest valid one."""
     if fmt not in FORMATS:
         near = difflib.get_close_matches(str(fmt), list(FORMATS), n=1)
         raise TailorError(f"unknown export format '{fmt}'", where="--format",
                           fix=(f"did you mean '{near[0]}'? " if near else "") + "formats: " + ", ".join(FORMATS))
-    return FORMATS[fmt](model_path, out_dir, **options)
+    return fmt
