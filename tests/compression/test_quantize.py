@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from tailor.compression.kernels import Int8Experts
 from tailor.compression.measure import before_after_table, count_weights, measure
 from tailor.compression.quantize import (MANIFEST, WEIGHTS, check_method, dequantize_int4, quantize, quantize_int4,
                                          quantize_int8)
@@ -38,16 +39,22 @@ def test_deepseek_quantized_saves_and_loads_again(deepseek_dir, tmp_path, method
     manifest = quantize(deepseek_dir, method, out, group_size=16)
     assert (out / MANIFEST).is_file() and (out / WEIGHTS).is_file() and (out / "config.json").is_file()
     # the fused 3-D MoE experts are not nn.Linear: stored int8 (a quarter of their float bytes, plus scales),
-    # dequantized on load within half a quantization step of the original
+    # kept int8 at run time (Int8Experts), within half a quantization step of the original
     assert any(k.endswith("experts.gate_up_proj") for k in manifest["quantized_experts"])
     assert not any("experts" in k for k in manifest["not_quantized"])
     assert manifest["expert_weight_bytes"]["ratio"] <= 0.30
     original = dict(load_model(deepseek_dir).named_parameters())
-    loaded = dict(load_model(out).named_parameters())
+    loaded = load_model(out)
     for name in manifest["quantized_experts"]:
-        w, got_w = original[name].detach(), loaded[name].detach()
+        parent, _, attr = name.rpartition(".")
+        experts = loaded.get_submodule(parent)
+        assert isinstance(experts, Int8Experts) and experts.gate_up_qweight.dtype == torch.int8
+        part = attr.removesuffix("_proj")  # gate_up_proj -> gate_up_qweight, gate_up_scale
+        q, s = getattr(experts, f"{part}_qweight"), getattr(experts, f"{part}_scale")
+        w, got_w = original[name].detach(), q.float() * s.unsqueeze(-1)
         step = w.abs().amax(dim=-1, keepdim=True) / 127
-        assert got_w.dtype == torch.float32 and ((got_w - w).abs() <= step / 2 + 1e-6).all()
+        assert ((got_w - w).abs() <= step / 2 + 1e-6).all()
+    assert not any(p.dim() == 3 for p in loaded.parameters())  # no float copy of the experts in memory
     assert "lm_head" in manifest["quantized"]
     if method.startswith("int8"):
         assert manifest["linear_weight_bytes"]["ratio"] <= 0.30

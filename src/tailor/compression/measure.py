@@ -65,6 +65,7 @@ def count_weights(model) -> tuple[int, int]:
     """(parameters, non-zero parameters), quantized layers counted as the float weights they replace."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
+    from tailor.compression.kernels import Int8Experts
     from tailor.compression.quantize import Int4WeightLinear, Int8WeightLinear
 
     total = nonzero = 0
@@ -74,6 +75,8 @@ def count_weights(model) -> tuple[int, int]:
         if isinstance(module, (Int8WeightLinear, Int4WeightLinear)):
             total += module.in_features * module.out_features
             nonzero += module.in_features * module.out_features
+        elif isinstance(module, Int8Experts):
+            tensors += [module.gate_up_qweight, module.down_qweight]
         elif isinstance(module, DynamicLinear):
             w, _ = module._packed_params._weight_bias()  # the bias is counted below if it is a parameter
             tensors.append(w.int_repr())
@@ -84,6 +87,11 @@ def count_weights(model) -> tuple[int, int]:
                 seen.add(id(p))
                 tensors.append(p)
         for t in tensors:
+            state = getattr(t, "quant_state", None)  # bitsandbytes 4-bit: two weights packed in each byte
+            if state is not None:
+                total += math.prod(state.shape)
+                nonzero += math.prod(state.shape)  # packed codes say nothing about zeros: counted as non-zero
+                continue
             total += t.numel()
             nonzero += int(torch.count_nonzero(t))
     return total, nonzero
@@ -143,6 +151,7 @@ def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max
     result = {"model_dir": str(model_dir), "size_on_disk_mb": weights_size(model_dir) / 2**20,
               "load_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
     result["parameters"], result["nonzero_parameters"] = count_weights(model)
+    result["device"] = next(model.parameters()).device.type
     result.update(decode_speed(model, tokenizer, new_tokens=decode_tokens))
     if rss0 is not None:  # before evaluation, whose metric libraries would be counted too
         result["peak_memory_mb"] = (_status_kb("VmHWM") - rss0) / 1024
@@ -222,6 +231,8 @@ def before_after_table(before: dict, after: dict, title: str = "before / after",
             continue
         if key == "main_metric":
             label = f"{label}: {after.get('main_metric_name') or before.get('main_metric_name')}"
+        if key == "decode_tokens_per_s" and (after.get("device") or before.get("device") or "cpu") != "cpu":
+            label = f"{(after.get('device') or before.get('device')).upper()} decode tokens/s"
         ratio = a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
         rows.append({"metric": label, "key": key, "before": b, "after": a, "after/before": ratio,
                      "lower_is_better": lower_better})

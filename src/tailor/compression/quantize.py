@@ -5,10 +5,12 @@ Methods (`METHODS`):
 - int8-dynamic: int8 per-output-channel weights run by PyTorch's dynamic-quantized Linear
   (`torch.ao.nn.quantized.dynamic.Linear`, fbgemm/x86 kernels): activations are quantized on the
   fly, so matrix products run in int8. CPU only.
-- int8-weight: int8 per-output-channel weights, dequantized inside the layer (any device); it saves
-  disk and memory, not time.
+- int8-weight: int8 per-output-channel weights kept int8 in memory. On CPU the products run in
+  `torch._weight_int8pack_mm` (weight-only int8, bfloat16 activations inside the kernel; see
+  `tailor.compression.kernels`); elsewhere the weight is dequantized inside the layer.
 - int4-weight: int4 weights in groups of `group_size` input channels (one scale per group), two
-  weights packed per byte; dequantized inside the layer (any device).
+  weights packed per byte. On CPU the products run in `torch._weight_int4pack_mm_for_cpu` where the
+  shape allows (`kernels.int4_linear`); elsewhere the weight is dequantized inside the layer.
 - bnb-8bit / bnb-4bit: bitsandbytes through transformers' `BitsAndBytesConfig`; CUDA only.
 
 The tailor methods write config.json, tokenizer files, `model.quantized.safetensors` (int8 or packed
@@ -21,9 +23,11 @@ a half-initialised model.
 
 `nn.Linear` layers are quantized as the method says. DeepSeek-V3 MoE experts in transformers 5 are
 fused 3-D parameters used inside one module's forward: every tailor method stores them int8 (one scale
-per expert output row, listed under `quantized_experts`) and dequantizes them to float when the model
-loads, so they save disk, not memory or time. The router, embeddings and an lm_head tied to the
-embeddings stay in float and are listed under `not_quantized` with the reason.
+per expert output row, listed under `quantized_experts`), and at load they become
+`kernels.Int8Experts`, which keeps them int8 in memory and, for the few tokens of a decoding step, runs
+only the routed experts' int8 products. Expert layouts that module does not cover (their own gate,
+biases, transposed weights) are dequantized to float at load instead. The router, embeddings and an
+lm_head tied to the embeddings stay in float and are listed under `not_quantized` with the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tailor.compression.kernels import Int8Experts, Int8WeightLinear, int4_linear, is_fused_experts
 from tailor.errors import TailorError
 
 MANIFEST = "tailor_quantization.json"
@@ -78,21 +83,6 @@ def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor, dtype=torch.float
 # Runtime layers
 
 
-class Int8WeightLinear(nn.Module):
-    """A Linear whose weight is stored int8 with one scale per output channel."""
-
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        self.out_features, self.in_features = qweight.shape
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scale", scale)
-        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.qweight.to(x.dtype) * self.scale.to(x.dtype).unsqueeze(-1)
-        return nn.functional.linear(x, w, self.bias)
-
-
 class Int4WeightLinear(nn.Module):
     """A Linear whose weight is stored as packed int4 with one scale per group of input channels."""
 
@@ -104,7 +94,7 @@ class Int4WeightLinear(nn.Module):
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.linear(x, dequantize_int4(self.qweight, self.scale, x.dtype), self.bias)
+        return int4_linear(self, x, dequantize_int4)
 
 
 def _dynamic_linear(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
@@ -140,7 +130,7 @@ def check_method(method: str) -> str:
     if method in _BNB and not torch.cuda.is_available():
         raise TailorError(f"{method} (bitsandbytes) runs on CUDA GPUs only, and no CUDA GPU is available here",
                           where="--method",
-                          fix="on a CPU use int8-dynamic (fastest), int8-weight or int4-weight; or run on a machine with a CUDA GPU")
+                          fix="on a CPU use int8-weight, int8-dynamic or int4-weight; or run on a machine with a CUDA GPU")
     return method
 
 
@@ -239,11 +229,19 @@ def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size
                 "quantized_experts": experts,
                 "expert_weight_bytes": {"float32": expert_fp32, "quantized": expert_q,
                                         "ratio": expert_q / expert_fp32 if expert_fp32 else None,
-                                        "note": "int8 on disk, dequantized to float when the model loads"},
+                                        "note": "int8 on disk and at run time (Int8Experts) where the "
+                                                "layout allows, else dequantized to float when the model loads"},
                 "linear_weight_bytes": {"float32": fp32_bytes, "quantized": q_bytes,
                                         "ratio": q_bytes / fp32_bytes if fp32_bytes else None}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
+
+
+def _model_type(model_dir) -> str | None:
+    try:
+        return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
 
 
 def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) -> dict:
@@ -258,15 +256,30 @@ def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) ->
 
     from tailor.models.loading import load_tokenizer
 
-    bnb = (BitsAndBytesConfig(load_in_8bit=True) if method == "bnb-8bit" else
-           BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16))
-    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map={"": 0},
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if method == "bnb-8bit":
+        # LLM.int8's matmul takes 2-D/3-D inputs only; DeepSeek's multi-head latent attention feeds kv_b_proj a 4-D
+        # tensor (seen on an H100: "Only two or three dimensional matrices are supported"), so it stays unquantized.
+        skip = ["lm_head"] + (["kv_b_proj"] if "deepseek" in str(_model_type(model_dir)) else [])
+        bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    else:
+        skip = ["lm_head"]
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+    # Everything bitsandbytes does not quantize (embeddings, norms, fused MoE experts, skipped layers) is stored in the
+    # compute dtype: float32 experts next to bf16 activations fail in the experts' batched matmul (seen on an H100).
+    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map={"": 0}, dtype=compute,
                                                  use_safetensors=True, local_files_only=True,
                                                  trust_remote_code=trust_remote_code)
     model.save_pretrained(out, safe_serialization=True)
     load_tokenizer(model_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
+    quantized = sorted(n for n, m in model.named_modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt"))
+    kept = {n: str(p.dtype).replace("torch.", "") for n, p in model.named_parameters()
+            if p.is_floating_point() and p.ndim >= 2}
     manifest = {"format_version": FORMAT_VERSION, "method": method, "source": str(Path(model_dir).resolve()),
-                "loader": "transformers (quantization_config in config.json)"}
+                "loader": "transformers (quantization_config in config.json)", "quantized": quantized,
+                "skipped_modules": skip,
+                "not_quantized": {n: f"kept in {d} (bitsandbytes quantizes nn.Linear layers only; fused MoE experts "
+                                     f"and embeddings stay in the compute dtype)" for n, d in kept.items()}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
 
@@ -317,21 +330,31 @@ def load_quantized(model_dir: str | Path, manifest: dict, config, dtype: torch.d
             raise TailorError(f"{WEIGHTS} lacks the quantized weights of {name}", where=str(p),
                               fix="the directory is incomplete: quantize the model again") from None
         layers[name] = _runtime_layer(method, q, s, tensors.pop(f"{name}.bias", None))
+    int8_experts, expert_q = {}, {}
     for name in manifest.get("quantized_experts", []):
         try:
-            q, s = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
+            expert_q[name] = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
         except KeyError:
             raise TailorError(f"{WEIGHTS} lacks the quantized expert weights {name}", where=str(p),
                               fix="the directory is incomplete: quantize the model again") from None
-        tensors[name] = q.float() * s.float().unsqueeze(-1)
+    for name, (q, s) in expert_q.items():
+        parent, _, attr = name.rpartition(".")
+        module = model.get_submodule(parent)
+        if (is_fused_experts(module) and f"{parent}.gate_up_proj" in expert_q and f"{parent}.down_proj" in expert_q):
+            int8_experts[parent] = module  # runs int8 (Int8Experts), set up below
+        else:  # an expert layout the int8 forward does not cover: float, as transformers runs it
+            tensors[name] = q.float() * s.float().unsqueeze(-1)
     result = model.load_state_dict(tensors, strict=False, assign=True)
     replaced = {f"{name}.{k}" for name in layers for k in ("weight", "bias")}
+    replaced |= {f"{name}.{k}" for name in int8_experts for k in ("gate_up_proj", "down_proj")}
     missing = [k for k in result.missing_keys if k not in replaced and k not in manifest.get("tied", {})]
     if missing or result.unexpected_keys:
         raise TailorError(f"{WEIGHTS} does not match config.json: missing {missing[:3]}, unexpected "
                           f"{result.unexpected_keys[:3]}", where=str(p), fix="quantize the model again")
     for name, layer in layers.items():
         model.set_submodule(name, layer)
+    for name, module in int8_experts.items():
+        model.set_submodule(name, Int8Experts(module, expert_q[f"{name}.gate_up_proj"], expert_q[f"{name}.down_proj"]))
     for alias, source in manifest.get("tied", {}).items():
         parent, _, attr = alias.rpartition(".")
         src_parent, _, src_attr = source.rpartition(".")
