@@ -37,19 +37,19 @@ ROWS = (  # key, label, lower is better
     ("perplexity", "perplexity", True),
     ("main_metric", "main metric", False),
 )
-_PROMPT = [{"role": "user", "content": "What is the return policy for laptops?"}]
+SPEED_PROMPT = [{"role": "user", "content": "What is the return policy for laptops?"}]
 
 
-def _rss_reset() -> float | None:
+def rss_reset() -> float | None:
     gc.collect()
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-        return _status_kb("VmRSS")
+        return status_kb("VmRSS")
     except OSError:
         return None
 
 
-def _status_kb(key: str) -> float | None:
+def status_kb(key: str) -> float | None:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return float(line.split()[1])
@@ -104,7 +104,7 @@ def decode_speed(model, tokenizer, messages: list[dict] | None = None, new_token
     from tailor.evaluation.efficiency import TokenClock
 
     device = next(model.parameters()).device
-    ids = torch.tensor([encode_prompt(tokenizer, messages or _PROMPT)], device=device)
+    ids = torch.tensor([encode_prompt(tokenizer, messages or SPEED_PROMPT)], device=device)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                   pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, min_new_tokens=2,
@@ -122,7 +122,7 @@ def decode_speed(model, tokenizer, messages: list[dict] | None = None, new_token
             "decode_new_tokens": new_tokens}
 
 
-def _task_of(paths: list[str]) -> str:
+def task_of(paths: list[str]) -> str:
     from tailor.evaluation.generation import load_chat_records
 
     try:
@@ -144,7 +144,7 @@ def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max
 
     if threads:
         torch.set_num_threads(threads)
-    rss0 = _rss_reset()
+    rss0 = rss_reset()
     t0 = time.perf_counter()
     if model is None:
         model, tokenizer = load_for_eval(model_dir)
@@ -154,11 +154,11 @@ def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max
     result["device"] = next(model.parameters()).device.type
     result.update(decode_speed(model, tokenizer, new_tokens=decode_tokens))
     if rss0 is not None:  # before evaluation, whose metric libraries would be counted too
-        result["peak_memory_mb"] = (_status_kb("VmHWM") - rss0) / 1024
+        result["peak_memory_mb"] = (status_kb("VmHWM") - rss0) / 1024
     if eval_data:
         paths = [eval_data] if isinstance(eval_data, (str, Path)) else list(eval_data)
         paths = [str(p) for p in paths]
-        task = _task_of(paths)
+        task = task_of(paths)
         cfg = EvalConfig(task=task, max_examples=max_examples, max_new_tokens=max_new_tokens, efficiency=False,
                          batch_size=8)
         metrics = run(model_dir, paths, cfg, model=model, tokenizer=tokenizer).metrics
@@ -210,7 +210,7 @@ def _main(argv: list[str]) -> None:
     Path(args["out"]).write_text(json.dumps(result, default=str), encoding="utf-8")
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
     if v is None:
         return "-"
     if isinstance(v, int):
@@ -219,13 +219,15 @@ def _fmt(v) -> str:
 
 
 def before_after_table(before: dict, after: dict, title: str = "before / after", console=None,
-                       out: str | Path | None = None) -> list[dict]:
-    """Print the comparison with rich; with `out`, save it (and both measurements) as JSON. Returns the rows."""
+                       out: str | Path | None = None, extra_rows: tuple = ()) -> list[dict]:
+    """Print the comparison with rich; with `out`, save it (and both measurements) as JSON. Returns the rows.
+
+    `extra_rows`: more (key, label, lower_is_better) rows after the standard ones, e.g. export's load time."""
     from rich.console import Console
     from rich.table import Table
 
     rows = []
-    for key, label, lower_better in ROWS:
+    for key, label, lower_better in (*ROWS, *extra_rows):
         b, a = before.get(key), after.get(key)
         if b is None and a is None:
             continue
@@ -240,7 +242,7 @@ def before_after_table(before: dict, after: dict, title: str = "before / after",
     for col, justify in (("metric", "left"), ("before", "right"), ("after", "right"), ("after/before", "right")):
         table.add_column(col, justify=justify)
     for r in rows:
-        table.add_row(r["metric"], _fmt(r["before"]), _fmt(r["after"]),
+        table.add_row(r["metric"], fmt_value(r["before"]), fmt_value(r["after"]),
                       f"{r['after/before']:.3f}x" if r["after/before"] is not None else "-")
     (console or Console()).print(table)
     if out is not None:

@@ -315,10 +315,10 @@ def prune(model_dir, method: str, out_dir, amount: float = 0.2, scope: str = "gl
 def _recover(out: Path, steps: int, data: list[str], masks, seed: int) -> dict:
     """Short full fine-tuning of the pruned model in `out`; the result replaces it."""
     from tailor.config import Recipe, build
-    from tailor.compression.measure import _task_of
+    from tailor.compression.measure import task_of
     from tailor.training.run import run as train
 
-    objective = "sft" if _task_of(list(data)) == "generation" else "pretrain"
+    objective = "sft" if task_of(list(data)) == "generation" else "pretrain"
     run_dir = out / "recovery"
     recipe = build(Recipe, {"model": {"path": str(out)}, "data": {"train": list(data), "max_length": 256},
                             "adapter": {"method": "full"},

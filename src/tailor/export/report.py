@@ -27,7 +27,6 @@ loaded as `tailor eval` loads it, batch of one) is an extra row.
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -74,10 +73,10 @@ def check_args(eval_data: list[str] | None, max_examples: int, measure: bool) ->
 
 def load_eval(paths: list[str], max_examples: int) -> tuple[str, list[dict]]:
     """(task, records) that `measure` evaluates: chat records -> generation, anything else -> lm."""
-    from tailor.compression.measure import _task_of
+    from tailor.compression.measure import task_of
     from tailor.evaluation import generation, lm
 
-    task = _task_of(paths)
+    task = task_of(paths)
     loader = generation.load_chat_records if task == "generation" else lm.load_rows
     return task, loader(paths, max_examples)
 
@@ -235,7 +234,7 @@ def measure_runtime(fmt: str, out: str | Path, tokenizer_dir: str | Path, eval_d
                     max_examples: int = 32, max_new_tokens: int = 32, decode_tokens: int = 32,
                     threads: int | None = None) -> dict:
     """The after-figures of an onnx, torchscript or gguf export, measured in its own runtime (this process)."""
-    from tailor.compression.measure import _PROMPT, _rss_reset, _status_kb
+    from tailor.compression.measure import SPEED_PROMPT, rss_reset, status_kb
     from tailor.data.templates import encode_prompt
     from tailor.models.loading import load_tokenizer
 
@@ -251,11 +250,11 @@ def measure_runtime(fmt: str, out: str | Path, tokenizer_dir: str | Path, eval_d
     cfg = EvalConfig(max_examples=max_examples, max_new_tokens=max_new_tokens, efficiency=False, batch_size=1)
     task, records = load_eval([str(p) for p in eval_data], max_examples) if eval_data else (None, [])
     prompts = [encode_prompt(tok, r["messages"]) for r in records] if task == "generation" else []
-    speed_prompt = encode_prompt(tok, _PROMPT)
+    speed_prompt = encode_prompt(tok, SPEED_PROMPT)
     longest = max([len(p) + max_new_tokens for p in prompts] + [len(speed_prompt) + decode_tokens, cfg.max_length])
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
-    rss0 = _rss_reset()
+    rss0 = rss_reset()
     t0 = time.perf_counter()
     runtime = _RUNTIME_CLASSES[fmt](out, threads, longest + 16, pad)
     result = {"model_dir": str(out), "runtime": RUNTIMES[fmt], "threads": threads, "device": "cpu",
@@ -263,7 +262,7 @@ def measure_runtime(fmt: str, out: str | Path, tokenizer_dir: str | Path, eval_d
               "size_on_disk_mb": sum(f.stat().st_size for f in artifact_files(fmt, out)) / 2**20}
     result.update(_speed(runtime, speed_prompt, decode_tokens))
     if rss0 is not None:  # before evaluation, as in measure.py
-        result["peak_memory_mb"] = (_status_kb("VmHWM") - rss0) / 1024
+        result["peak_memory_mb"] = (status_kb("VmHWM") - rss0) / 1024
     result["parameters"], result["nonzero_parameters"] = runtime.weights()
     if fmt in _PARAMETER_NOTES:
         result["parameters_note"] = _PARAMETER_NOTES[fmt]
@@ -365,27 +364,9 @@ def _title(model_path, fmt: str, after: dict, options: dict) -> str:
 
 def table(before: dict, after: dict, title: str, console=None) -> list[dict]:
     """measure.py's before/after rows plus the export rows (load time, agreement with PyTorch), printed as one table."""
-    from rich.console import Console
-    from rich.table import Table
+    from tailor.compression.measure import before_after_table
 
-    from tailor.compression.measure import _fmt, before_after_table
-
-    rows = before_after_table(before, after, title, console=Console(file=io.StringIO()))  # its rows, not its print
-    for key, label, lower_better in EXTRA_ROWS:
-        b, a = before.get(key), after.get(key)
-        if b is None and a is None:
-            continue
-        ratio = a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
-        rows.append({"metric": label, "key": key, "before": b, "after": a, "after/before": ratio,
-                     "lower_is_better": lower_better})
-    out = Table(title=title)
-    for col, justify in (("metric", "left"), ("before", "right"), ("after", "right"), ("after/before", "right")):
-        out.add_column(col, justify=justify)
-    for r in rows:
-        out.add_row(r["metric"], _fmt(r["before"]), _fmt(r["after"]),
-                    f"{r['after/before']:.3f}x" if r["after/before"] is not None else "-")
-    (console or Console()).print(out)
-    return rows
+    return before_after_table(before, after, title, console=console, extra_rows=EXTRA_ROWS)
 
 
 def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, eval_data: list[str] | None = None,
