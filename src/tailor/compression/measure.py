@@ -176,25 +176,32 @@ def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max
 def measure_isolated(model_dir: str | Path, eval_data: list[str] | str | None = None, **kwargs) -> dict:
     """`measure` in a fresh Python process, so that the figures of one model are not shifted by the
     memory, caches and warmed-up code another model left behind in this process."""
+    kwargs.setdefault("threads", torch.get_num_threads())  # the child would otherwise take every core
+    return run_isolated("tailor.compression.measure", {"model_dir": str(model_dir), "eval_data": eval_data,
+                                                        "kwargs": kwargs}, f"measuring {model_dir}")
+
+
+def run_isolated(module: str, args: dict, what: str) -> dict:
+    """Run `python -m module ARGS_JSON` in a fresh process and return the JSON it wrote to args["result"]; a
+    TailorError raised there is raised here (the child's side is `child_main`)."""
     import subprocess
     import sys
     import tempfile
 
-    kwargs.setdefault("threads", torch.get_num_threads())  # the child would otherwise take every core
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "measure.json"
-        args = {"model_dir": str(model_dir), "eval_data": eval_data, "kwargs": kwargs, "out": str(out)}
-        proc = subprocess.run([sys.executable, "-m", "tailor.compression.measure", json.dumps(args)],
+        result_file = Path(tmp) / "result.json"
+        proc = subprocess.run([sys.executable, "-m", module, json.dumps({**args, "result": str(result_file)})],
                               capture_output=True, text=True)
-        if not out.is_file():
-            raise RuntimeError(f"measuring {model_dir} failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(out.read_text(encoding="utf-8"))
+        if not result_file.is_file():
+            raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+        result = json.loads(result_file.read_text(encoding="utf-8"))
     if "error" in result:
         raise TailorError(**result["error"])
     return result
 
 
-def _main(argv: list[str]) -> None:
+def child_main(argv: list[str], work) -> None:
+    """The child side of `run_isolated`: quiet logging, `work(args)`, its result (or TailorError) as JSON."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -204,10 +211,10 @@ def _main(argv: list[str]) -> None:
     hf_logging.disable_progress_bar()
     args = json.loads(argv[0])
     try:
-        result = measure(args["model_dir"], args["eval_data"], **args["kwargs"])
+        result = work(args)
     except TailorError as e:
         result = {"error": {"what": e.what, "where": e.where, "fix": e.fix}}
-    Path(args["out"]).write_text(json.dumps(result, default=str), encoding="utf-8")
+    Path(args["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
 
 
 def fmt_value(v) -> str:
@@ -255,4 +262,4 @@ def before_after_table(before: dict, after: dict, title: str = "before / after",
 if __name__ == "__main__":
     import sys
 
-    _main(sys.argv[1:])
+    child_main(sys.argv[1:], lambda a: measure(a["model_dir"], a["eval_data"], **a["kwargs"]))

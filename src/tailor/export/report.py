@@ -295,23 +295,12 @@ def _task_metrics(runtime, tok, task: str, records: list[dict], prompts: list[li
 def measure_runtime_isolated(fmt: str, out: str | Path, tokenizer_dir: str | Path,
                              eval_data: list[str] | None = None, **kwargs) -> dict:
     """`measure_runtime` in a fresh Python process (as measure_isolated does for PyTorch models)."""
-    import subprocess
-    import sys
-    import tempfile
+    from tailor.compression.measure import run_isolated
 
     kwargs.setdefault("threads", torch.get_num_threads())
-    with tempfile.TemporaryDirectory() as tmp:
-        result_file = Path(tmp) / "measure.json"
-        args = {"fmt": fmt, "out": str(out), "tokenizer_dir": str(tokenizer_dir), "eval_data": eval_data,
-                "kwargs": kwargs, "result": str(result_file)}
-        proc = subprocess.run([sys.executable, "-m", "tailor.export.report", json.dumps(args)],
-                              capture_output=True, text=True)
-        if not result_file.is_file():
-            raise RuntimeError(f"measuring the {fmt} export {out} failed:\n{proc.stderr[-3000:]}")
-        result = json.loads(result_file.read_text(encoding="utf-8"))
-    if "error" in result:
-        raise TailorError(**result["error"])
-    return result
+    return run_isolated("tailor.export.report", {"fmt": fmt, "out": str(out), "tokenizer_dir": str(tokenizer_dir),
+                                                 "eval_data": eval_data, "kwargs": kwargs},
+                        f"measuring the {fmt} export {out}")
 
 
 @torch.no_grad()
@@ -409,22 +398,10 @@ def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, ev
     return ExportReport(path, before, after, rows, report)
 
 
-def _main(argv: list[str]) -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    args = json.loads(argv[0])
-    try:
-        result = measure_runtime(args["fmt"], args["out"], args["tokenizer_dir"], args["eval_data"], **args["kwargs"])
-    except TailorError as e:
-        result = {"error": {"what": e.what, "where": e.where, "fix": e.fix}}
-    Path(args["result"]).write_text(json.dumps(result, default=str), encoding="utf-8")
-
-
 if __name__ == "__main__":
     import sys
 
-    _main(sys.argv[1:])
+    from tailor.compression.measure import child_main
+
+    child_main(sys.argv[1:], lambda a: measure_runtime(a["fmt"], a["out"], a["tokenizer_dir"], a["eval_data"],
+                                                        **a["kwargs"]))
