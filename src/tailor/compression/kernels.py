@@ -287,3 +287,14 @@ def use_decode_experts(model: nn.Module) -> int:
             module.forward = experts_forward.__get__(module)
             n += 1
     return n
+
+
+def use_transformers_experts(model: nn.Module) -> int:
+    """Undo `use_decode_experts`: transformers' own experts forward again (benchmarks compare the two)."""
+    n = 0
+    for module in model.modules():
+        original = module.__dict__.pop("_transformers_forward", None)
+        if original is not None:
+            module.forward = original
+            n += 1
+    return n
