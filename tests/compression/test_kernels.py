@@ -61,10 +61,14 @@ IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
 
 
 def test_decode_experts_path_equals_transformers_experts(deepseek_dir, llama_dir):
+    from tailor.compression.kernels import use_transformers_experts
+
+    fast = load_model(deepseek_dir)  # inference loads take the decode path already
+    assert use_decode_experts(fast) == 0 and "_transformers_forward" in fast.model.layers[-1].mlp.experts.__dict__
     ref = load_model(deepseek_dir)
-    fast = load_model(deepseek_dir)
-    assert use_decode_experts(fast) >= 1
+    assert use_transformers_experts(ref) >= 1 and use_transformers_experts(ref) == 0
     assert use_decode_experts(load_model(llama_dir)) == 0  # dense: nothing to replace
+    assert "_transformers_forward" not in load_model(deepseek_dir, for_training=True).model.layers[-1].mlp.experts.__dict__
     # prefill (8 tokens x 2 experts: the per-expert pass) and decoding steps (the per-pair loop)
     for want, got in zip(_decode_logits(ref, IDS), _decode_logits(fast, IDS)):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
