@@ -35,6 +35,13 @@ def load_for_export(model_path: str | Path):
             where=str(path),
             fix="pass a directory saved by `tailor train`, `tailor merge` or `tailor model init`",
         )
+    from tailor.compression.kernels import use_transformers_experts
+    from tailor.models.fast_decode import use_transformers_decode
+
+    # Inference loads run tailor's decode shortcuts, whose Python control flow depends on the data (routed
+    # experts, cache state): an exported graph must hold transformers' own tensor code instead.
+    use_transformers_experts(model)
+    use_transformers_decode(model)
     model.to("cpu").eval()
     return model, tokenizer
 
