@@ -215,9 +215,10 @@ def load_model(
         config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
         model = load_quantized(p, quantized, config, torch_dtype, target)
         model.train(False)
-        from tailor.models.fast_decode import use_fast_decode
+        if target.type == "cpu":
+            from tailor.models.fast_decode import use_fast_decode
 
-        use_fast_decode(model)  # the same lean decoding step as float models; the int8 modules are called as they are
+            use_fast_decode(model)  # the same lean decoding step as float models; the int8 modules are called as they are
         return model
     bnb = (raw.get("quantization_config") or {}).get("quant_method") == "bitsandbytes"
     if bnb and target.type != "cuda":
@@ -240,12 +241,14 @@ def load_model(
         raise TailorError(f"could not load the model in {p}: {e}", where=str(p)) from None
     if not bnb:
         model.to(target)
-    if not for_training:
+    if not for_training and target.type == "cpu":
         from tailor.compression.kernels import use_decode_experts
         from tailor.models.fast_decode import use_fast_decode
 
         # Fused MoE experts: a decoding step runs only the routed experts instead of transformers' grouped walk
         # over all of them (1.16x decode on the quickstart model, same outputs; training keeps transformers' path).
+        # CPU only: their Python control flow reads routing decisions back to the host, a sync per layer on a GPU,
+        # where transformers' grouped kernels are the faster path (and these shortcuts were measured on CPUs).
         use_decode_experts(model)
         use_fast_decode(model)  # DeepSeek-V3: a lean step for one decoded token of one sequence (fast_decode.py)
     model.train(for_training)
