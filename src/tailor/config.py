@@ -395,6 +395,10 @@ class DistillConfig(Section):
     temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both models' logits in the KL term (scaled back by T^2).")
     alpha: float = Field(0.5, ge=0, le=1, description="Loss = alpha x KL(teacher || student) + (1 - alpha) x hard-label cross-entropy.")
     hidden_weight: float = Field(0.0, ge=0, description="Weight of the MSE between the student's last hidden states (through a learned projection) and the teacher's (0 = off).")
+    prompts: list[str] = Field(default_factory=list, description="Sequence-level KD: files of unlabeled questions (chat records, their answers ignored, or .txt one per line); the teacher answers them greedily into OUTPUT_DIR/teacher_answers.jsonl, which joins data.train. Questions in the eval data or already in data.train are left out and counted.")
+    generate_max_new_tokens: int = Field(128, ge=1, description="Longest teacher answer to distill.prompts in tokens; answers cut off at this length are left out and counted.")
+
+    _one_file_is_a_list = field_validator("prompts", mode="before")(lambda v: [v] if isinstance(v, str) else v)
 
 
 class RefreshConfig(Section):

@@ -7,6 +7,8 @@ checkpoints, output layout); only the model loading and the loss differ:
            [+ hidden_weight * MSE(projection(student last hidden), teacher last hidden)]
 
 Every term is taken over the tokens the hard loss uses (labels != -100, shifted as for next-token CE).
+With distill.prompts the teacher first answers unlabeled questions and those chats join the training data
+(sequence-level KD, `tailor.training.distill_prompts`).
 """
 
 from __future__ import annotations
@@ -72,8 +74,10 @@ def hidden_loss_sum(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, 
 class DistillTrainer(Trainer):
     """A Trainer whose loss adds the frozen teacher's soft targets (and optionally hidden states) to the hard labels."""
 
-    def __init__(self, *args, teacher, temperature: float, alpha: float, hidden_weight: float = 0.0, **kwargs):
+    def __init__(self, *args, teacher, temperature: float, alpha: float, hidden_weight: float = 0.0,
+                 extra_summary: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.extra_summary = extra_summary or {}
         self.teacher = teacher.to(self.args.device).eval().requires_grad_(False)
         self.temperature, self.alpha, self.hidden_weight = temperature, alpha, hidden_weight
         self.vocab = min(_vocab_size(self.model), _vocab_size(teacher))
@@ -166,7 +170,8 @@ class DistillTrainer(Trainer):
         after = self.teacher_kl()
         return {**self._kl, "teacher_kl_after": after,
                 "teacher_kl_data": "validation" if self.eval_dataset is not None else "train",
-                "distill": {"temperature": self.temperature, "alpha": self.alpha, "hidden_weight": self.hidden_weight}}
+                "distill": {"temperature": self.temperature, "alpha": self.alpha, "hidden_weight": self.hidden_weight},
+                **self.extra_summary}
 
 
 @torch.no_grad()
@@ -314,7 +319,8 @@ def run(recipe: Recipe, callbacks: list | None = None):
 
     from tailor.data.templates import set_chat_template
     from tailor.models.loading import resolve_device, resolve_dtype
-    from tailor.training.run import _load_model_and_tokenizer
+    from tailor.training import distill_prompts
+    from tailor.training.run import _load_model_and_tokenizer, latest_checkpoint
     from tailor.training.run import run as train_run
 
     _check(recipe)
@@ -339,5 +345,13 @@ def run(recipe: Recipe, callbacks: list | None = None):
         check_same_vocab(teacher, teacher_tokenizer, student, tokenizer)
         return student, tokenizer, base_dir
 
-    make = partial(DistillTrainer, teacher=teacher, temperature=d.temperature, alpha=d.alpha, hidden_weight=d.hidden_weight)
+    out = Path(recipe.train.output_dir)
+    refused = out.is_dir() and latest_checkpoint(out, verify=False) and not recipe.train.resume  # train_run says why
+    if d.prompts and not refused:  # sequence-level KD: the teacher's answers join the training data
+        answers = distill_prompts.teacher_answer_file(recipe, teacher, teacher_tokenizer, out)
+        recipe = recipe.model_copy(deep=True)
+        recipe.data.train = [*recipe.data.train, str(answers)]  # config.yaml records the generated file
+    extra = distill_prompts.summary(out) if d.prompts else {}
+    make = partial(DistillTrainer, teacher=teacher, temperature=d.temperature, alpha=d.alpha, hidden_weight=d.hidden_weight,
+                   extra_summary=extra)
     return train_run(recipe, callbacks, load=load, make_trainer=make)
