@@ -121,3 +121,19 @@ class EventWaiter:
         self.events.append(ev)
         if ev.kind != "delta":
             self.done.set()
+
+
+def engine_answers(model, tokenizer, prompts: list[list[int]], max_tokens: int = 6) -> tuple[list, list]:
+    """The serving engine's answers (token ids) to each prompt alone, then to all of them in one batch."""
+    from tailor.serving.engine import Engine, Sequence
+
+    engine = Engine(model, tokenizer, max_batch_size=8, max_queue=8).start()
+    try:
+        def answer(batch):
+            seqs = [(Sequence(prompt_ids=p, max_tokens=max_tokens, on_event=(w := EventWaiter())), w) for p in batch]
+            engine.submit([s for s, _ in seqs])
+            assert all(w.done.wait(30) for _, w in seqs)
+            return [s.ids for s, _ in seqs]
+        return [answer([p])[0] for p in prompts], answer(prompts)
+    finally:
+        engine.stop()

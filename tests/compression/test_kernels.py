@@ -177,21 +177,11 @@ def test_int8_experts_give_a_row_the_same_answer_alone_and_in_a_batch(deepseek_d
 def test_quantized_moe_serves_batched_rows_as_it_answers_them_alone(deepseek_dir, tmp_path):
     from tailor.compression.quantize import quantize
     from tailor.models.loading import load_tokenizer
-    from tailor.serving.engine import Engine, Sequence
-    from tests.conftest import EventWaiter
+    from tests.conftest import engine_answers
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
     model, tok = load_model(tmp_path / "q"), load_tokenizer(tmp_path / "q")
     prompts = [tok.encode(t) for t in ("hello", "How long can I return a laptop?", "Shipping takes", "tents?",
                                        "Our store opens at")]
-    engine = Engine(model, tok, max_batch_size=8, max_queue=8).start()
-    try:
-        def answer(batch):
-            seqs = [(Sequence(prompt_ids=p, max_tokens=6, on_event=(w := EventWaiter())), w) for p in batch]
-            engine.submit([s for s, _ in seqs])
-            assert all(w.done.wait(30) for _, w in seqs)
-            return [s.ids for s, _ in seqs]
-        alone = [answer([p])[0] for p in prompts]
-        assert answer(prompts) == alone  # 5 rows x 2 experts: decoding steps take the per-expert pass
-    finally:
-        engine.stop()
+    alone, batched = engine_answers(model, tok, prompts)
+    assert batched == alone  # 5 rows x 2 experts: decoding steps take the per-expert pass

@@ -180,28 +180,14 @@ def test_int8_weight_model_matches_its_own_slow_path(deepseek_dir, tmp_path, fas
 
 def test_serving_engine_gives_the_same_answers_with_the_fast_path(deepseek_dir, fast_steps):
     from tailor.models.loading import load_tokenizer
-    from tailor.serving.engine import Engine, Sequence
-    from tests.conftest import EventWaiter
+    from tests.conftest import engine_answers
 
     tok = load_tokenizer(deepseek_dir)
     prompts = [tok.encode(t) for t in ("hello", "How long can I return a laptop?", "Shipping takes", "tents?")]
-
-    def answers(model):
-        engine = Engine(model, tok, max_batch_size=8, max_queue=8).start()
-        try:
-            def answer(batch):
-                seqs = [(Sequence(prompt_ids=p, max_tokens=6, on_event=(w := EventWaiter())), w) for p in batch]
-                engine.submit([s for s, _ in seqs])
-                assert all(w.done.wait(30) for _, w in seqs)
-                return [s.ids for s, _ in seqs]
-            return [answer([p])[0] for p in prompts], answer(prompts)
-        finally:
-            engine.stop()
-
     fast, ref = _pair(deepseek_dir)
-    alone, batched = answers(fast)
+    alone, batched = engine_answers(fast, tok, prompts)
     assert fast_steps  # single-sequence steps took the fast path
-    assert (alone, batched) == answers(ref)
+    assert (alone, batched) == engine_answers(ref, tok, prompts)
     assert batched == alone
 
 
