@@ -253,3 +253,25 @@ def test_kept_expansion_follows_every_change_to_the_cache(deepseek_dir, fast_ste
         got, cache = run(fast)
     assert not any("_tailor_expanded" in layer.__dict__ for layer in cache.layers)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_a_router_replaced_after_install_falls_back(deepseek_dir, fast_steps):
+    """peft wraps the router (LoRA on it) after load_model installed the step; reading the old module's weight
+    would skip the adapter (seen in the quickstart: 'ParamWrapper' has no e_score_correction_bias)."""
+
+    class Wrapped(torch.nn.Module):  # like peft's wrapper: the original inside, other attributes
+        def __init__(self, base):
+            super().__init__()
+            self.base_layer = base
+
+        def forward(self, x):
+            return self.base_layer(x)
+
+    fast, ref = _pair(deepseek_dir)
+    for layer in fast.model.layers:
+        if hasattr(layer.mlp, "gate"):
+            layer.mlp.gate = Wrapped(layer.mlp.gate)
+    got, got_tokens = _greedy(fast, steps=4)
+    assert not fast_steps  # every step ran transformers' code
+    want, want_tokens = _greedy(ref, steps=4)
+    assert torch.equal(got_tokens, want_tokens)

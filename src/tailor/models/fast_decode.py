@@ -195,7 +195,10 @@ def _fast_case(model, input_ids, attention_mask, position_ids, past_key_values, 
     pos = past if position_ids is None else (int(position_ids) if position_ids.numel() == 1 else -1)
     if pos < 0:
         return None
-    for m in model.__dict__["_fast_modules"]:
+    inlined = model.__dict__["_fast_modules"]
+    if _inlined(model) != inlined:  # a module it reads was replaced since (peft wraps the router for LoRA on it)
+        return None
+    for m in inlined:
         if m._forward_pre_hooks or any(not _output_capturing(h) for h in m._forward_hooks.values()):
             return None
     if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
@@ -244,6 +247,15 @@ def _claims(model: nn.Module) -> bool:
     return True
 
 
+def _inlined(model: nn.Module) -> list[nn.Module]:
+    """The modules whose attributes fast_forward reads instead of calling them, in a fixed order."""
+    return [model.norm, model.rotary_emb] + [
+        m for layer in model.layers for m in (layer, layer.self_attn, getattr(layer.self_attn, "q_a_layernorm", None),
+                                              layer.self_attn.kv_a_layernorm, layer.input_layernorm,
+                                              layer.post_attention_layernorm, layer.mlp,
+                                              getattr(layer.mlp, "gate", None)) if m is not None]
+
+
 def use_fast_decode(model: nn.Module) -> int:
     """Install `fast_forward` on every DeepseekV3Model inside `model`; returns how many (0 for other models)."""
     from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3Model
@@ -251,12 +263,9 @@ def use_fast_decode(model: nn.Module) -> int:
     n = 0
     for module in model.modules():
         if type(module) is DeepseekV3Model and "_transformers_model_forward" not in module.__dict__ and _claims(module):
-            # The modules fast_forward inlines instead of calling: a hook on one of them means fall back.
-            module.__dict__["_fast_modules"] = [module.norm, module.rotary_emb] + [
-                m for layer in module.layers for m in (layer, layer.self_attn, layer.self_attn.q_a_layernorm,
-                                                       layer.self_attn.kv_a_layernorm, layer.input_layernorm,
-                                                       layer.post_attention_layernorm, layer.mlp,
-                                                       getattr(layer.mlp, "gate", None)) if m is not None]
+            # The modules fast_forward inlines instead of calling: a hook on one of them, or one replaced
+            # later (peft wrapping it), means fall back.
+            module.__dict__["_fast_modules"] = _inlined(module)
             module.__dict__["_transformers_model_forward"] = module.forward
             module.forward = fast_forward.__get__(module)
             n += 1
