@@ -22,15 +22,13 @@ def decoding_kwargs(tokenizer, max_new_tokens: int, do_sample: bool = False, tem
 
 
 @torch.no_grad()
-def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
-             do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[str]:
-    """Answer each conversation (its trailing assistant turn, if any, is dropped). Greedy by default."""
+def generate_rows(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
+                  do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9) -> list[list[int]]:
+    """The generated token ids (up to max_new_tokens, padding after end-of-sequence included) per conversation."""
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers: list[str] = []
-    if do_sample:
-        torch.manual_seed(seed)
+    rows: list[list[int]] = []
     for start in range(0, len(conversations), batch_size):
         prompts = [encode_prompt(tokenizer, c) for c in conversations[start:start + batch_size]]
         width = max(len(p) for p in prompts)
@@ -42,6 +40,14 @@ def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: 
             mask[i, width - len(p):] = 1
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p))
-        for row in out[:, width:]:
-            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
-    return answers
+        rows.extend(out[:, width:].tolist())
+    return rows
+
+
+def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
+             do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[str]:
+    """Answer each conversation (its trailing assistant turn, if any, is dropped). Greedy by default."""
+    if do_sample:
+        torch.manual_seed(seed)
+    rows = generate_rows(model, tokenizer, conversations, max_new_tokens, batch_size, do_sample, temperature, top_p)
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]

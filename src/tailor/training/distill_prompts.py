@@ -162,28 +162,15 @@ def _fingerprint(recipe: Recipe) -> str:
 def generate_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
                      batch_size: int) -> list[tuple[str, bool]]:
     """(greedy answer, whether it ended with end-of-sequence) per prompt; an unfinished answer was cut off."""
-    from tailor.data.templates import encode_prompt
-    from tailor.models.generation import decoding_kwargs
+    from tailor.models.generation import decoding_kwargs, generate_rows
 
-    model.eval()
-    device = next(model.parameters()).device
-    kwargs = decoding_kwargs(tokenizer, max_new_tokens)
-    eos = kwargs["eos_token_id"]
+    eos = decoding_kwargs(tokenizer, max_new_tokens)["eos_token_id"]
     eos = set(eos if isinstance(eos, list) else [eos])
     results: list[tuple[str, bool]] = []
-    for start in range(0, len(prompts), batch_size):
-        encoded = [encode_prompt(tokenizer, p) for p in prompts[start:start + batch_size]]
-        width = max(len(e) for e in encoded)
-        ids = torch.full((len(encoded), width), kwargs["pad_token_id"], dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, e in enumerate(encoded):  # left padding: every prompt ends at the same position
-            ids[i, width - len(e):] = torch.tensor(e)
-            mask[i, width - len(e):] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-        for row in out[:, width:].tolist():
-            finished = any(t in eos for t in row)
-            row = row[: next((i for i, t in enumerate(row) if t in eos), len(row))]
-            results.append((tokenizer.decode(row, skip_special_tokens=True).strip(), finished))
+    for row in generate_rows(model, tokenizer, prompts, max_new_tokens, batch_size):
+        finished = any(t in eos for t in row)
+        row = row[: next((i for i, t in enumerate(row) if t in eos), len(row))]
+        results.append((tokenizer.decode(row, skip_special_tokens=True).strip(), finished))
     return results
 
 
