@@ -237,13 +237,6 @@ def quantize(model_dir: str | Path, method: str, out_dir: str | Path, group_size
     return manifest
 
 
-def _model_type(model_dir) -> str | None:
-    try:
-        return json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-
-
 def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) -> dict:
     # transformers serializes bitsandbytes weights itself, with a quantization_config in config.json,
     # so such a directory loads through the plain from_pretrained path of load_model.
@@ -252,23 +245,24 @@ def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) ->
     except ImportError:
         raise TailorError(f"{method} needs the bitsandbytes package", where="--method",
                           fix="pip install 'tailor[compress]' (or pip install bitsandbytes)") from None
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoConfig, AutoModelForCausalLM, BitsAndBytesConfig
 
     from tailor.models.loading import load_tokenizer
 
+    config = AutoConfig.from_pretrained(model_dir, local_files_only=True, trust_remote_code=trust_remote_code)
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if method == "bnb-8bit":
         # LLM.int8's matmul takes 2-D/3-D inputs only; DeepSeek's multi-head latent attention feeds kv_b_proj a 4-D
         # tensor (seen on an H100: "Only two or three dimensional matrices are supported"), so it stays unquantized.
-        skip = ["lm_head"] + (["kv_b_proj"] if "deepseek" in str(_model_type(model_dir)) else [])
+        skip = ["lm_head"] + (["kv_b_proj"] if "deepseek" in str(config.model_type) else [])
         bnb = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     else:
         skip = ["lm_head"]
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
     # Everything bitsandbytes does not quantize (embeddings, norms, fused MoE experts, skipped layers) is stored in the
     # compute dtype: float32 experts next to bf16 activations fail in the experts' batched matmul (seen on an H100).
-    model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=bnb, device_map={"": 0}, dtype=compute,
-                                                 use_safetensors=True, local_files_only=True,
+    model = AutoModelForCausalLM.from_pretrained(model_dir, config=config, quantization_config=bnb, device_map={"": 0},
+                                                 dtype=compute, use_safetensors=True, local_files_only=True,
                                                  trust_remote_code=trust_remote_code)
     model.save_pretrained(out, safe_serialization=True)
     load_tokenizer(model_dir, trust_remote_code=trust_remote_code).save_pretrained(out)
