@@ -228,9 +228,9 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
         recipe = load_recipe(recipe_path, overrides)
     device = resolve_device(recipe.train.device)
     check_distributed(recipe, device.type, launched=True)
-    if device.type == "cuda":
-        import torch
+    import torch
 
+    if device.type == "cuda":
         if nproc > torch.cuda.device_count():
             raise TailorError(f"--nproc {nproc} but this node has {torch.cuda.device_count()} CUDA GPUs", where="--nproc",
                               fix="one process per GPU: lower --nproc, or set train.device=cpu")
@@ -242,16 +242,16 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
             *worker_command(recipe_path, overrides, verbose)]
     log.info("launching: torchrun %s", " ".join(argv))
     env_threads = os.environ.setdefault("OMP_NUM_THREADS", "1")  # torchrun's default too; say it instead of warning
-    if device.type == "cpu" and os.environ.get("CUDA_VISIBLE_DEVICES") != "":
-        import torch
-
-        if torch.cuda.is_available():
-            # A CPU run on a GPU machine: accelerate would still place each worker's loss on cuda:N (seen on an H100:
-            # "Calculated loss must be on the original device: cpu"); workers that see no GPU stay on the CPU.
-            log.info("train.device is cpu: the worker processes see no GPU (CUDA_VISIBLE_DEVICES='')")
-            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    # A CPU run on a GPU machine: accelerate would still place each worker's loss on cuda:N (seen on an H100:
+    # "Calculated loss must be on the original device: cpu"); workers that see no GPU stay on the CPU.
+    hide_gpus = device.type == "cpu" and torch.cuda.is_available()
+    if hide_gpus:
+        log.info("train.device is cpu: the worker processes see no GPU (CUDA_VISIBLE_DEVICES='')")
     log.info("%d worker processes on this node, OMP_NUM_THREADS=%s each", nproc, env_threads)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
+        if hide_gpus:  # for the workers only: this process keeps its GPUs for what it starts later
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
         torchrun(get_args_parser().parse_args(argv))
     except ChildFailedError as exc:
         codes = [f.exitcode for f in exc.failures.values()]
@@ -259,4 +259,10 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
         print(f"error: {len(codes)} of {nproc} worker processes failed (exit code {code}); see their messages above",
               file=sys.stderr)
         return code
+    finally:
+        if hide_gpus:
+            if visible is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = visible
     return 0
