@@ -325,12 +325,17 @@ def _train_args(p):
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe settings, e.g. train.lr=1e-4")
 
 
+def _measure_args(p, eval_help: str, skip_help: str) -> None:
+    """The before/after table's flags, shared by quantize, prune, distill and export."""
+    p.add_argument("--eval-data", nargs="+", help=eval_help)
+    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples measured per model (default 32)")
+    p.add_argument("--no-measure", action="store_true", help=skip_help)
+
+
 def _distill_args(p):
     _train_args(p)
-    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy) or "
-                                                  "text, measured on teacher and student after training")
-    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples per model (default 32)")
-    p.add_argument("--no-measure", action="store_true", help="skip the teacher/student table")
+    _measure_args(p, "held-out chat records (perplexity of answers + fact accuracy) or text, measured on teacher "
+                     "and student after training", "skip the teacher/student table")
 
 
 def _train_launch_args(p):
@@ -447,10 +452,8 @@ def _report_args(p):
 def _compress_common(p):
     p.add_argument("model", help="model directory (a merged or fully trained model)")
     p.add_argument("--out", required=True, help="output directory for the compressed model and compression_report.json")
-    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy) or text "
-                   "(perplexity) measured before and after")
-    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples measured before and after (default 32)")
-    p.add_argument("--no-measure", action="store_true", help="skip the before/after measurements")
+    _measure_args(p, "held-out chat records (perplexity of answers + fact accuracy) or text (perplexity) measured "
+                     "before and after", "skip the before/after measurements")
 
 
 def _quantize_args(p):
@@ -474,11 +477,9 @@ def _export_args(p):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--onnx-exporter", default="auto", help="onnx: dynamo, torchscript or auto (dynamo, else torchscript)")
     p.add_argument("--gguf-type", help="gguf: f16 (default) or q8_0")
-    p.add_argument("--eval-data", nargs="+", help="held-out chat records (perplexity of answers + fact accuracy, greedy "
-                   "tokens compared with PyTorch) or text (perplexity): the source model in PyTorch and the export "
-                   "in its own runtime")
-    p.add_argument("--max-examples", type=int, default=32, help="evaluation examples measured before and after (default 32)")
-    p.add_argument("--no-measure", action="store_true", help="skip the before/after measurements and export_report.json")
+    _measure_args(p, "held-out chat records (perplexity of answers + fact accuracy, greedy tokens compared with "
+                     "PyTorch) or text (perplexity): the source model in PyTorch and the export in its own runtime",
+                  "skip the before/after measurements and export_report.json")
 
 
 COMMANDS: dict[str, tuple[Callable, Callable, str, str | None]] = {
