@@ -45,3 +45,6 @@ def test_cli_distill_ends_with_the_table_and_checks_flags_first(tmp_path, llama_
     assert main(["distill", *common, "--eval-data", str(chat_file), "--max-examples", "2"]) == 0
     saved = json.loads((tmp_path / "run" / "distill_report.json").read_text())
     assert saved["parameter_ratio"] < 1 and saved["after"]["eval_examples"] == 2  # one layer of two kept
+    common[1] = f"train.output_dir={tmp_path / 'quiet'}"
+    assert main(["distill", *common, "--no-measure"]) == 0
+    assert (tmp_path / "quiet" / "final").is_dir() and not (tmp_path / "quiet" / "distill_report.json").exists()
