@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from tailor.data.synthetic import generate_store_domain  # noqa: E402
+from tailor.quickstart.store_domain import generate_store_domain  # noqa: E402
 from tailor.data.templates import encode_prompt  # noqa: E402
 from tailor.models.generation import decoding_kwargs, generate  # noqa: E402
 

@@ -9,7 +9,7 @@ with the quickstart-sized tokenizer and reports int8-dynamic decode against floa
 process: the int8 gain grows with the share of decoding time spent in weight reads.
 
 Targets (issue 6): int8 linear weights <= 30% of their float32 bytes, perplexity rise <= 2%, decode
->= 1.3x faster than float32. Every model is measured by `tailor.compression.measure` in its own fresh
+>= 1.3x faster than float32. Every model is measured by `tailor.evaluation.measure` in its own fresh
 process, float32 baseline first, in this one run; --threads fixes torch's thread count (default 1:
 on a shared machine more threads mostly measure the neighbours).
 
@@ -35,7 +35,7 @@ from pathlib import Path
 def build_model(work: Path, steps: int) -> tuple[Path, Path]:
     """A deepseek-v3-tiny with a domain tokenizer, pretrained for `steps` steps on the store documents."""
     from tailor.config import Recipe, build
-    from tailor.data.synthetic import generate_store_domain, write_domain
+    from tailor.quickstart.store_domain import generate_store_domain, write_domain
     from tailor.models.presets import init_model
     from tailor.models.tokenizer import train_tokenizer
     from tailor.training.run import run as train
@@ -64,8 +64,8 @@ def interleaved_decode(model_dirs: list, new_tokens: int, rounds: int, float_dec
     transformers' own grouped experts, to show what the decode path alone is worth."""
     import statistics
 
-    from tailor.compression.kernels import use_transformers_experts
-    from tailor.compression.measure import decode_speed
+    from tailor.runtime.kernels import use_transformers_experts
+    from tailor.evaluation.measure import decode_speed
     from tailor.evaluation.run import load_for_eval
 
     loaded = {str(d): load_for_eval(d) for d in model_dirs}
@@ -100,7 +100,7 @@ def size_sweep(shapes: list[str], work: Path, tokenizer_dir: str | None, new_tok
     if tokenizer_dir:
         tokenizer = load_tokenizer(tokenizer_dir)
     else:
-        from tailor.data.synthetic import generate_store_domain
+        from tailor.quickstart.store_domain import generate_store_domain
 
         domain = generate_store_domain(seed=0)
         tokenizer = train_tokenizer(list(domain.documents), 4096, work / "tokenizer")
@@ -143,7 +143,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(a.threads)
-    from tailor.compression.measure import before_after_table, measure_isolated
+    from tailor.evaluation.measure import before_after_table, measure_isolated
     from tailor.compression.quantize import quantize
 
     work = Path(a.out or tempfile.mkdtemp(prefix="bench_quantize_"))

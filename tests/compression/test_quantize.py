@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from tailor.compression.kernels import Int8Experts
-from tailor.compression.measure import before_after_table, count_weights, measure
+from tailor.runtime.kernels import Int8Experts
+from tailor.evaluation.measure import before_after_table, count_weights, measure
 from tailor.compression.quantize import (MANIFEST, WEIGHTS, check_method, dequantize_int4, quantize, quantize_int4,
                                          quantize_int8)
 from tailor.errors import TailorError
@@ -153,7 +153,7 @@ def test_cli_quantize_then_chat_and_eval(deepseek_dir, text_file, tmp_path, caps
 
 
 def test_isolated_measurement_reports_user_errors(tmp_path):
-    from tailor.compression.measure import measure_isolated
+    from tailor.evaluation.measure import measure_isolated
 
     with pytest.raises(TailorError, match="model directory not found"):
         measure_isolated(tmp_path / "missing")

@@ -328,7 +328,7 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path, monkeypatch, llam
 
 
 def test_hpo_beats_a_bad_default_learning_rate_on_the_quickstart_task(tmp_path):
-    from tailor.data.synthetic import generate_store_domain, write_domain
+    from tailor.quickstart.store_domain import generate_store_domain, write_domain
     from tailor.models.presets import init_model
     from tailor.models.tokenizer import train_tokenizer
     from tailor.quickstart import recipe_path

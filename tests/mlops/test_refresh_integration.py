@@ -16,7 +16,7 @@ import yaml
 
 from tailor.cli import main
 from tailor.config import load_recipe
-from tailor.data.synthetic import generate_store_domain
+from tailor.quickstart.store_domain import generate_store_domain
 from tailor.mlops import drift
 from tailor.mlops.registry import Registry
 

@@ -44,7 +44,7 @@ def test_packed_attention_equals_sdpa_with_the_block_mask(preset):
     from transformers import AutoModelForCausalLM
 
     from tailor.models.presets import build_config
-    from tailor.training.packed_attention import NAME, use_packed_attention
+    from tailor.runtime.packed_attention import NAME, use_packed_attention
 
     torch.manual_seed(0)
     ref = AutoModelForCausalLM.from_config(build_config(preset, 300)).train()
@@ -71,7 +71,7 @@ def test_packed_attention_is_used_only_where_it_is_exact():
     from transformers import AutoModelForCausalLM
 
     from tailor.models.presets import build_config
-    from tailor.training.packed_attention import packed_sdpa_attention, use_packed_attention
+    from tailor.runtime.packed_attention import packed_sdpa_attention, use_packed_attention
 
     eager = AutoModelForCausalLM.from_config(build_config("llama-micro", 300), attn_implementation="eager")
     assert not use_packed_attention(eager)

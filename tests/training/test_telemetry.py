@@ -61,9 +61,9 @@ def test_sft_metrics_rows_summary_and_prometheus_scrape(tmp_path, llama_dir, cha
         assert 0 < m["mfu"] < 1.5 and m["peak_memory_mb"] > 50
 
     # Exact counts: 4 steps x 2 micro-batches x 4 rows = 32 rows = the 16 training rows twice (an epoch per 2 steps).
-    from tailor.training.run import _build_datasets
+    from tailor.data.training_data import build_training_data
 
-    train_ds, _, _ = _build_datasets(r, tokenizer)
+    train_ds, _, _ = build_training_data(r, tokenizer)
     assert len(train_ds) == 16
     lb_once = sum(sum(1 for x in row["labels"][1:] if x != -100) for row in train_ds)
     tokens_once = sum(len(row["input_ids"]) for row in train_ds)

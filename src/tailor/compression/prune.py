@@ -315,7 +315,7 @@ def prune(model_dir, method: str, out_dir, amount: float = 0.2, scope: str = "gl
 def _recover(out: Path, steps: int, data: list[str], masks, seed: int) -> dict:
     """Short full fine-tuning of the pruned model in `out`; the result replaces it."""
     from tailor.config import Recipe, build
-    from tailor.compression.measure import task_of
+    from tailor.evaluation.measure import task_of
     from tailor.training.run import run as train
 
     objective = "sft" if task_of(list(data)) == "generation" else "pretrain"

@@ -7,7 +7,7 @@ Methods (`METHODS`):
   fly, so matrix products run in int8. CPU only.
 - int8-weight: int8 per-output-channel weights kept int8 in memory. On CPU the products run in
   `torch._weight_int8pack_mm` (weight-only int8, bfloat16 activations inside the kernel; see
-  `tailor.compression.kernels`); elsewhere the weight is dequantized inside the layer.
+  `tailor.runtime.kernels`); elsewhere the weight is dequantized inside the layer.
 - int4-weight: int4 weights in groups of `group_size` input channels (one scale per group), two
   weights packed per byte. On CPU the products run in `torch._weight_int4pack_mm_for_cpu` where the
   shape allows (`kernels.int4_linear`); elsewhere the weight is dequantized inside the layer.
@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tailor.compression.kernels import Int8Experts, Int8WeightLinear, int4_linear, is_fused_experts
+from tailor.runtime.kernels import Int8Experts, Int8WeightLinear, int4_linear, is_fused_experts
 from tailor.errors import TailorError
 
 MANIFEST = "tailor_quantization.json"

@@ -24,7 +24,7 @@ class CompressionResult:
 
 
 def _finish(out: Path, title: str, details: dict, before: dict | None, after: dict | None, console) -> CompressionResult:
-    from tailor.compression.measure import before_after_table
+    from tailor.evaluation.measure import before_after_table
 
     result = CompressionResult(out, details)
     report = out / "compression_report.json"

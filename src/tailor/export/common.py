@@ -35,8 +35,8 @@ def load_for_export(model_path: str | Path):
             where=str(path),
             fix="pass a directory saved by `tailor train`, `tailor merge` or `tailor model init`",
         )
-    from tailor.compression.kernels import use_transformers_experts
-    from tailor.models.fast_decode import use_transformers_decode
+    from tailor.runtime.kernels import use_transformers_experts
+    from tailor.runtime.decode_step import use_transformers_decode
 
     # Inference loads run tailor's decode shortcuts, whose Python control flow depends on the data (routed
     # experts, cache state): an exported graph must hold transformers' own tensor code instead.

@@ -1,6 +1,6 @@
 """What an export cost: the source model measured in PyTorch (before), the exported artifact in its own runtime (after).
 
-Before is `tailor.compression.measure.measure_isolated` on the source model, exactly as `tailor quantize` and
+Before is `tailor.evaluation.measure.measure_isolated` on the source model, exactly as `tailor quantize` and
 `tailor prune` measure. After depends on the format, each in a fresh Python process (peak memory is per process):
 
 - safetensors: the exported directory loads in transformers, so it is `measure_isolated(out_dir)` as is;
@@ -73,7 +73,7 @@ def check_args(eval_data: list[str] | None, max_examples: int, measure: bool) ->
 
 def load_eval(paths: list[str], max_examples: int) -> tuple[str, list[dict]]:
     """(task, records) that `measure` evaluates: chat records -> generation, anything else -> lm."""
-    from tailor.compression.measure import task_of
+    from tailor.evaluation.measure import task_of
     from tailor.evaluation import generation, lm
 
     task = task_of(paths)
@@ -234,7 +234,7 @@ def measure_runtime(fmt: str, out: str | Path, tokenizer_dir: str | Path, eval_d
                     max_examples: int = 32, max_new_tokens: int = 32, decode_tokens: int = 32,
                     threads: int | None = None) -> dict:
     """The after-figures of an onnx, torchscript or gguf export, measured in its own runtime (this process)."""
-    from tailor.compression.measure import SPEED_PROMPT, rss_reset, status_kb
+    from tailor.evaluation.measure import SPEED_PROMPT, rss_reset, status_kb
     from tailor.data.templates import encode_prompt
     from tailor.models.loading import load_tokenizer
 
@@ -295,7 +295,7 @@ def _task_metrics(runtime, tok, task: str, records: list[dict], prompts: list[li
 def measure_runtime_isolated(fmt: str, out: str | Path, tokenizer_dir: str | Path,
                              eval_data: list[str] | None = None, **kwargs) -> dict:
     """`measure_runtime` in a fresh Python process (as measure_isolated does for PyTorch models)."""
-    from tailor.compression.measure import run_isolated
+    from tailor.evaluation.measure import run_isolated
 
     kwargs.setdefault("threads", torch.get_num_threads())
     return run_isolated("tailor.export.report", {"fmt": fmt, "out": str(out), "tokenizer_dir": str(tokenizer_dir),
@@ -353,7 +353,7 @@ def _title(model_path, fmt: str, after: dict, options: dict) -> str:
 
 def table(before: dict, after: dict, title: str, console=None) -> list[dict]:
     """measure.py's before/after rows plus the export rows (load time, agreement with PyTorch), printed as one table."""
-    from tailor.compression.measure import before_after_table
+    from tailor.evaluation.measure import before_after_table
 
     return before_after_table(before, after, title, console=console, extra_rows=EXTRA_ROWS)
 
@@ -362,7 +362,7 @@ def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, ev
                        max_examples: int = 32, measure: bool = True, console=None, **options) -> ExportReport:
     """Export MODEL to OUT in `fmt` and (unless measure=False) measure the source model in PyTorch and the
     artifact in its own runtime, print one before/after table and write OUT/export_report.json."""
-    from tailor.compression.measure import measure_isolated
+    from tailor.evaluation.measure import measure_isolated
     from tailor.export import check_format, run
 
     check_format(fmt)
@@ -401,7 +401,7 @@ def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, ev
 if __name__ == "__main__":
     import sys
 
-    from tailor.compression.measure import child_main
+    from tailor.evaluation.measure import child_main
 
     child_main(sys.argv[1:], lambda a: measure_runtime(a["fmt"], a["out"], a["tokenizer_dir"], a["eval_data"],
                                                         **a["kwargs"]))

@@ -216,7 +216,7 @@ def load_model(
         model = load_quantized(p, quantized, config, torch_dtype, target)
         model.train(False)
         if target.type == "cpu":
-            from tailor.models.fast_decode import use_fast_decode
+            from tailor.runtime.decode_step import use_fast_decode
 
             use_fast_decode(model)  # the same lean decoding step as float models; the int8 modules are called as they are
         return model
@@ -242,8 +242,8 @@ def load_model(
     if not bnb:
         model.to(target)
     if not for_training and target.type == "cpu":
-        from tailor.compression.kernels import use_decode_experts
-        from tailor.models.fast_decode import use_fast_decode
+        from tailor.runtime.kernels import use_decode_experts
+        from tailor.runtime.decode_step import use_fast_decode
 
         # Fused MoE experts: a decoding step runs only the routed experts instead of transformers' grouped walk
         # over all of them (1.16x decode on the quickstart model, same outputs; training keeps transformers' path).

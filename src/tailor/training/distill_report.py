@@ -1,6 +1,6 @@
 """What a distillation bought: the teacher ("before") against the student ("after") in one table.
 
-The figures are `tailor quantize`'s (tailor.compression.measure): size on disk, parameters, peak memory,
+The figures are `tailor quantize`'s (tailor.evaluation.measure): size on disk, parameters, peak memory,
 CPU decode tokens/s, time to first token, and with evaluation data the perplexity and main metric that
 `tailor eval` computes, each model measured in a fresh process on the same data. The table is printed
 and written to OUT/distill_report.json with both measurements and the share of the teacher's main metric
@@ -28,7 +28,7 @@ def check_eval_data(paths: list[str] | None, max_examples: int) -> None:
 def report(teacher: str | Path, student: str | Path, out_dir: str | Path, eval_data: list[str] | None = None,
            max_examples: int = 32, console=None) -> dict:
     """Measure teacher and student, print the before/after table, write OUT/distill_report.json; returns it."""
-    from tailor.compression.measure import before_after_table, measure_isolated
+    from tailor.evaluation.measure import before_after_table, measure_isolated
 
     check_eval_data(eval_data, max_examples)
     before = measure_isolated(teacher, eval_data, max_examples=max_examples)

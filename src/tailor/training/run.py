@@ -39,45 +39,6 @@ def latest_checkpoint(output_dir: Path, verify: bool = True) -> Path | None:
     return latest_complete(output_dir, full=verify)
 
 
-def _build_datasets(recipe: Recipe, tokenizer):
-    from tailor.data.dataset import pretrain_dataset, sft_dataset, split_validation
-    from tailor.data.loading import LoadReport, load_records, require_rows
-
-    from tailor.data.prepare import training_datasets
-
-    prepared = training_datasets(recipe)  # data.sources, or a prepared directory in data.train
-    if prepared is not None:
-        return prepared
-    d = recipe.data
-    if not d.train:
-        raise TailorError("no training data given", where="data.train / data.sources",
-                          fix="set data.train to files or a prepared directory, or data.sources to inputs to prepare")
-    report = LoadReport()
-    records = load_records(d.train, d.format, d.text_field, report)
-    if recipe.train.objective == "sft":
-        kept = [r for r in records if "messages" in r]
-        for _ in range(len(records) - len(kept)):
-            report.skip("raw text record in an sft run (needs a conversation)", ", ".join(d.train))
-        records = kept
-    require_rows(records, report, d.train, f"training ({recipe.train.objective})")
-    if d.eval:
-        val_records = load_records(d.eval, d.format, d.text_field)
-        train_records = records
-    else:
-        train_records, val_records = split_validation(records, d.val_ratio, recipe.train.seed)
-    if recipe.train.objective == "pretrain":
-        packing = True if d.packing is None else d.packing
-        build = lambda recs, rep=None: pretrain_dataset(recs, tokenizer, d.max_length, packing, rep)  # noqa: E731
-    else:
-        build = lambda recs, rep=None: sft_dataset([r for r in recs if "messages" in r], tokenizer, d.max_length, d.system_prompt, rep)  # noqa: E731
-    train_ds = build(train_records, report)
-    if len(train_ds) == 0:
-        raise TailorError(f"no training sequences left after tokenization: {report.summary()}", where="data.train",
-                          fix="lower data.max_length for packing, or raise it so assistant turns fit")
-    val_ds = build(val_records) if val_records else None
-    return train_ds, val_ds, report
-
-
 def _collator_and_packing(recipe: Recipe, tokenizer, model, train_ds, val_ds, report):
     """SFT with data.packing: packed rows + PackingCollator (block-diagonal attention); else PadCollator."""
     from tailor.data.dataset import PadCollator
@@ -86,7 +47,7 @@ def _collator_and_packing(recipe: Recipe, tokenizer, model, train_ds, val_ds, re
     if recipe.train.objective != "sft" or not recipe.data.packing:
         return train_ds, val_ds, PadCollator(tokenizer.pad_token_id), None
     check_attention(model, recipe.train.batch_size)
-    from tailor.training.packed_attention import use_packed_attention
+    from tailor.runtime.packed_attention import use_packed_attention
 
     if use_packed_attention(model):  # sdpa per sample: the masked blocks of a packed row are never computed
         log.info("packing: attention runs per sample (tailor_packed_sdpa)")
@@ -135,6 +96,7 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
     from transformers import Trainer, TrainingArguments, set_seed
 
     from tailor.adapters import apply_adapter, is_peft_method
+    from tailor.data.training_data import build_training_data
     from tailor.models.loading import count_parameters, resolve_device
     from tailor.training.callbacks import ConsoleProgress, JsonlMetrics
     from tailor.training.telemetry import RichProgress, attach_telemetry, jsonl_extras, telemetry_callbacks, telemetry_summary
@@ -174,7 +136,7 @@ def run(recipe: Recipe, callbacks: list | None = None, *, load: Callable | None 
         packing = None
     else:
         model, tokenizer, base_dir = (load or _load_model_and_tokenizer)(recipe, out)
-        train_ds, val_ds, report = _build_datasets(recipe, tokenizer)
+        train_ds, val_ds, report = build_training_data(recipe, tokenizer)
         train_ds, val_ds, collator, packing = _collator_and_packing(recipe, tokenizer, model, train_ds, val_ds, report)
     log.info("data: %s", report.summary())
     if t.dropout is not None:

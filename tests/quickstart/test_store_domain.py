@@ -8,8 +8,8 @@ from collections import defaultdict
 
 import pytest
 
-from tailor.data.synthetic import TOPICS, _catalog, DomainData, Fact, generate_store_domain, write_domain
-from tailor.data.synthetic_templates import HELD_OUT_POSITIONS, PAGES, TEMPLATES
+from tailor.quickstart.store_domain import TOPICS, _catalog, DomainData, Fact, generate_store_domain, write_domain
+from tailor.quickstart.store_templates import HELD_OUT_POSITIONS, PAGES, TEMPLATES
 from tailor.errors import TailorError
 
 

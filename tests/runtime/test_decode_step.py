@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import tailor.models.fast_decode as fast_decode
-from tailor.models.fast_decode import use_fast_decode, use_transformers_decode
+import tailor.runtime.decode_step as fast_decode
+from tailor.runtime.decode_step import use_fast_decode, use_transformers_decode
 from tailor.models.loading import load_model
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
@@ -162,7 +162,7 @@ def test_only_deepseek_v3_inference_loads_get_the_fast_path(deepseek_dir, llama_
 
 
 def test_int8_weight_model_matches_its_own_slow_path(deepseek_dir, tmp_path, fast_steps):
-    from tailor.compression.kernels import Int8WeightLinear
+    from tailor.runtime.kernels import Int8WeightLinear
     from tailor.compression.quantize import quantize
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
@@ -197,7 +197,7 @@ def test_tracing_compiling_and_exporting_record_transformers_graph(deepseek_dir,
     owner, name = flag.split(".")
     monkeypatch.setattr(getattr(torch, owner), name, lambda: True)
     assert "_transformers_model_forward" in fast.model.__dict__  # installed, and declines while the flag is up
-    from tailor.models.fast_decode import _fast_case
+    from tailor.runtime.decode_step import _fast_case
     from transformers import DynamicCache
 
     cache = DynamicCache(config=fast.config)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tailor.compression.kernels import (Int8Experts, experts_forward, int8_linear, int8pack_ok, own_int8,
+from tailor.runtime.kernels import (Int8Experts, experts_forward, int8_linear, int8pack_ok, own_int8,
                                         use_decode_experts)
 from tailor.compression.quantize import quantize_int8
 from tailor.models.loading import load_model
@@ -61,7 +61,7 @@ IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
 
 
 def test_decode_experts_path_equals_transformers_experts(deepseek_dir, llama_dir):
-    from tailor.compression.kernels import use_transformers_experts
+    from tailor.runtime.kernels import use_transformers_experts
 
     fast = load_model(deepseek_dir)  # inference loads take the decode path already
     assert use_decode_experts(fast) == 0 and "_transformers_forward" in fast.model.layers[-1].mlp.experts.__dict__

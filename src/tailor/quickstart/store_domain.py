@@ -8,7 +8,7 @@ the facts rather than the sentences. Every fact exists in English and Chinese.
 Held-out templates are a fixed subset of one paraphrase pool, so evaluation asks the same kind of
 questions in wordings never seen in training: per topic and language, the questions at positions
 `HELD_OUT_POSITIONS` (2, 7 and 12) of the pool are held out, whatever their wording, and the rest
-train (see `synthetic_templates`). FAQ pages in the documents use training wordings only.
+train (see `store_templates`). FAQ pages in the documents use training wordings only.
 
 Values are chosen so that within a topic no value is a substring of another ("$32" would hide
 inside "$329"), which keeps the "answer contains the value" check meaningful.
@@ -21,7 +21,7 @@ import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tailor.data.synthetic_templates import (
+from tailor.quickstart.store_templates import (
     FAQ_PAIR,
     FAQ_TITLE,
     PAGES,

@@ -65,7 +65,7 @@ def count_weights(model) -> tuple[int, int]:
     """(parameters, non-zero parameters), quantized layers counted as the float weights they replace."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    from tailor.compression.kernels import Int8Experts
+    from tailor.runtime.kernels import Int8Experts
     from tailor.compression.quantize import Int4WeightLinear, Int8WeightLinear
 
     total = nonzero = 0
@@ -177,7 +177,7 @@ def measure_isolated(model_dir: str | Path, eval_data: list[str] | str | None = 
     """`measure` in a fresh Python process, so that the figures of one model are not shifted by the
     memory, caches and warmed-up code another model left behind in this process."""
     kwargs.setdefault("threads", torch.get_num_threads())  # the child would otherwise take every core
-    return run_isolated("tailor.compression.measure", {"model_dir": str(model_dir), "eval_data": eval_data,
+    return run_isolated("tailor.evaluation.measure", {"model_dir": str(model_dir), "eval_data": eval_data,
                                                         "kwargs": kwargs}, f"measuring {model_dir}")
 
 

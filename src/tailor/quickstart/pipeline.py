@@ -29,14 +29,14 @@ class QuickstartResult:
 
 def recipe_path(name: str) -> Path:
     """A recipe shipped with the package (configs/quickstart/ links to the same files)."""
-    return Path(str(resources.files("tailor") / "recipes" / "quickstart" / name))
+    return Path(str(resources.files("tailor.quickstart") / name))
 
 
 def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     from rich.console import Console
 
     from tailor.adapters.merge import merge
-    from tailor.data.synthetic import generate_store_domain, write_domain
+    from tailor.quickstart.store_domain import generate_store_domain, write_domain
     from tailor.evaluation.report import write_report
     from tailor.evaluation.run import run as evaluate
     from tailor.models.loading import count_parameters
