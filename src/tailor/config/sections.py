@@ -1,0 +1,209 @@
+"""Shared recipe sections: model, adapter, train, eval, distill, refresh (the data section is in data.py).
+
+Every setting is declared once with a type, a default and a one-line description; the command
+schemas in commands.py are built from these sections.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are rejected, assignments re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    path: str | None = Field(None, description="Local Hugging Face model directory to start from (config.json + safetensors).")
+    preset: str | None = Field(None, description="Build a new model from this preset instead of loading one (see `tailor model presets`).")
+    tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to model.path. Required with model.preset.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = float32 on CPUs without bf16, bf16 on GPUs that have it.")
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelConfig":
+        if self.path and self.preset:
+            raise ValueError("set either model.path (load a checkpoint) or model.preset (build a new model), not both")
+        if self.preset and not self.tokenizer:
+            raise ValueError("model.preset needs model.tokenizer: a tokenizer directory (train one with `tailor tokenizer train`)")
+        return self
+
+
+class AdapterConfig(Section):
+    method: Literal["full", "lora", "dora", "qlora", "prefix", "prompt", "ia3", "freeze"] = Field("lora", description="full = all weights; lora = low-rank adapters (peft); dora = weight-decomposed LoRA; qlora = LoRA on a 4-bit base (CUDA + bitsandbytes); prefix / prompt = trained virtual tokens (prefix tuning / prompt tuning); ia3 = learned activation scales; freeze = only the last N blocks and the head train.")
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scaling = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (must be 0 when LoRA reaches fused MoE experts).")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Module names LoRA wraps, or all-linear (every linear layer but the head).")
+    rslora: bool = Field(False, description="With lora/dora/qlora: rank-stabilized scaling alpha / sqrt(r) instead of alpha / r.")
+    num_virtual_tokens: int = Field(20, ge=1, description="With prefix/prompt: how many trained virtual tokens are prepended.")
+    freeze_last_n: int = Field(2, ge=0, description="With method=freeze: how many final transformer blocks train (the head and final norm always do).")
+    lora_experts: bool | None = Field(None, description="With lora/dora/qlora on a mixture-of-experts model: true = LoRA also wraps the fused expert weights (added to any target_modules list); false = experts and router stay frozen (attention only: peft maps MLP names onto the experts); None = as target_modules says (all-linear reaches experts and router).")
+
+    @model_validator(mode="after")
+    def _lora_experts_needs_lora(self) -> "AdapterConfig":
+        if self.lora_experts is not None and self.method not in ("lora", "dora", "qlora"):
+            raise ValueError(f"adapter.lora_experts applies to lora, dora and qlora, not method={self.method}")
+        return self
+
+    @model_validator(mode="after")
+    def _rslora_needs_lora(self) -> "AdapterConfig":
+        if self.rslora and self.method not in ("lora", "dora", "qlora"):
+            raise ValueError(f"adapter.rslora applies to lora, dora and qlora, not method={self.method}")
+        return self
+
+
+class TrainConfig(Section):
+    objective: Literal["pretrain", "sft", "classification"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows.")
+    output_dir: str = Field("runs/train", description="Run directory: checkpoints, final model or adapter, metrics.jsonl, TensorBoard logs, resolved config.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when train.max_steps > 0).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use train.epochs.")
+    batch_size: int = Field(8, ge=1, description="Sequences per device per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps (effective batch = batch_size x grad_accum x processes).")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="Weight decay (decoupled for AdamW).")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Share of steps for linear warm-up.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "reduce_on_plateau"] = Field("cosine", description="Learning-rate schedule after warm-up; cosine_with_restarts uses train.num_cycles; reduce_on_plateau cuts the LR when the validation loss stops falling (needs validation data).")
+    num_cycles: int = Field(1, ge=1, description="Hard restarts of the cosine schedule (train.scheduler=cosine_with_restarts).")
+    plateau_patience: int = Field(1, ge=0, description="Evaluations without a better validation loss before reduce_on_plateau cuts the LR.")
+    plateau_factor: float = Field(0.1, gt=0, lt=1, description="LR multiplier applied by reduce_on_plateau at each cut.")
+    optimizer: Literal["adamw", "sgd", "adafactor", "adamw_8bit"] = Field("adamw", description="adamw (torch), sgd (with train.momentum), adafactor, adamw_8bit (bitsandbytes, CUDA only).")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (train.optimizer=sgd).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (0 = off).")
+    labels: list[str] | None = Field(None, description="train.objective=classification: the label set in class-id order (default: the labels in the training data, sorted; numerically when all are integers).")
+    class_weights: Literal["none", "balanced"] | list[float] = Field("none", description="train.objective=classification: loss weight per class: none, balanced (n_rows / (n_classes x rows of the class), as scikit-learn) or one weight per label in label order.")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _integer_labels(cls, v):
+        # Integer class ids in YAML ([0, 1]) name the same labels as in the data, where they are read as text.
+        return [str(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _classification_settings(self) -> "TrainConfig":
+        if self.objective != "classification" and (self.labels is not None or self.class_weights != "none"):
+            raise ValueError("train.labels and train.class_weights apply to train.objective=classification only")
+        if isinstance(self.class_weights, list) and (any(w < 0 for w in self.class_weights) or not any(self.class_weights)):
+            raise ValueError("train.class_weights must be non-negative with at least one above 0")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("train.labels lists a label twice")
+        return self
+
+    dropout: float | None = Field(None, ge=0, lt=1, description="Override every dropout rate the model config declares (attention, hidden, ...); None keeps the model's own.")
+    early_stopping_patience: int = Field(0, ge=0, description="Stop after N evaluations without improvement of train.early_stopping_metric and reload the best checkpoint (0 = off; needs validation data).")
+    early_stopping_metric: str = Field("eval_loss", description="Validation metric watched by early stopping (lower is better for names ending in 'loss').")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="Keep an exponential moving average of the trainable weights with this decay, evaluated and saved as final_ema/ (0 = off).")
+    adversarial: Literal["none", "fgm", "pgd"] = Field("none", description="Adversarial training on the input embeddings: fgm = a second forward/backward with embeddings moved along the normalized gradient; pgd = train.adversarial_steps projected ascent steps inside the train.adversarial_epsilon ball, the last one's gradient added.")
+    adversarial_epsilon: float = Field(1.0, gt=0, description="Size (L2 norm) of the FGM perturbation of the embedding matrix, and the radius of PGD's ball.")
+    adversarial_steps: int = Field(3, ge=1, description="PGD ascent steps per micro-batch (train.adversarial=pgd; each costs a forward and backward).")
+    adversarial_alpha: float | None = Field(None, gt=0, description="PGD step size (default: adversarial_epsilon / adversarial_steps).")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs without bf16.")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    seed: int = Field(42, description="Seed for weights, data order and dropout (fixed seed = reproducible run).")
+    logging_steps: int = Field(10, ge=1, description="Log loss, learning rate, grad norm, tokens/s, loss-bearing tokens/s, MFU, peak memory (and MoE expert load) every N steps.")
+    metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve the training metrics for Prometheus at http://train.metrics_host:PORT/metrics while training (None or 0 = off; needs prometheus-client, in the serve extra).")
+    metrics_host: str = Field("127.0.0.1", description="Address of the training metrics endpoint (0.0.0.0 exposes it to the network).")
+    mfu_probe_seconds: float = Field(0.5, ge=0, description="Seconds of matmul timing before the first step that measure the device's peak for MFU (once per process; 0 = no MFU).")
+    moe_bias_update_speed: float = Field(0.0, ge=0, description="MoE (DeepSeek-V3): after each step move every router's e_score_correction_bias by this speed x sign(mean load - expert load), the auxiliary-loss-free balancing of DeepSeek-V3 (0 = off; DeepSeek-V3 used 0.001; needs adapter.method full or freeze).")
+    save_steps: int = Field(200, ge=1, description="Write a checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Keep the last N complete checkpoints (plus the best one, see train.keep_best).")
+    keep_best: bool = Field(True, description="With validation data: an evaluation that beats all earlier ones on train.early_stopping_metric saves a checkpoint, kept beyond train.save_total_limit.")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate validation loss every N steps (default: once per epoch when there is validation data).")
+    resume: bool = Field(False, description="Continue from the latest complete checkpoint in train.output_dir (same weights as an uninterrupted run).")
+    resume_force: bool = Field(False, description="Resume even when recipe settings or data that change the result differ from the checkpoint's (a warning names them).")
+    device: str | None = Field(None, description="Force a device (cpu, cuda, mps); default picks the best available.")
+    distributed: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="Engine of a multi-process run (`tailor train RECIPE --nproc N`): ddp = DistributedDataParallel (a full replica per process); fsdp = Fully Sharded Data Parallel (FSDP2: weights, gradients and optimizer state sharded); deepspeed = DeepSpeed ZeRO from train.deepspeed_config (CUDA only); none = one process (with --nproc > 1 it means ddp). Batch per step = batch_size x grad_accum x processes.")
+    fsdp_sharding: Literal["full_shard", "shard_grad_op"] = Field("full_shard", description="distributed=fsdp: full_shard frees gathered weights after each forward (least memory, like ZeRO-3); shard_grad_op keeps them until the backward (less communication, like ZeRO-2).")
+    fsdp_auto_wrap: Literal["transformer", "none"] = Field("transformer", description="distributed=fsdp: transformer = one FSDP unit per decoder block (the model's _no_split_modules); none = the whole model is one unit.")
+    fsdp_state_dict: Literal["full", "sharded"] = Field("full", description="distributed=fsdp: checkpoint format: full = one consolidated file written by rank 0; sharded = one file per process (faster for large models). final/ is always a full model.")
+    deepspeed_config: str | None = Field(None, description="distributed=deepspeed: a DeepSpeed JSON config (configs/deepspeed/zero2.json and zero3.json ship with tailor); its \"auto\" values are filled from train.*.")
+
+    @model_validator(mode="after")
+    def _deepspeed_config_needs_deepspeed(self) -> "TrainConfig":
+        if self.deepspeed_config and self.distributed != "deepspeed":
+            raise ValueError(f"train.deepspeed_config applies to train.distributed=deepspeed, not {self.distributed}")
+        return self
+
+
+class EvalConfig(Section):
+    task: Literal["generation", "lm", "classification", "retrieval"] = Field("generation", description="generation = answer chat records and score the answers; lm = loss/perplexity of text; classification = {text, label} rows scored by label likelihood (by the head's logits for a sequence classifier); retrieval = {query, candidates, relevant|positive} rows ranked by likelihood.")
+    data: list[str] = Field(default_factory=list, description="Evaluation files: chat records whose last assistant turn is the reference (optional `answer` = the fact to contain), or the rows of eval.task.")
+    max_new_tokens: int = Field(64, ge=1, description="Tokens generated per answer.")
+    batch_size: int = Field(16, ge=1, description="Prompts per generation batch (and sequences per scoring batch).")
+    max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
+    max_length: int = Field(1024, ge=8, description="Tokens per scored sequence: lm windows; longer classification/retrieval/answer sequences lose their oldest tokens.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(0.7, gt=0, description="Sampling temperature (with eval.do_sample).")
+    top_p: float = Field(0.9, gt=0, le=1, description="Nucleus sampling share (with eval.do_sample).")
+    seed: int = Field(0, description="Seed for sampled generation and robustness noise.")
+    classification_template: str = Field("{text}\nLabel:", description="User turn for classification ({text}; {labels} lists the label set); each label is scored as the assistant's answer.")
+    labels: list[str] | None = Field(None, description="Classification label set in this order (default: the labels found in the data, sorted).")
+    retrieval_template: str = Field("{query}", description="User turn for retrieval ({query}); each candidate is scored as the assistant's answer by mean token log-likelihood.")
+    ranking_k: list[int] = Field(default_factory=lambda: [1, 5, 10], description="K values for Recall@K and NDCG@K.")
+    uncertainty: Literal["margin", "entropy"] = Field("margin", description="Classification uncertainty for select_uncertain: lowest top-2 margin or highest entropy (generation uses the answer's mean token log-prob).")
+    select_uncertain: int = Field(0, ge=0, description="Write the K examples the model is least sure about to uncertain.jsonl in the output folder (0 = off).")
+    efficiency: bool = Field(True, description="Report timing and peak memory; generation adds time to first token, tokens/s and p50/p95 latency from single requests.")
+    efficiency_requests: int = Field(8, ge=1, description="Single (unbatched) requests timed for the generation latency figures.")
+    robustness: bool = Field(False, description="Generation: ask the questions again with noise (eval.robustness_noise) and report the score drop.")
+    robustness_noise: list[Literal["typo", "eda", "template"]] = Field(default_factory=lambda: ["typo", "eda", "template"], min_length=1, description="Noise kinds: typo = character typos, eda = EDA word edits (synonym/insert/swap/delete), template = polite paraphrase wrappers.")
+    robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
+    refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
+    worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
+
+    _one_file_is_a_list = field_validator("data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
+
+    @field_validator("ranking_k")
+    @classmethod
+    def _positive_k(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("eval.ranking_k must be a non-empty list of positive integers, e.g. [1, 5, 10]")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _templates_have_fields(self) -> "EvalConfig":
+        for key, name in (("classification_template", "text"), ("retrieval_template", "query")):
+            if "{" + name + "}" not in getattr(self, key):
+                raise ValueError(f"eval.{key} must contain {{{name}}} where the row's {name} goes")
+        return self
+
+
+class DistillConfig(Section):
+    """Knowledge distillation (`tailor distill`): a frozen teacher guides the student that model/adapter/train describe."""
+
+    teacher: str | None = Field(None, description="Teacher: a local model directory or LoRA adapter directory (frozen; same tokenizer as the student).")
+    student_layers: int | None = Field(None, ge=1, description="Student = the teacher with this many evenly spaced decoder layers kept (first and last included), instead of model.preset / model.path.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both models' logits in the KL term (scaled back by T^2).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Loss = alpha x KL(teacher || student) + (1 - alpha) x hard-label cross-entropy.")
+    hidden_weight: float = Field(0.0, ge=0, description="Weight of the MSE between the student's last hidden states (through a learned projection) and the teacher's (0 = off).")
+    prompts: list[str] = Field(default_factory=list, description="Sequence-level KD: files of unlabeled questions (chat records, their answers ignored, or .txt one per line); the teacher answers them greedily into OUTPUT_DIR/teacher_answers.jsonl, which joins data.train. Questions in the eval data or already in data.train are left out and counted.")
+    generate_max_new_tokens: int = Field(128, ge=1, description="Longest teacher answer to distill.prompts in tokens; answers cut off at this length are left out and counted.")
+
+    _one_file_is_a_list = field_validator("prompts", mode="before")(lambda v: [v] if isinstance(v, str) else v)
+
+
+class RefreshConfig(Section):
+    """`tailor refresh`: drift watch on newly arrived data, incremental retraining, an A/B gate, promotion in the registry."""
+
+    registry: str | None = Field(None, description="Model registry: a SQLite file or any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: $TAILOR_REGISTRY, else runs/registry.db).")
+    model_name: str | None = Field(None, description="The registered model to keep fresh: its production version is measured, retrained and gated.")
+    new_data: list[str] = Field(default_factory=list, description="Newly arrived data: files or folders in any data.sources format, prepared with this recipe's data pipeline (clean, dedup, split).")
+    holdout: float = Field(0.2, gt=0, lt=1, description="Share of the new rows held out for the A/B gate (when data.split sets no eval share).")
+    threshold: float = Field(0.15, gt=0, description="Drift: retrain when production's perplexity on the new data exceeds its recorded baseline by this share (0.15 = up 15%).")
+    task_metric: str | None = Field("fact_accuracy", description="Per-example score watched and gated besides perplexity when the evaluation yields it (fact_accuracy needs an `answer` field; token_f1 always exists for chat data); None = perplexity only.")
+    task_drop: float = Field(0.1, ge=0, description="Drift: also retrain when the task metric falls this much (absolute) below production's recorded baseline.")
+    replay: float = Field(0.3, ge=0, lt=1, description="Share of the incremental training mix drawn from production's own training data, against forgetting (0 = new data only).")
+    mode: Literal["continue-adapter", "last-n-layers"] = Field("continue-adapter", description="continue-adapter = keep training production's LoRA/DoRA adapter (loaded trainable); last-n-layers = train only the last refresh.last_n_layers blocks and the head of production's (merged) model.")
+    last_n_layers: int = Field(2, ge=1, description="Blocks that train with refresh.mode=last-n-layers.")
+    tolerance: float = Field(0.02, ge=0, description="Gate, old held-out set: the candidate may be this much worse (perplexity up by this share, the task metric down by this much) and still pass.")
+    min_gain: float = Field(0.0, ge=0, description="Gate, new held-out set: the candidate's perplexity must be below production's by more than this share (0 = any improvement); its task metric must not be lower.")
+    max_examples: int | None = Field(256, ge=1, description="Examples per evaluation (drift check and each gate side), to bound a scheduled run's time; None = all.")
+    work_dir: str = Field("runs/refresh", description="Each run writes data, training output, evaluations and its refresh.jsonl log to WORK_DIR/<model_name>/<run id>/ (keep the folders of registered versions: they hold their artefacts).")
+
+    _one_file_is_a_list = field_validator("new_data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
+
+
