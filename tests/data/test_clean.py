@@ -2,7 +2,8 @@ import pytest
 
 from tailor.config import (ChineseStep, DataConfig, HtmlStep, LanguageStep, LengthStep, NfkcStep, PiiStep, RegexStep,
                            build)
-from tailor.data.clean import clean_records, detect_language, html_to_text, nfkc, strip_control, whitespace
+from tailor.data.clean import clean_records, detect_language
+from tailor.data.normalize import html_to_text, nfkc, strip_control, whitespace
 from tailor.data.records import PrepareReport
 from tailor.errors import TailorError
 

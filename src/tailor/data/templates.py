@@ -12,6 +12,39 @@ from pathlib import Path
 
 from tailor.errors import TailorError
 
+# The special tokens of tailor's own tokenizers (`tailor.models.tokenizer.train_tokenizer`); the
+# template that uses them lives here so the data stage renders it without importing models/.
+SPECIAL_TOKENS = {
+    "bos": "<｜begin▁of▁sentence｜>",
+    "eos": "<｜end▁of▁sentence｜>",
+    "pad": "<｜▁pad▁｜>",
+    "user": "<｜User｜>",
+    "assistant": "<｜Assistant｜>",
+}
+
+# A tool result is wrapped in DeepSeek-V3's tool-output markers and, like a user turn, has no end
+# token of its own: the next "<｜Assistant｜>" closes it, so the template stays prefix-stable.
+TOOL_OUTPUT = ("<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>")
+
+# DeepSeek-V3 style. Kept on few lines because every character outside the Jinja tags is output.
+# Prefix-stable: the generation prompt "<｜Assistant｜>" is exactly how the next assistant turn
+# starts, which `assistant_spans` below relies on to find the assistant spans for the loss mask.
+DEEPSEEK_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ message['content'] }}"
+    "{%- elif message['role'] == 'user' -%}{{ '" + SPECIAL_TOKENS["user"] + "' + message['content'] }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '" + SPECIAL_TOKENS["assistant"] + "' + message['content'] + '" + SPECIAL_TOKENS["eos"] + "' }}"
+    "{%- elif message['role'] == 'tool' -%}"
+    "{{ '" + TOOL_OUTPUT[0] + "' + message['content'] + '" + TOOL_OUTPUT[1] + "' }}"
+    "{%- else -%}{{ raise_exception('Unknown chat role: ' + message['role'] "
+    "+ ' (expected system, user, assistant or tool)') }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"
+)
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -25,8 +58,7 @@ _END_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 
 def builtin_templates() -> dict[str, str]:
-    from tailor.models.tokenizer import DEEPSEEK_CHAT_TEMPLATE
-
+    """Chat templates selectable by name in data.chat_template."""
     return {"deepseek": DEEPSEEK_CHAT_TEMPLATE, "chatml": CHATML_TEMPLATE}
 
 
@@ -101,10 +133,11 @@ def _search_span(tokenizer, full: str, content: str, start: int) -> tuple[int, i
     return pos, end
 
 
-def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dict | None:
+def encode_conversation(tokenizer, messages: list[dict], max_length: int | None) -> dict | None:
     """input_ids and labels (-100 outside assistant turns) for one conversation.
 
-    Returns None when no assistant token survives truncation to max_length.
+    max_length=None keeps the whole conversation. Returns None when no assistant token survives
+    truncation to max_length.
     """
     full, spans = assistant_spans(tokenizer, messages)
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
@@ -113,8 +146,9 @@ def encode_conversation(tokenizer, messages: list[dict], max_length: int) -> dic
     for t, (s, e) in enumerate(offsets):
         if e > s and any(s < b and e > a for a, b in spans):
             labels[t] = ids[t]
-    truncated = len(ids) > max_length
-    ids, labels = ids[:max_length], labels[:max_length]
+    truncated = max_length is not None and len(ids) > max_length
+    if truncated:
+        ids, labels = ids[:max_length], labels[:max_length]
     if all(lab == -100 for lab in labels):
         return None
     return {"input_ids": ids, "labels": labels, "truncated": truncated}

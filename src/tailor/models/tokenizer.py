@@ -15,40 +15,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tailor.data.templates import DEEPSEEK_CHAT_TEMPLATE, SPECIAL_TOKENS, TOOL_OUTPUT  # noqa: F401 (export and tests read them here)
 from tailor.errors import TailorError
 
 log = logging.getLogger(__name__)
-
-SPECIAL_TOKENS = {
-    "bos": "<｜begin▁of▁sentence｜>",
-    "eos": "<｜end▁of▁sentence｜>",
-    "pad": "<｜▁pad▁｜>",
-    "user": "<｜User｜>",
-    "assistant": "<｜Assistant｜>",
-}
-
-# A tool result is wrapped in DeepSeek-V3's tool-output markers and, like a user turn, has no end
-# token of its own: the next "<｜Assistant｜>" closes it, so the template stays prefix-stable.
-TOOL_OUTPUT = ("<｜tool▁output▁begin｜>", "<｜tool▁output▁end｜>")
-
-# DeepSeek-V3 style. Kept on few lines because every character outside the Jinja tags is output.
-# Prefix-stable: the generation prompt "<｜Assistant｜>" is exactly how the next assistant turn
-# starts, which data/templates.py relies on to find the assistant spans for the loss mask.
-DEEPSEEK_CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{%- for message in messages -%}"
-    "{%- if message['role'] == 'system' -%}{{ message['content'] }}"
-    "{%- elif message['role'] == 'user' -%}{{ '" + SPECIAL_TOKENS["user"] + "' + message['content'] }}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{ '" + SPECIAL_TOKENS["assistant"] + "' + message['content'] + '" + SPECIAL_TOKENS["eos"] + "' }}"
-    "{%- elif message['role'] == 'tool' -%}"
-    "{{ '" + TOOL_OUTPUT[0] + "' + message['content'] + '" + TOOL_OUTPUT[1] + "' }}"
-    "{%- else -%}{{ raise_exception('Unknown chat role: ' + message['role'] "
-    "+ ' (expected system, user, assistant or tool)') }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '" + SPECIAL_TOKENS["assistant"] + "' }}{%- endif -%}"
-)
 
 # Each CJK ideograph, kana or hangul syllable is its own pre-token, so BPE never merges across
 # Chinese word boundaries: with no spaces to mark words, a merge like "退回睡袋" would give the same
