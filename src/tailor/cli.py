@@ -128,6 +128,7 @@ def cmd_chat(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
+    from tailor.mlops.follow import registry_source
     from tailor.serving.server import parse_adapters, serve
 
     model, extra = a.model, []
@@ -143,7 +144,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
                                ("registry_model", a.registry_model)) if v is not None}
     if a.adapter:
         flags["adapters"] = {**cfg.adapters, **parse_adapters(a.adapter)}
-    serve(model, build(ServeConfig, {**cfg.model_dump(), **flags}, "command line"))
+    cfg = build(ServeConfig, {**cfg.model_dump(), **flags}, "command line")
+    serve(model, cfg, registry_source(cfg))
     return 0
 
 

@@ -68,6 +68,7 @@ def served(models):
     """A registry with v1 in production and a server following it (polling every 0.1 s)."""
     import uvicorn
 
+    from tailor.mlops.follow import registry_source
     from tailor.mlops.registry import Registry
     from tailor.serving.server import build_app
 
@@ -78,7 +79,7 @@ def served(models):
     reg.register("support", str(models[2][0]))  # a candidate until a test promotes it
     cfg = ServeConfig(registry=str(db), registry_model="support", registry_poll_seconds=0.1, api_keys=[KEY],
                       max_tokens=64, engine="tailor")
-    app = build_app(None, cfg)
+    app = build_app(None, cfg, registry_source(cfg))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -184,6 +185,7 @@ def test_adapter_version_loads_on_the_registered_base(llama_dir, tmp_path):
     """An adapter version folds into the base the registry records, not the path in its adapter_config."""
     from peft import LoraConfig, get_peft_model
 
+    from tailor.mlops.follow import registry_source
     from tailor.mlops.registry import Registry
     from tailor.serving.server import build_app
 
@@ -196,7 +198,8 @@ def test_adapter_version_loads_on_the_registered_base(llama_dir, tmp_path):
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     reg = Registry(str(tmp_path / "r.db"))
     reg.register("support", str(tmp_path / "adapter"), base_path=str(llama_dir), stage="production")
-    app = build_app(None, ServeConfig(registry=str(tmp_path / "r.db"), registry_model="support", engine="tailor"))
+    cfg = ServeConfig(registry=str(tmp_path / "r.db"), registry_model="support", engine="tailor")
+    app = build_app(None, cfg, registry_source(cfg))
     st = app.state.tailor
     assert st.version == 1 and st.model_name == "support"
     answer = generate(st.engine.model, st.engine.tokenizer, [QUESTION], max_new_tokens=8)[0].strip()
@@ -211,6 +214,17 @@ def test_reload_without_registry_is_400(llama_dir):
     app = build_app(llama_dir, ServeConfig(engine="tailor"))
     r = TestClient(app).post("/admin/reload")  # outside `with`: no lifespan, the route needs no engine
     assert r.status_code == 400 and r.json()["error"]["code"] == "no_registry"
+
+
+def test_registry_settings_need_a_source():
+    """serve.registry set but no source built from it: refused, not silently served from nothing."""
+    from tailor.errors import TailorError
+    from tailor.mlops.follow import registry_source
+    from tailor.serving.server import build_app
+
+    with pytest.raises(TailorError, match="no source to follow"):
+        build_app(None, ServeConfig(registry="r.db", registry_model="support"))
+    assert registry_source(ServeConfig()) is None, "no registry settings: serve a directory"
 
 
 def test_cli_bad_registry_input(models, tmp_path, capsys):
@@ -255,7 +269,7 @@ def test_follower_outage_gone_alias_and_drain_deadline(caplog):
     from types import SimpleNamespace
 
     from tailor.serving.metrics import new_metrics
-    from tailor.serving.registry_follow import Follower, Production
+    from tailor.serving.follow import Follower, Production
 
     v1, v2 = Production("m", 1, "/v1"), Production("m", 2, "/v2")
     answers = [OSError("database is locked"), OSError("database is locked"), (5, None), (6, v2)]
@@ -276,7 +290,7 @@ def test_follower_outage_gone_alias_and_drain_deadline(caplog):
         await follower.close()
         return results
 
-    with caplog.at_level("WARNING", logger="tailor.serving.registry_follow"):
+    with caplog.at_level("WARNING", logger="tailor.serving.follow"):
         results = asyncio.run(main())
     assert [r["status"] for r in results] == ["failed", "failed", "unchanged", "swapped"]
     assert results[2]["version"] == 1 and results[3]["version"] == 2 and st.version == 2

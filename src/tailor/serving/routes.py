@@ -51,7 +51,7 @@ class ServerState:
     guard: InputGuard
     output: OutputFilter
     version: int | None = None  # the registry version served (serve --registry), else None
-    follower: object | None = None  # registry_follow.Follower when following a registry
+    follower: object | None = None  # follow.Follower when following a production source (a registry)
 
     def adapter_for(self, name: str | None) -> str | None:
         """The adapter a request's `model` selects (None = the base); 404 for an unknown name."""

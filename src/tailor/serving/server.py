@@ -5,8 +5,9 @@ directory, which is folded into its base so that the base name serves base + ada
 `--adapter NAME=DIR` is loaded onto the same base with peft and chosen by a request's `model`.
 Weights load only from safetensors; `trust_remote_code` stays off unless serve.trust_remote_code.
 serve.engine picks the generation engine (the built-in one, or vLLM on a GPU: see vllm_engine).
-Instead of MODEL_DIR, serve.registry + serve.registry_model serve a registry's production version
-and switch to each newly promoted one without dropping requests (see registry_follow).
+Instead of MODEL_DIR, a ProductionSource (for serve.registry + serve.registry_model, the one that
+tailor.mlops.follow builds) names the production version; the server switches to each newly promoted
+one without dropping requests (see follow).
 """
 
 from __future__ import annotations
@@ -113,21 +114,24 @@ def check_model_name(name: str, cfg: ServeConfig) -> None:
                           fix="give the adapter (or the base, with --model-name) another name")
 
 
-def build_app(model_dir: str | Path | None, cfg: ServeConfig):
+def build_app(model_dir: str | Path | None, cfg: ServeConfig, source=None):
     """The app for `model_dir` with cfg's limits, rules and adapters (the engine starts with the app).
 
-    With serve.registry instead of a directory: the registry's production version of
-    serve.registry_model, followed as it changes (see registry_follow).
+    With `source` (a follow.ProductionSource, e.g. tailor.mlops.follow.registry_source(cfg)) instead of a
+    directory: the source's production version, followed as it changes.
     """
     from tailor.serving.app import create_app
 
-    if cfg.registry or cfg.registry_model:
+    if source is not None:
         if model_dir is not None:
             raise TailorError(f"got both a model directory ({model_dir}) and a registry to follow", where="tailor serve",
                               fix="pass either MODEL_DIR or --registry URL --registry-model NAME")
-        from tailor.serving.registry_follow import build_following_app
+        from tailor.serving.follow import build_following_app
 
-        return build_following_app(cfg)
+        return build_following_app(cfg, source)
+    if cfg.registry or cfg.registry_model:  # set, but nobody turned it into a source: never ignore it
+        raise TailorError("serve.registry / serve.registry_model are set but no source to follow was given",
+                          where="build_app(source=...)", fix="pass source=tailor.mlops.follow.registry_source(cfg)")
     if model_dir is None:
         raise TailorError("tailor serve needs a model directory, or a registry to follow", where="tailor serve",
                           fix="tailor serve MODEL_DIR, or tailor serve --registry registry.db --registry-model NAME")
@@ -136,13 +140,13 @@ def build_app(model_dir: str | Path | None, cfg: ServeConfig):
     return create_app(cfg, build_engine(model_dir, cfg), model_name=name)
 
 
-def serve(model_dir: str | Path | None, cfg: ServeConfig) -> None:
-    """Load and serve until interrupted (model_dir None: follow serve.registry)."""
+def serve(model_dir: str | Path | None, cfg: ServeConfig, source=None) -> None:
+    """Load and serve until interrupted (model_dir None: follow `source`, as in build_app)."""
     try:
         import uvicorn
     except ImportError:
         raise TailorError("serving needs the serve extra", fix="pip install 'tailor[serve]'") from None
-    app = build_app(model_dir, cfg)
+    app = build_app(model_dir, cfg, source)
     st = app.state.tailor
     engine = type(st.engine).__name__
     version = (f" version {st.version} from {cfg.registry} (checked every {cfg.registry_poll_seconds:g} s)"

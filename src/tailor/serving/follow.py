@@ -1,18 +1,21 @@
-"""Serve a registry's production model and follow it: `tailor serve --registry URL --registry-model NAME`.
+"""Serve whatever a source names as production and follow it as it changes, without dropping requests.
 
-The server starts on the version the registry's production alias names and polls
-`Registry.revision(name)` every serve.registry_poll_seconds. When the alias moves, the new version
-loads on a worker thread while the old engine keeps serving; then, on the event loop,
-`ServerState.engine` is pointed at the new engine. Route handlers read `st.engine` and submit their
-sequences to it without awaiting in between, so each request runs entirely on one engine: requests
-admitted before the swap (streams included) finish on the old engine, later ones go to the new one.
-The engine itself counts what is admitted on it (`active() + queued()`); once that reaches zero the
-old engine is stopped and dropped (at the latest after serve.request_timeout, when every request on
-it has passed its deadline anyway).
+A source is a plain callable (`ProductionSource`): it says where the production model is now, with a
+revision that grows whenever that changes. `tailor serve --registry` passes one that reads a model
+registry (tailor.mlops.follow.RegistrySource); serving itself knows nothing of registries.
+
+The server starts on the source's production version and calls it every serve.registry_poll_seconds.
+When the revision moves, the new version loads on a worker thread while the old engine keeps serving;
+then, on the event loop, `ServerState.engine` is pointed at the new engine. Route handlers read
+`st.engine` and submit their sequences to it without awaiting in between, so each request runs
+entirely on one engine: requests admitted before the swap (streams included) finish on the old engine,
+later ones go to the new one. The engine itself counts what is admitted on it (`active() + queued()`);
+once that reaches zero the old engine is stopped and dropped (at the latest after serve.request_timeout,
+when every request on it has passed its deadline anyway).
 
 A version that fails to load (a broken directory, a missing base) leaves the old one serving; the
 error is logged and counted (`tailor_model_reload_failures_total{reason="load"}`), and that version
-is not tried again until the alias moves or someone calls POST /admin/reload. A registry that cannot
+is not tried again until the revision moves or someone calls POST /admin/reload. A source that cannot
 be read is logged and counted under reason="registry"; serving goes on.
 """
 
@@ -24,7 +27,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 from tailor.errors import TailorError
 
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Production:
-    """A version to serve: what the registry's production alias names."""
+    """A version to serve: what a source names as production."""
 
     name: str
     version: int
@@ -41,42 +44,22 @@ class Production:
     base_path: str | None = None
 
 
-class RegistrySource:
-    """(revision, production version) of one model name, read from a registry (blocking: call off the loop)."""
-
-    def __init__(self, url: str, name: str):
-        self.url, self.name = url, name
-        from tailor.mlops.registry import Registry
-
-        self.registry = Registry(url, create=False)  # a mistyped path is an error, not a new empty registry
+class ProductionSource(Protocol):
+    """Where the production model is now. Both calls block (the follower makes them off the event loop)."""
 
     def __call__(self) -> tuple[int, Production | None]:
-        # Revision first: if the alias moves between the two reads, the next poll sees a new revision
-        # and re-reads; reading production first could pair a new version with a stale revision.
-        revision = self.registry.revision(self.name)
-        v = self.registry.production(self.name)
-        return revision, None if v is None else Production(v.name, v.version, v.path, v.base_path)
+        """(revision, the production version or None); the revision grows whenever production changes."""
 
     def first(self) -> tuple[int, Production]:
-        """The version to start on; a clear error when the name has no production version."""
-        revision, prod = self()
-        if prod is None:
-            versions = self.registry.versions(self.name)
-            have = (f"it has versions {[v.version for v in versions]} but none is in production" if versions
-                    else "it has no versions of that name")
-            raise TailorError(f"the registry {self.url} has no production version of '{self.name}': {have}",
-                              where="serve.registry_model / --registry-model",
-                              fix=f"promote one first (tailor registry promote {self.name} VERSION --url {self.url}), "
-                                  "or check the name")
-        return revision, prod
+        """The same for the version to start on: a TailorError saying why when there is none."""
 
 
 class Follower:
     """Polls a source, loads a new production version in the background and swaps engines without drops.
 
     `source()` -> (revision, Production | None) and `load(Production)` -> a started engine are blocking
-    calls; they run on one private worker thread (so the registry connection is used from one thread
-    and two loads never overlap). Everything else runs on the server's event loop.
+    calls; they run on one private worker thread (so a source's connection is used from one thread and
+    two loads never overlap). Everything else runs on the server's event loop.
     """
 
     def __init__(self, state, source: Callable[[], tuple[int, Production | None]], load: Callable[[Production], object],
@@ -195,19 +178,11 @@ class Follower:
         return {**out, "error": error} if error else out
 
 
-def build_following_app(cfg):
-    """The app serving the production version of cfg.registry_model in cfg.registry, following it as it changes."""
+def build_following_app(cfg, source: ProductionSource):
+    """The app serving `source`'s production version, following it as it changes (cfg: the ServeConfig)."""
     from tailor.serving.app import create_app
     from tailor.serving.server import build_engine, check_model_name
 
-    if not cfg.registry:
-        raise TailorError("serve.registry_model is set but no registry is given", where="--registry / serve.registry",
-                          fix="add --registry URL (a registry file, sqlite:///PATH or a SQLAlchemy URL)")
-    if not cfg.registry_model:
-        raise TailorError("--registry needs the name of the model to serve from it",
-                          where="--registry-model / serve.registry_model",
-                          fix="add --registry-model NAME (tailor registry list --url URL shows the names)")
-    source = RegistrySource(cfg.registry, cfg.registry_model)
     revision, prod = source.first()
     name = cfg.model_name or prod.name
     check_model_name(name, cfg)
