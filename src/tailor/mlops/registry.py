@@ -1,37 +1,26 @@
 """The model registry: versions of named models with their lineage, metrics and stage, plus an audit log.
 
-One database holds it: SQLite by default (a file, `runs/registry.db`, or `$TAILOR_REGISTRY`), or any
-SQLAlchemy URL (postgresql://user@host/db) through the same SQLAlchemy Core code, so several machines
-can share one registry. A version records its artefact path (a model directory or a peft adapter
-directory and the base it applies to), the recipe it was trained with, a fingerprint of its data,
-its parent version, metrics, and a stage: candidate, production (at most one per name), archived or
-rejected. Every change writes an event (who changed what, when and why) in the same transaction.
-
-Concurrent writers (several processes, or machines on PostgreSQL) cannot corrupt it: every write is
-one transaction that first locks the model's row in `tailor_models` (SQLite: `BEGIN IMMEDIATE` takes
-the database's write lock up front, in WAL mode so readers never wait, with a busy timeout so writers
-queue instead of failing; PostgreSQL: `SELECT ... FOR UPDATE` under READ COMMITTED). Version numbers
-are allocated inside that transaction, and a partial unique index makes a second production version
-of one name impossible even for a writer that bypasses this module.
+One database holds it (registry_db): SQLite by default (a file, `runs/registry.db`, or
+`$TAILOR_REGISTRY`), or any SQLAlchemy URL (postgresql://user@host/db) through the same SQLAlchemy Core
+code, so several machines can share one registry. A version records its artefact path (a model
+directory or a peft adapter directory and the base it applies to), the recipe it was trained with, a
+fingerprint of its data, its parent version, metrics, and a stage: candidate, production (at most one
+per name), archived or rejected. Every change writes an event (who changed what, when and why) in the
+same transaction, which first locks the model's row, so concurrent writers queue instead of racing.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from tailor.errors import TailorError
+from tailor.mlops.registry_db import BUSY_TIMEOUT_S, EVENTS, MODELS, VERSIONS, Database, jsonable, utc_now
 
 STAGES = ("candidate", "production", "archived", "rejected")
 DEFAULT_PATH = "runs/registry.db"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 60.0
 _NAME = re.compile(r"^[\w][\w.\-/]{0,199}$")
 
 
@@ -60,107 +49,11 @@ class ModelVersion:
         return asdict(self)
 
 
-# ---------------------------------------------------------------------------------------------
-# Schema (tables are prefixed so that the registry can share a database with an optuna study)
-
-
-def _tables():
-    from sqlalchemy import (JSON, CheckConstraint, Column, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                            text)
-
-    md = MetaData()
-    models = Table("tailor_models", md,
-                   Column("name", String(200), primary_key=True),
-                   Column("revision", Integer, nullable=False),  # bumped whenever the production alias moves
-                   Column("created_at", String(40), nullable=False))
-    versions = Table("tailor_versions", md,
-                     Column("name", String(200), ForeignKey("tailor_models.name"), primary_key=True),
-                     Column("version", Integer, primary_key=True),
-                     Column("stage", String(20), nullable=False),
-                     Column("path", Text, nullable=False),
-                     Column("base_path", Text),
-                     Column("recipe", JSON, nullable=False),
-                     Column("data_fingerprint", String(128)),
-                     Column("parent", Integer),
-                     Column("metrics", JSON, nullable=False),
-                     Column("created_at", String(40), nullable=False),
-                     Column("note", Text, nullable=False),
-                     CheckConstraint("stage IN ('candidate', 'production', 'archived', 'rejected')", name="known_stage"))
-    # Partial index: SQLite and PostgreSQL have them; elsewhere a plain unique index on name would be wrong.
-    Index("tailor_one_production", versions.c.name, unique=True, sqlite_where=text("stage = 'production'"),
-          postgresql_where=text("stage = 'production'")).ddl_if(dialect=("sqlite", "postgresql"))
-    events = Table("tailor_events", md,
-                   Column("id", Integer, primary_key=True, autoincrement=True),
-                   Column("name", String(200), nullable=False, index=True),
-                   Column("version", Integer),
-                   Column("action", String(40), nullable=False),
-                   Column("from_stage", String(20)),
-                   Column("to_stage", String(20)),
-                   Column("reason", Text, nullable=False),
-                   Column("details", JSON, nullable=False),
-                   Column("created_at", String(40), nullable=False))
-    meta = Table("tailor_registry_meta", md,
-                 Column("key", String(50), primary_key=True),
-                 Column("value", Text, nullable=False))
-    return md, models, versions, events, meta
-
-
-_MD, MODELS, VERSIONS, EVENTS, META = _tables()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
-
-
-def _jsonable(obj, what: str):
-    """A JSON-safe copy (paths as strings, NaN as null: PostgreSQL's JSON rejects NaN)."""
-    def clean(x):
-        if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
-            return None
-        if isinstance(x, dict):
-            return {str(k): clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        return x
-
-    if obj is None:
-        return {}
-    if not isinstance(obj, dict):
-        raise TailorError(f"{what} must be a mapping, got {type(obj).__name__}", where=what)
-    return clean(json.loads(json.dumps(obj, default=str)))
-
-
 def _check_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise TailorError(f"invalid model name {name!r}", where="model name",
                           fix="use letters, digits, '.', '-', '_' or '/' (at most 200 characters), e.g. support-bot")
     return name
-
-
-def _sqlalchemy():
-    try:
-        import sqlalchemy
-    except ImportError:
-        raise TailorError("the model registry needs SQLAlchemy", fix="pip install 'tailor[mlops]' (or sqlalchemy>=2)") from None
-    return sqlalchemy
-
-
-def _make_url(url: str | Path):
-    sa = _sqlalchemy()
-    from sqlalchemy.engine import make_url
-
-    text_url = str(url)
-    if "://" not in text_url:  # a plain path means a SQLite file
-        text_url = "sqlite:///" + str(Path(text_url).expanduser().resolve())
-    try:
-        return make_url(text_url)
-    except sa.exc.ArgumentError as exc:
-        raise TailorError(f"cannot read the registry URL {text_url!r}: {exc}", where="--url / refresh.registry / TAILOR_REGISTRY",
-                          fix="use a file path (runs/registry.db), sqlite:///path.db or postgresql://user@host/db") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# The registry
 
 
 class Registry:
@@ -171,101 +64,11 @@ class Registry:
     """
 
     def __init__(self, url: str | Path | None = None, busy_timeout: float = BUSY_TIMEOUT_S, create: bool = True):
-        sa = _sqlalchemy()
-        self.url = _make_url(url if url is not None else default_url())
-        self.where = self.url.render_as_string(hide_password=True)
-        self._sa = sa
-        db = self.url.database if self.url.get_backend_name() == "sqlite" else None
-        if not create and db and db != ":memory:" and not db.startswith("file:") and not Path(db).exists():
-            raise TailorError(f"there is no registry at {db} (the file does not exist)",
-                              where="--url / refresh.registry / serve.registry / TAILOR_REGISTRY",
-                              fix="pass the registry's path or URL, or register a model first (tailor registry register)")
-        self._engine = self._connect(busy_timeout)
-        try:
-            found = self._schema_version()
-            if found is None and not create:
-                raise TailorError("the database holds no model registry", where=self.where,
-                                  fix="pass the registry's URL, or register a model first (tailor registry register)")
-            if found is None:
-                self._create_tables()
-                found = str(SCHEMA_VERSION)
-            if int(found) != SCHEMA_VERSION:
-                raise TailorError(f"the registry has schema version {found}, this tailor reads version {SCHEMA_VERSION}",
-                                  where=self.where, fix="use the tailor version that created it, or a new registry")
-        except TailorError:
-            self._engine.dispose()
-            raise
-
-    def _create_tables(self) -> None:
-        """Create the tables of a new registry; several processes may try at once, exactly one succeeds."""
-        sa = self._sa
-        try:
-            with self._write() as conn:
-                if conn.dialect.name == "postgresql":
-                    # CREATE TABLE is not serialized by row locks; a transaction-scoped advisory lock is.
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7305501)"))
-                _MD.create_all(conn)  # checks first, so the creator that waited finds the tables there
-                if conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar() is None:
-                    conn.execute(META.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-        except TailorError:
-            if self._schema_version() is None:  # on databases without such a lock: fine if another process won
-                raise
-
-    def _schema_version(self) -> str | None:
-        """The stored schema version, or None for a database without the registry's tables (read-only check)."""
-        sa = self._sa
-        with self._read() as conn:
-            if not sa.inspect(conn).has_table(META.name):
-                return None
-            return conn.execute(sa.select(META.c.value).where(META.c.key == "schema_version")).scalar()
-
-    def _connect(self, busy_timeout: float):
-        sa = self._sa
-        from sqlalchemy import event
-
-        backend = self.url.get_backend_name()
-        try:
-            if backend == "sqlite":
-                db = self.url.database
-                if db and db != ":memory:" and not db.startswith("file:"):
-                    p = Path(db)
-                    if p.is_dir():
-                        raise TailorError(f"the registry path is a directory: {p}", where=self.where,
-                                          fix="name a database file, e.g. runs/registry.db")
-                    p.parent.mkdir(parents=True, exist_ok=True)
-                engine = sa.create_engine(self.url, connect_args={"timeout": busy_timeout})
-
-                @event.listens_for(engine, "connect")
-                def _on_connect(dbapi_conn, _record):
-                    # SQLAlchemy, not the sqlite3 module, decides where transactions begin (see _on_begin).
-                    dbapi_conn.isolation_level = None
-                    cur = dbapi_conn.cursor()
-                    cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-                    cur.execute("PRAGMA journal_mode = WAL")  # readers do not block the writer, nor it them
-                    cur.execute("PRAGMA foreign_keys = ON")
-                    cur.close()
-
-                @event.listens_for(engine, "begin")
-                def _on_begin(conn):
-                    # A writer takes the write lock at BEGIN, so the read-modify-write of a version number
-                    # cannot interleave with another writer's (a deferred BEGIN would fail on upgrade instead).
-                    read = conn.get_execution_options().get("tailor_read", False)
-                    conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
-            elif backend == "postgresql":
-                # Writers serialize on the model's row lock (SELECT ... FOR UPDATE), which READ COMMITTED honours.
-                engine = sa.create_engine(self.url, isolation_level="READ COMMITTED", pool_pre_ping=True)
-            else:
-                engine = sa.create_engine(self.url, pool_pre_ping=True)
-        except TailorError:
-            raise
-        except (ImportError, sa.exc.NoSuchModuleError, sa.exc.ArgumentError) as exc:
-            raise TailorError(f"cannot open the registry at {self.where}: {exc}", where="--url / refresh.registry / TAILOR_REGISTRY",
-                              fix="use a file path or sqlite:///path.db; for PostgreSQL install a driver "
-                                  "(pip install 'psycopg[binary]') and use postgresql+psycopg://user@host/db") from None
-        return engine
+        self._db = Database(url if url is not None else default_url(), busy_timeout, create)
+        self.url, self.where, self._sa = self._db.url, self._db.where, self._db.sa
 
     def close(self) -> None:
-        self._engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> "Registry":
         return self
@@ -273,64 +76,14 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- transactions ---------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self):
-        """One write transaction; database errors become TailorErrors that name the registry."""
-        try:
-            with self._engine.begin() as conn:
-                yield conn
-        except TailorError:
-            raise
-        except self._sa.exc.IntegrityError as exc:
-            raise TailorError(f"the registry refused a change that would break its rules: {exc.orig}", where=self.where,
-                              fix="another writer changed the same model at the same time; run the command again") from None
-        except (self._sa.exc.OperationalError, self._sa.exc.DatabaseError) as exc:
-            raise TailorError(f"registry database error: {exc.orig}", where=self.where,
-                              fix="check that the database exists, is reachable and writable (SQLite: not on a network "
-                                  "file system), and is not locked by a stuck process") from None
-
-    @contextmanager
-    def _read(self):
-        try:
-            with self._engine.connect() as conn:
-                conn.execution_options(tailor_read=True)
-                yield conn
-        except TailorError:
-            raise
-        except (self._sa.exc.OperationalError, self._sa.exc.DatabaseError) as exc:
-            raise TailorError(f"registry database error: {exc.orig}", where=self.where,
-                              fix="check that the database exists and is readable") from None
-
-    def _lock(self, conn, name: str) -> dict:
-        """Create the model's row if missing and lock it until the transaction ends."""
-        sa = self._sa
-        values = {"name": name, "revision": 0, "created_at": _now()}
-        dialect = conn.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert
-            insert = insert(MODELS)
-            conn.execute(insert.values(**values).on_conflict_do_nothing(index_elements=["name"]))
-        else:
-            with conn.begin_nested() as sp:
-                try:
-                    conn.execute(MODELS.insert().values(**values))
-                except sa.exc.IntegrityError:
-                    sp.rollback()
-        return dict(conn.execute(sa.select(MODELS).where(MODELS.c.name == name).with_for_update()).mappings().one())
-
     def _bump(self, conn, name: str) -> None:
         conn.execute(MODELS.update().where(MODELS.c.name == name).values(revision=MODELS.c.revision + 1))
 
     def _event(self, conn, name: str, action: str, version: int | None = None, from_stage: str | None = None,
                to_stage: str | None = None, reason: str = "", details: dict | None = None) -> None:
         conn.execute(EVENTS.insert().values(name=name, version=version, action=action, from_stage=from_stage,
-                                            to_stage=to_stage, reason=reason or "", created_at=_now(),
-                                            details=_jsonable(details, "event details")))
+                                            to_stage=to_stage, reason=reason or "", created_at=utc_now(),
+                                            details=jsonable(details, "event details")))
 
     def _get(self, conn, name: str, version: int) -> ModelVersion:
         sa = self._sa
@@ -396,9 +149,9 @@ class Registry:
         if base_path is not None and not Path(base_path).exists():
             raise TailorError(f"the base model path does not exist: {base_path}", where="base_path",
                               fix="pass the directory of the base model the adapter applies to")
-        recipe, metrics = _jsonable(recipe, "recipe"), _jsonable(metrics, "metrics")
-        with self._write() as conn:
-            self._lock(conn, name)
+        recipe, metrics = jsonable(recipe, "recipe"), jsonable(metrics, "metrics")
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             if parent is not None:
                 self._get(conn, name, parent)
             current = self._production(conn, name)
@@ -410,7 +163,7 @@ class Registry:
             last = conn.execute(self._sa.select(self._sa.func.max(VERSIONS.c.version)).where(VERSIONS.c.name == name)).scalar()
             mv = ModelVersion(name, (last or 0) + 1, "candidate", str(path.resolve()),
                               str(Path(base_path).expanduser().resolve()) if base_path is not None else None,
-                              recipe, data_fingerprint, parent, metrics, _now(), note or "")
+                              recipe, data_fingerprint, parent, metrics, utc_now(), note or "")
             conn.execute(VERSIONS.insert().values(**mv.to_dict()))
             self._event(conn, name, "register", mv.version, None, "candidate", note,
                         details if stage == "candidate" else {"parent": parent, "data_fingerprint": data_fingerprint})
@@ -425,7 +178,7 @@ class Registry:
 
     def get(self, name: str, version: int) -> ModelVersion:
         """One version; a TailorError naming the known versions when it does not exist."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             return self._get(conn, name, int(version))
 
     def versions(self, name: str | None = None) -> list[ModelVersion]:
@@ -434,12 +187,12 @@ class Registry:
         q = sa.select(VERSIONS).order_by(VERSIONS.c.name, VERSIONS.c.version)
         if name is not None:
             q = q.where(VERSIONS.c.name == name)
-        with self._read() as conn:
+        with self._db.read() as conn:
             return [ModelVersion(**dict(r)) for r in conn.execute(q).mappings()]
 
     def production(self, name: str) -> ModelVersion | None:
         """The version whose stage is production, or None."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             return self._production(conn, name)
 
     def promote(self, name: str, version: int, reason: str = "", details: dict | None = None) -> ModelVersion:
@@ -447,8 +200,8 @@ class Registry:
 
         Promoting the current production version changes nothing; a rejected version cannot be promoted.
         """
-        with self._write() as conn:
-            self._lock(conn, name)
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             mv = self._get(conn, name, int(version))
             if mv.stage == "production":
                 return mv
@@ -470,8 +223,8 @@ class Registry:
 
         Rolling back repeatedly walks back through the promotion history.
         """
-        with self._write() as conn:
-            self._lock(conn, name)
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             current = self._production(conn, name)
             if current is None:
                 raise TailorError(f"{name} has no production version to roll back", where=self.where,
@@ -505,8 +258,8 @@ class Registry:
         """Mark a candidate rejected, with the reason (e.g. the gate's numbers)."""
         if not reason:
             raise TailorError("a rejection needs a reason", where="reason", fix="say why the version is rejected")
-        with self._write() as conn:
-            self._lock(conn, name)
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             mv = self._get(conn, name, int(version))
             if mv.stage != "candidate":
                 raise TailorError(f"{name} v{mv.version} is {mv.stage}; only candidates can be rejected", where=self.where)
@@ -517,9 +270,9 @@ class Registry:
 
     def set_metrics(self, name: str, version: int, metrics: dict) -> None:
         """Add or update metrics of a version (other keys are kept); records an event."""
-        new = _jsonable(metrics, "metrics")
-        with self._write() as conn:
-            self._lock(conn, name)
+        new = jsonable(metrics, "metrics")
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             mv = self._get(conn, name, int(version))
             conn.execute(VERSIONS.update().where(VERSIONS.c.name == name, VERSIONS.c.version == mv.version)
                          .values(metrics={**mv.metrics, **new}))
@@ -529,8 +282,8 @@ class Registry:
                   details: dict | None = None) -> None:
         """Record an event that changes no version (e.g. a drift check that found nothing to do)."""
         _check_name(name)
-        with self._write() as conn:
-            self._lock(conn, name)
+        with self._db.write() as conn:
+            self._db.lock(conn, name)
             self._event(conn, name, action, version, reason=reason, details=details)
 
     def events(self, name: str | None = None, version: int | None = None) -> list[dict]:
@@ -541,7 +294,7 @@ class Registry:
             q = q.where(EVENTS.c.name == name)
         if version is not None:
             q = q.where(EVENTS.c.version == version)
-        with self._read() as conn:
+        with self._db.read() as conn:
             rows = [dict(r) for r in conn.execute(q).mappings()]
         for r in rows:
             r["time"] = r.pop("created_at")
@@ -549,11 +302,11 @@ class Registry:
 
     def revision(self, name: str) -> int:
         """A counter that increases on every change of `name`'s production alias (0 when unknown): cheap to poll."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             return int(conn.execute(self._sa.select(MODELS.c.revision).where(MODELS.c.name == name)).scalar() or 0)
 
     def names(self) -> list[str]:
         """Every model name in the registry."""
-        with self._read() as conn:
+        with self._db.read() as conn:
             return list(conn.execute(self._sa.select(MODELS.c.name).order_by(MODELS.c.name)).scalars())
 
