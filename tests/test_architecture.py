@@ -71,7 +71,7 @@ def imports_of(path: Path, root: Path, known: set[str]) -> list[Edge]:
     importer = module_name(path, root)
     is_package = path.name == "__init__.py"
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    rel = str(path.relative_to(root))
+    rel = path.relative_to(root).as_posix()
     edges = []
     for node in ast.walk(tree):
         targets: list[str] = []
@@ -96,7 +96,7 @@ def check_tree(root: Path) -> list[str]:
         importer = module_name(f, root)
         own = stage_of(importer)
         if own is None:
-            problems.append(f"{f.relative_to(root)}: package '{importer.split('.')[1]}' has no stage; "
+            problems.append(f"{f.relative_to(root).as_posix()}: package '{importer.split('.')[1]}' has no stage; "
                             "add it to STAGES in tests/test_architecture.py at its place in the pipeline")
             continue
         for e in imports_of(f, root, known):
@@ -155,7 +155,7 @@ def long_files(root: Path, allowed: dict[str, str]) -> list[str]:
     """Files under root/tailor past MAX_LINES that are not allowed, and allowed ones that no longer need it."""
     problems = []
     for f in sorted((root / "tailor").rglob("*.py")):
-        rel = str(f.relative_to(root / "tailor"))
+        rel = f.relative_to(root / "tailor").as_posix()
         n = len(f.read_text(encoding="utf-8").splitlines())
         if n > MAX_LINES and rel not in allowed:
             problems.append(f"{rel}: {n} lines (over {MAX_LINES}: split it by idea)")
