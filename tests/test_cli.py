@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from tailor.cli import COMMANDS, build_parser, main
-from tailor.config import EvalConfig, QuickstartConfig, Recipe, describe_fields
+from tailor.config import EvalConfig, QuickstartConfig, TrainRecipe, describe_fields
 
 
 def help_of(*words):
@@ -20,7 +20,7 @@ def test_every_command_has_help_with_every_setting(capsys):
     for name in COMMANDS:
         help_of(*name.split())
         assert COMMANDS[name][2] in capsys.readouterr().out
-    for words, schema in (("train", Recipe), ("eval", EvalConfig), ("quickstart", QuickstartConfig)):
+    for words, schema in (("train", TrainRecipe), ("eval", EvalConfig), ("quickstart", QuickstartConfig)):
         help_of(words)
         out = capsys.readouterr().out
         for key, _, _, desc in describe_fields(schema):
@@ -83,10 +83,9 @@ def test_tokenizer_train_model_init_and_chat(tmp_path, capsys):
 def test_chat_repl_keeps_history_and_resets(llama_dir, tokenizer):
     import io
 
-    from tailor.evaluation.run import load_for_eval
-    from tailor.serving.chat import repl
+    from tailor.serving.chat import load_chat_model, repl
 
-    model, tok = load_for_eval(llama_dir)
+    model, tok = load_chat_model(llama_dir)
     out = io.StringIO()
     repl(model, tok, system="be brief", max_new_tokens=3, stdin=io.StringIO("hello\n\n/reset\nagain\n/exit\nignored\n"), stdout=out)
     text = out.getvalue()

@@ -1,86 +1,250 @@
-"""Whole-run schemas: the recipe and the settings of commands built from the shared sections."""
+"""The settings of every command: its positionals and flags, declared once (tailor.config.flags turns them into
+argparse arguments and `--help`).
+
+Choices are Literals that must equal the stages' own registries (config is the base and imports no stage;
+tests/test_schema_registries.py checks each against its stage).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from tailor.config.data import DataConfig
-from tailor.config.sections import (AdapterConfig, DistillConfig, EvalConfig, ModelConfig, RefreshConfig, Section,
-                                    TrainConfig)
+from tailor.config.sections import Section, flag
 
-
-class OutputRule(Section):
-    """A post-processing rule applied to generated text before it is returned."""
-
-    pattern: str | None = Field(None, description="Python regular expression to replace (with `replace`); or leave empty and set `pii`.")
-    replace: str = Field("[REDACTED]", description="Replacement for each match (\\1 refers to groups).")
-    pii: list[Literal["email", "phone", "id_card", "bank_card", "ip"]] = Field(default_factory=list, description="Mask these personal-data kinds with the data stage's placeholders (<EMAIL>, <PHONE>, ...).")
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "OutputRule":
-        if bool(self.pattern) == bool(self.pii):
-            raise ValueError("an output rule needs exactly one of `pattern` (regex replace) or `pii` (kinds to mask)")
-        return self
+QuantizeMethod = Literal["int8-dynamic", "int8-weight", "int4-weight", "bnb-8bit", "bnb-4bit"]
+PruneMethod = Literal["magnitude", "heads", "channels", "experts"]
+PruneScope = Literal["global", "layer"]
+ExportFormat = Literal["safetensors", "onnx", "torchscript", "gguf"]
+OnnxExporter = Literal["auto", "dynamo", "torchscript"]
+GgufType = Literal["f16", "q8_0"]
+EvalTask = Literal["generation", "lm", "classification", "retrieval"]
+HpoSampler = Literal["grid", "random", "tpe"]
+HpoPruner = Literal["median", "none"]
+MEASURE_MAX_EXAMPLES = 32  # evaluation examples per model in every before/after table
 
 
-class ServeConfig(Section):
-    """`tailor serve`: the OpenAI-compatible HTTP server, its batching engine, limits and safety rules."""
-
-    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 exposes the server to the network).")
-    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
-    model_name: str | None = Field(None, description="Name clients pass as `model` for the base model (default: the model directory's name).")
-    adapters: dict[str, str] = Field(default_factory=dict, description="LoRA adapters on the same base: name (the request's `model`) -> adapter directory.")
-    engine: Literal["auto", "tailor", "vllm"] = Field("auto", description="Generation engine: vllm (needs vLLM and a CUDA GPU), tailor (built-in continuous batching), auto = vllm when both are there, else tailor.")
-    max_batch_size: int = Field(16, ge=1, description="Sequences generating at once (decoded together, one forward pass per adapter per step).")
-    max_queue: int = Field(64, ge=0, description="Requests waiting for a batch slot; beyond it new requests get 429 with Retry-After.")
-    max_context: int | None = Field(None, ge=8, description="Prompt + generated tokens per request (default: the model's max_position_embeddings).")
-    max_tokens: int = Field(256, ge=1, description="Most tokens one request may generate (also the default when a request sets none).")
-    max_prompt_chars: int = Field(32000, ge=1, description="Longest prompt (characters of all messages) accepted; longer ones get 400.")
-    max_body_bytes: int = Field(1_000_000, ge=1024, description="Largest request body; larger ones get 413.")
-    max_n: int = Field(4, ge=1, description="Most choices (`n`) one request may ask for.")
-    request_timeout: float = Field(120.0, gt=0, description="Seconds a request may wait and generate before it is stopped (504).")
-    retry_after: int = Field(1, ge=1, description="Seconds suggested in the Retry-After header of a 429.")
-    api_keys: list[str] = Field(default_factory=list, description="Accepted `Authorization: Bearer` keys (empty = no authentication). Prefer api_keys_file.")
-    api_keys_file: str | None = Field(None, description="File with one API key per line (keeps keys out of recipes and process listings).")
-    blocklist: list[str] = Field(default_factory=list, description="Regular expressions (case-insensitive); a prompt matching one gets 400 naming the rule.")
-    output_rules: list[OutputRule] = Field(default_factory=list, description="Regex replace / PII masks applied to generated text, in order.")
-    chat_template: str | None = Field(None, description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype.")
-    device: str | None = Field(None, description="Force a device (cpu, cuda, mps); default picks the best available.")
-    trust_remote_code: bool = Field(False, description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")
-    registry: str | None = Field(None, description="Serve from this model registry (a registry file, sqlite:///PATH or a SQLAlchemy URL) instead of a model directory: its production version of registry_model, switching to each newly promoted one without dropping requests.")
-    registry_model: str | None = Field(None, description="Name of the model in `registry` whose production version is served (also the default request name).")
-    registry_poll_seconds: float = Field(5.0, gt=0, description="How often the registry's production alias is checked for a new version.")
+def _pos(**cli) -> dict:
+    return flag(positional=True, **cli)
 
 
-class Recipe(Section):
-    """A whole run: which model, which data, which adapter, how to train and how to evaluate."""
+class CommandSettings(Section):
+    """A command's arguments: every field is a flag, or a positional when marked so."""
 
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
-    data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
-    adapter: AdapterConfig = Field(default_factory=AdapterConfig, description="What trains.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
-    eval: EvalConfig = Field(default_factory=EvalConfig, description="Generation-based evaluation.")
-    serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible server (`tailor serve`).")
-    distill: DistillConfig = Field(default_factory=DistillConfig, description="Teacher -> student distillation (`tailor distill`).")
-    refresh: RefreshConfig = Field(default_factory=RefreshConfig, description="Drift watch, incremental retraining, A/B gate and promotion (`tailor refresh`).")
+    verbose: bool = Field(False, description="Show library logs too (the global -v flag).", json_schema_extra={"cli": {"skip": True}})
 
 
-class QuickstartConfig(Section):
-    """The embedded default job: synthetic store-support domain, tiny DeepSeek-V3 model, pretrain, LoRA SFT, eval, merge."""
-
-    out_dir: str = Field("runs/quickstart", description="Where the quickstart writes data, tokenizer, models and results.")
-    preset: str = Field("deepseek-v3-tiny", description="Model preset built from scratch.")
-    vocab_size: int = Field(4096, ge=300, description="Size of the byte-level BPE vocabulary trained on the domain corpus.")
-    languages: list[Literal["en", "zh"]] = Field(default_factory=lambda: ["en", "zh"], description="Languages of the generated domain data.")
-    seed: int = Field(0, description="Seed for the data generator and both training stages.")
-    max_facts: int | None = Field(None, ge=1, description="Use only the first N facts per language (toy runs).")
-    doc_variants: int = Field(8, ge=1, description="Differently worded copies of the domain documents in the pretraining corpus.")
-    train_per_fact: int = Field(24, ge=1, description="Training conversations per fact (question and answer wordings vary).")
-    model_overrides: list[str] = Field(default_factory=list, description="key=value changes to the preset's model config, e.g. num_hidden_layers=2.")
-    pretrain_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the pretraining recipe.")
-    sft_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the SFT recipe.")
+class RecipeCommand(CommandSettings):
+    recipe: str = Field(description="YAML recipe (see configs/); relative paths in it are relative to its folder.", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="Override recipe settings, e.g. train.lr=1e-4 (paths relative to the working directory).",
+                                 json_schema_extra=_pos(metavar="key=value"))
 
 
+class MeasureSettings(CommandSettings):
+    """The before/after table of quantize, prune, export and distill."""
+
+    eval_data: list[str] | None = Field(None, description="Held-out chat records (answer perplexity + fact accuracy; export also compares greedy tokens with PyTorch) or text (perplexity), measured before and after (distill: on teacher and student after training).")
+    max_examples: int = Field(MEASURE_MAX_EXAMPLES, ge=1, description="Evaluation examples measured per model.")
+    no_measure: bool = Field(False, description="Skip the before/after measurements and their table.")
+
+
+SCALE_OUT = "scale-out (torchrun; the engine is train.distributed: ddp, fsdp or deepspeed)"
+
+
+class TrainCommand(RecipeCommand):
+    nproc: int | None = Field(None, ge=1, description="Worker processes on this node (one per GPU); > 1 with train.distributed=none means ddp.", json_schema_extra=flag(group=SCALE_OUT))
+    nnodes: int | None = Field(None, ge=1, description="Machines in the run (default 1); run the same command on each.", json_schema_extra=flag(group=SCALE_OUT))
+    node_rank: int | None = Field(None, ge=0, description="This machine's index, 0..nnodes-1 (default 0).", json_schema_extra=flag(group=SCALE_OUT))
+    master_addr: str | None = Field(None, description="Address of the node-rank 0 machine (needed with --nnodes > 1).", json_schema_extra=flag(group=SCALE_OUT))
+    master_port: int | None = Field(None, description="TCP port on the master (default: a free one on one node, 29500 across nodes).", json_schema_extra=flag(group=SCALE_OUT))
+
+
+class DistillCommand(RecipeCommand, MeasureSettings):
+    pass
+
+
+class EvalCommand(CommandSettings):
+    target: str = Field(description="A model directory, an adapter directory, or a recipe YAML (evaluates its final model).", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="eval.* settings, e.g. max_new_tokens=32.", json_schema_extra=_pos(metavar="key=value"))
+    data: list[str] | None = Field(None, description="Evaluation files (default: eval.data).")
+    adapter: str | None = Field(None, description="Adapter directory to apply on top of the model.")
+    out: str | None = Field(None, description="Write eval_results.json and examples.jsonl here.")
+    task: EvalTask | None = Field(None, description="Same as eval.task (default generation).", json_schema_extra=flag(choice="evaluation task"))
+    select_uncertain: int | None = Field(None, ge=1, description="Write the K examples the model is least sure about to OUT/uncertain.jsonl.", json_schema_extra=flag(metavar="K"))
+
+
+class MergeCommand(CommandSettings):
+    adapter: str = Field(description="Adapter directory (a LoRA run's final/ folder).", json_schema_extra=_pos())
+    out: str = Field(description="Output directory for the merged standalone model.")
+    base: str | None = Field(None, description="Base model directory (default: the one recorded in the adapter).")
+
+
+class ChatCommand(CommandSettings):
+    model: str | None = Field(None, description="A model directory or an adapter directory; with --url the served model's name (default: the first the server lists).", json_schema_extra=_pos())
+    url: str | None = Field(None, description="Talk to a running `tailor serve` (or other OpenAI-compatible server) at this address.")
+    api_key: str | None = Field(None, description="API key for --url (default: $TAILOR_API_KEY).")
+    adapter: str | None = Field(None, description="Adapter directory to apply on top of the model.")
+    prompt: str | None = Field(None, description="Answer this one message and exit (no interactive session).")
+    system: str | None = Field(None, description="System message.")
+    max_new_tokens: int = Field(128, ge=1, description="Tokens per answer.")
+    sample: bool = Field(False, description="Sample instead of greedy decoding.")
+
+
+class ServeCommand(CommandSettings):
+    """`tailor serve`; its --host, --port, ... flags are the serve section's own fields (ServeConfig, marked flag())."""
+
+    model: str | None = Field(None, description="A model directory (merged and compressed ones too) or an adapter directory (leave out with --registry); default serve.model.path.", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="serve.* settings, e.g. max_batch_size=8.", json_schema_extra=_pos(metavar="key=value"))
+    adapter: list[str] = Field(default_factory=list, description="A LoRA adapter on the same base, chosen by requests with model=NAME (repeatable).", json_schema_extra=flag(action="append", metavar="NAME=DIR"))
+    recipe: str | None = Field(None, description="YAML recipe whose serve section holds the settings.")
+    serve: dict[str, Any] = Field(default_factory=dict, description="serve.* values given by their flags (--host, --port, ...).",
+                                  json_schema_extra={"cli": {"skip": True}})
+
+
+class CompareCommand(CommandSettings):
+    a: str = Field(description="A: a model dir, an adapter dir, or a `tailor eval --out` folder (its examples are reused).", json_schema_extra=_pos())
+    b: str = Field(description="B: the same kinds; differences are B − A.", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="eval.* settings for sides that are evaluated, e.g. max_new_tokens=32.", json_schema_extra=_pos(metavar="key=value"))
+    data: list[str] | None = Field(None, description="Evaluation files (needed when A or B is a model to evaluate).")
+    out: str = Field("runs/compare", description="Write compare.json, a/ b/ evaluations and report.html here.")
+    require: list[str] = Field(default_factory=list, description="Gate, repeatable: fact_accuracy>=+0.02 (B − A), fact_accuracy>=0.8 (B itself), ci_low(fact_accuracy)>0; exit 1 if any fails.", json_schema_extra=flag(action="append", metavar="EXPR"))
+    scores: list[str] | None = Field(None, description="Compare only these per-example scores (default: every numeric one).")
+    id_key: str | None = Field(None, description="Pair examples by this field (default: `id` when all have it, else by position).")
+    resamples: int = Field(2000, ge=1, description="Paired bootstrap resamples.")
+    seed: int = Field(0, description="Bootstrap seed.")
+    top: int = Field(10, ge=0, description="Examples listed where A and B differ most.")
+
+
+class ReportCommand(CommandSettings):
+    run_dir: str = Field(description="A training output dir, an eval or compare --out dir, or the quickstart out_dir.", json_schema_extra=_pos())
+    out: str | None = Field(None, description="HTML file to write (default RUN_DIR/report.html); the Markdown summary goes beside it.")
+
+
+class QuickstartCommand(CommandSettings):
+    overrides: list[str] = Field(default_factory=list, description="Quickstart settings, e.g. out_dir=runs/qs.", json_schema_extra=_pos(metavar="key=value"))
+
+
+class DataPrepareCommand(RecipeCommand):
+    force: bool = Field(False, description="Prepare again even when inputs and settings are unchanged.")
+
+
+class DataInspectCommand(CommandSettings):
+    target: str = Field(description="A prepared dataset directory, a recipe YAML, or a data file/folder (with --tokenizer).", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="Recipe settings, e.g. data.max_length=256.", json_schema_extra=_pos(metavar="key=value"))
+    tokenizer: str | None = Field(None, description="Tokenizer or model directory (default: the one the dataset was prepared with).")
+    samples: int = Field(3, ge=0, description="Rendered samples to show per split.")
+    out: str | None = Field(None, description="Folder for token_lengths.png (default: the prepared directory).")
+
+
+class ModelInitCommand(CommandSettings):
+    preset: str = Field(description="Preset name (`tailor model presets` lists them).", json_schema_extra=_pos())
+    out: str = Field(description="Output model directory.")
+    tokenizer: str = Field(description="Tokenizer directory (sets the vocabulary size and special ids).")
+    seed: int = Field(0, description="Initialization seed.")
+    overrides: list[str] = Field(default_factory=list, description="Config overrides, e.g. num_hidden_layers=2.", json_schema_extra=_pos(metavar="key=value"))
+
+
+class ModelPresetsCommand(CommandSettings):
+    pass
+
+
+class TokenizerTrainCommand(CommandSettings):
+    data: list[str] = Field(description=".txt (one document a line) or .jsonl/.json files.")
+    vocab_size: int = Field(description="Vocabulary size including special tokens.")
+    out: str = Field(description="Output tokenizer directory.")
+    min_frequency: int = Field(2, ge=1, description="Minimum pair frequency for a merge.")
+
+
+class QuantizeCommand(MeasureSettings):
+    model: str = Field(description="Model directory (a merged or fully trained model).", json_schema_extra=_pos())
+    out: str = Field(description="Output directory for the quantized model and compression_report.json.")
+    method: QuantizeMethod = Field(description="int8-dynamic (CPU, fastest), int8-weight, int4-weight; bnb-8bit, bnb-4bit (CUDA).", json_schema_extra=flag(choice="quantization method"))
+    group_size: int = Field(32, ge=1, description="int4-weight: input channels per scale.")
+
+
+class PruneCommand(MeasureSettings):
+    model: str = Field(description="Model directory (a merged or fully trained model).", json_schema_extra=_pos())
+    out: str = Field(description="Output directory for the pruned model and compression_report.json.")
+    method: PruneMethod = Field(description="magnitude (unstructured), heads, channels or experts (structured).", json_schema_extra=flag(choice="pruning method"))
+    amount: float = Field(0.2, description="Share to remove, between 0 and 1.")
+    scope: PruneScope = Field("global", description="magnitude: global (one threshold) or layer (amount in every layer).", json_schema_extra=flag(choice="pruning scope"))
+    recover_steps: int = Field(0, description="Optimizer steps of recovery fine-tuning on --data.")
+    data: list[str] | None = Field(None, description="Calibration data for experts pruning, and training data for --recover-steps.")
+
+
+class ExportCommand(MeasureSettings):
+    model: str = Field(description="A model directory or an adapter directory (merged into its base first).", json_schema_extra=_pos())
+    format: ExportFormat = Field(description="safetensors, onnx, torchscript or gguf.", json_schema_extra=flag(choice="export format"))
+    out: str = Field(description="Output directory.")
+    onnx_exporter: OnnxExporter = Field("auto", description="onnx: dynamo, torchscript or auto (dynamo, else torchscript).", json_schema_extra=flag(choice="ONNX exporter"))
+    gguf_type: GgufType | None = Field(None, description="gguf: f16 (default) or q8_0.", json_schema_extra=flag(choice="GGUF type"))
+
+
+class HpoSettings(CommandSettings):
+    """How `tailor hpo` searches (tailor.mlops.hpo.run takes these; it checks the ranges, naming the flags)."""
+
+    space: str | None = Field(None, description="YAML mapping recipe keys to distributions: train.lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}; adapter.r: {type: int, low: 4, high: 64, step: 4}; train.batch_size: {type: categorical, choices: [8, 16]}.")
+    trials: int | None = Field(None, description="Trials the study should hold, counting earlier runs (default: the grid size for grid, else 20); failed trials are not counted.")
+    workers: int = Field(1, description="Worker processes on this machine.")
+    storage: str | None = Field(None, description="SQLAlchemy URL of the study database (default sqlite:///OUT/study.db); postgresql://... lets workers on several machines share one study.")
+    study: str = Field("tailor-hpo", description="Study name in the storage; the same --storage and --study resume the study or join it from another machine.")
+    sampler: HpoSampler = Field("tpe", description="grid, random or tpe.", json_schema_extra=flag(choice="sampler"))
+    metric: str = Field("eval_loss", description="eval_loss (validation loss from training) or a `tailor eval` metric on eval.data: fact_accuracy, exact_match, token_f1, answer_perplexity, ...")
+    direction: Literal["minimize", "maximize"] | None = Field(None, description="Default: from the metric's name (loss/perplexity: minimize; accuracy/f1/match/...: maximize).", json_schema_extra=flag(choice="direction"))
+    pruner: HpoPruner | None = Field(None, description="median: stop a trial whose best validation loss so far is worse than the median of earlier trials at the same step (default with eval_loss; none with other metrics).", json_schema_extra=flag(choice="pruner"))
+    prune_startup_trials: int = Field(2, description="median: finished trials before any is pruned.")
+    prune_warmup_steps: int = Field(0, description="Training steps before a trial can be pruned.")
+    seed: int | None = Field(None, description="Sampler seed, mixed with the worker index and the number of trials already in the study, so workers and resumed runs draw new values (default: random).")
+    heartbeat: int = Field(60, description="Seconds between a running trial's heartbeats; a trial silent for twice this is failed and re-queued.")
+    baseline: bool = Field(False, description="First trial: the recipe's own values of the searched keys.")
+    out_dir: str | Path = Field("runs/hpo", description="trial-N/ folders, study.db, plots, best.json and best_recipe.yaml.", json_schema_extra=flag(flag="--out"))
+
+
+class HpoCommand(RecipeCommand, HpoSettings):
+    space: str = Field(description=HpoSettings.model_fields["space"].description)
+
+
+class RegistryCommand(CommandSettings):
+    url: str | None = Field(None, description="The registry: a SQLite file or an SQLAlchemy URL such as postgresql+psycopg://user@host/db (default: $TAILOR_REGISTRY, else runs/registry.db).")
+
+
+class RegistryListCommand(RegistryCommand):
+    name: str | None = Field(None, description="List only this model's versions.", json_schema_extra=_pos())
+    json_: bool = Field(False, alias="json", description="Print JSON instead of a table.", json_schema_extra=flag(flag="--json"))
+
+
+class RegistryShowCommand(RegistryCommand):
+    name: str = Field(description="Model name.", json_schema_extra=_pos())
+    version: int | None = Field(None, description="Version number (default: the production version).", json_schema_extra=_pos())
+    json_: bool = Field(False, alias="json", description="Print JSON (the version and its events) instead of tables.", json_schema_extra=flag(flag="--json"))
+
+
+class RegistryRegisterCommand(RegistryCommand):
+    name: str = Field(description="Model name, e.g. support-bot (created on first use).", json_schema_extra=_pos())
+    path: str = Field(description="The model directory or adapter directory (a training run's final/).", json_schema_extra=_pos())
+    base: str | None = Field(None, description="Base model of an adapter (default: the one recorded in adapter_config.json).")
+    recipe: str | None = Field(None, description="The recipe it was trained with: its data.train is what `tailor refresh` replays, its eval.data the held-out set the A/B gate keeps (and the data fingerprint comes from it).")
+    metrics: str | None = Field(None, description="JSON metrics on its held-out set, e.g. `tailor eval --out DIR`'s DIR/eval_results.json (the drift baseline of `tailor refresh`).")
+    data_fingerprint: str | None = Field(None, description="Fingerprint of its training data (default: hash of the recipe's data.train files).")
+    parent: int | None = Field(None, description="The version it was trained from.")
+    note: str = Field("", description="Free text kept with the version.")
+    stage: Literal["candidate", "production"] = Field("candidate", description="candidate, or production (promoted at once).", json_schema_extra=flag(choice="stage"))
+
+
+class RegistryPromoteCommand(RegistryCommand):
+    name: str = Field(description="Model name.", json_schema_extra=_pos())
+    version: int = Field(description="The version to make production (the current one is archived).", json_schema_extra=_pos())
+    reason: str = Field("", description="Why (kept in the audit log).")
+
+
+class RegistryRollbackCommand(RegistryCommand):
+    name: str = Field(description="Model name.", json_schema_extra=_pos())
+    to: int | None = Field(None, description="The version to restore (default: the one the production version replaced).")
+    reason: str = Field("", description="Why (kept in the audit log).")
+
+
+class RefreshCommand(RecipeCommand):
+    force: bool = Field(False, description="Retrain and gate even without drift (or when this refresh already ran).")
+    url: str | None = Field(None, description="The registry (default: refresh.registry, else $TAILOR_REGISTRY, else runs/registry.db).")

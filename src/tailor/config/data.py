@@ -6,14 +6,14 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from tailor.config.sections import Section
+from tailor.config.sections import ChatTemplate, InputPath, OutputPath, Section
 
 
 class SourceConfig(Section):
     """One input: a file, folder, glob or saved `datasets` directory, or a dataset of a LLaMA-Factory registry."""
 
-    path: str | None = Field(None, description="A .json/.jsonl/.csv/.parquet/.txt file, a folder, a glob (data/*.jsonl) or a saved `datasets` directory.")
-    registry: str | None = Field(None, description="A LLaMA-Factory dataset_info.json (or the folder holding it); use with `name`.")
+    path: InputPath | None = Field(None, description="A .json/.jsonl/.csv/.parquet/.txt file, a folder, a glob (data/*.jsonl) or a saved `datasets` directory.")
+    registry: InputPath | None = Field(None, description="A LLaMA-Factory dataset_info.json (or the folder holding it); use with `name`.")
     name: str | None = Field(None, description="Dataset name inside `registry`.")
     format: Literal["auto", "messages", "sharegpt", "alpaca", "text", "classification", "preference"] = Field(
         "auto", description="Record format; auto detects it per record.")
@@ -91,8 +91,8 @@ CleanStep = Annotated[Union[NfkcStep, ControlStep, WhitespaceStep, HtmlStep, Reg
 
 
 class DedupConfig(Section):
-    exact: bool = Field(True, description="Drop exact duplicates (hash of the normalized text: case, spaces and punctuation folded).")
-    near: bool = Field(True, description="Drop near duplicates found with MinHash LSH.")
+    exact: bool | None = Field(None, description="Drop exact duplicates (hash of the normalized text: case, spaces and punctuation folded); None = on for data.sources, off for data.train files.")
+    near: bool | None = Field(None, description="Drop near duplicates found with MinHash LSH; None = on for data.sources, off for data.train files.")
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard similarity at or above which two rows are near duplicates.")
     num_perm: int = Field(128, ge=16, description="MinHash permutations (more = more exact, slower).")
     ngram: int = Field(5, ge=1, description="Character n-gram size of the shingles (character-based so it works for Chinese).")
@@ -105,7 +105,7 @@ class EdaConfig(Section):
     alpha: float = Field(0.1, gt=0, le=0.5, description="Share of words each operation touches.")
     ops: list[Literal["synonym", "insert", "swap", "delete"]] = Field(
         default_factory=lambda: ["synonym", "insert", "swap", "delete"], description="EDA operations to draw from.")
-    dictionary: str | None = Field(None, description="User synonym file (JSON {word: [synonyms]} or TSV word<TAB>syn1,syn2) added to the built-in bilingual one.")
+    dictionary: InputPath | None = Field(None, description="User synonym file (JSON {word: [synonyms]} or TSV word<TAB>syn1,syn2) added to the built-in bilingual one.")
     fields: Literal["prompt", "all"] = Field("prompt", description="prompt = only user turns / instructions change (answers keep their facts); all = every text.")
 
 
@@ -116,7 +116,7 @@ class FillConfig(Section):
 
 
 class BackTranslationConfig(Section):
-    model: str | None = Field(None, description="Local model directory (seq2seq or causal LM) used as the translator (None = off).")
+    model: InputPath | None = Field(None, description="Local model directory (seq2seq or causal LM) used as the translator (None = off).")
     pivot: str = Field("zh", description="Language to translate to and back from.")
     source: str = Field("en", description="Language of the rows being augmented.")
     rate: float = Field(0.0, ge=0, le=1, description="Share of train rows to back-translate.")
@@ -146,14 +146,14 @@ class SplitConfig(Section):
 
 
 class DataConfig(Section):
-    train: list[str] = Field(default_factory=list, description="Training files (.jsonl/.json/.txt) or a prepared dataset directory (`tailor data prepare`).")
-    eval: list[str] = Field(default_factory=list, description="Validation files in the same formats; empty = hold out data.val_ratio of train.")
-    val_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training rows held out for validation when data.eval is empty.")
+    train: list[InputPath] = Field(default_factory=list, description="Training files (.jsonl/.json/.txt) or a prepared dataset directory (`tailor data prepare`).")
+    eval: list[InputPath] = Field(default_factory=list, description="Validation files in the same formats; empty = hold out data.val_ratio of train.")
+    val_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Share of data.train rows held out for validation (seeded by train.seed) when data.eval is empty.")
     format: Literal["auto", "text", "messages", "alpaca", "sharegpt"] = Field("auto", description="Record format; auto detects it per record.")
     text_field: str = Field("text", description="Field that holds raw text in `text` records.")
     max_length: int = Field(512, ge=8, description="Maximum tokens per training sequence (longer conversations are truncated and counted).")
-    packing: bool | None = Field(None, description="Pack several samples into one sequence (no attention across them); default on for pretrain, off for sft.")
-    chat_template: str | None = Field(None, description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")
+    packing: bool | None = Field(None, description="Pack several samples into one sequence (no attention across them); default on for pretrain, off for sft. Pretraining without packing cuts each document into consecutive data.max_length blocks (no text lost, no block spans two documents); with packing, documents are concatenated and cut into full blocks (the tail shorter than a block is counted in the data report).")
+    chat_template: ChatTemplate = None
     system_prompt: str | None = Field(None, description="System message prepended to conversations that have none.")
     sources: list[SourceConfig] = Field(default_factory=list, description="Inputs of `tailor data prepare` (files, folders, globs, registry entries).")
     on_error: Literal["raise", "skip"] = Field("raise", description="A malformed row stops the run with file, line and field (raise) or is skipped and counted (skip).")
@@ -161,7 +161,7 @@ class DataConfig(Section):
     dedup: DedupConfig = Field(default_factory=DedupConfig, description="Exact and near-duplicate removal, within and across splits.")
     augment: AugmentConfig = Field(default_factory=AugmentConfig, description="Train-split augmentation (never eval/test).")
     split: SplitConfig = Field(default_factory=SplitConfig, description="How rows are split into train/eval/test.")
-    prepared_dir: str = Field("runs/data", description="Where `tailor data prepare` writes the prepared dataset (splits, report, cache key).")
+    prepared_dir: OutputPath = Field("runs/data", description="Where `tailor data prepare` writes the prepared dataset (splits, report, cache key); relative = to the working directory.")
     num_proc: int = Field(1, ge=1, description="Processes for tokenization.")
 
     _one_file_is_a_list = field_validator("train", "eval", mode="before")(lambda v: [v] if isinstance(v, str) else v)

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from tailor.config.commands import Recipe
+from tailor.config.paths import absolute_inputs, relative_to_recipe
+from tailor.config.recipe import Recipe
 from tailor.errors import TailorError
 
 
@@ -103,6 +104,9 @@ def parse_overrides(pairs: list[str], model: type[BaseModel]) -> dict:
         key, raw = pair.split("=", 1)
         key = key.strip()
         if key not in valid:
+            if model is not Recipe and key in field_paths(Recipe):
+                raise TailorError(f"'{key}' is not read by this command; it reads {', '.join(model.model_fields)}",
+                                  fix="set it in the recipe for the command that reads it, or drop it")
             raise TailorError(f"unknown setting '{key}' on the command line.{_nearest(key, valid)}",
                               fix="run the command with --help to see every setting")
         try:
@@ -184,64 +188,28 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
-    """Read a YAML recipe (relative data paths resolve against the recipe's folder) and apply overrides."""
+def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
+                reads: type[BaseModel] | None = None) -> Recipe:
+    """Read a YAML recipe and apply `key=value` overrides.
+
+    Input paths in the file resolve against the file's folder, paths in overrides against the working directory.
+    The whole file is validated (it may hold sections other commands read); with `reads` (a command's view,
+    e.g. TrainRecipe) overrides may set only the keys that view has.
+    """
     data = read_yaml(path) if path else {}
     where = str(path) if path else "command line"
     if path:
         _check_unknown(data, Recipe, where)
-        data = _resolve_paths(data, Path(path).parent)
+        data = relative_to_recipe(data, Recipe, Path(path).parent)
     if overrides:
-        data = merge_settings(data, parse_overrides(overrides, Recipe))
+        data = merge_settings(data, parse_overrides(overrides, reads or Recipe))
         where += " + command-line overrides"
     return build(Recipe, data, where)
 
 
-def _resolve_paths(data: dict, base: Path) -> dict:
-    """Make file paths in a recipe relative to the recipe, so recipes can be run from anywhere."""
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-
-    def fix(p: Any) -> Any:
-        if isinstance(p, str) and p and not Path(p).is_absolute() and (base / p).exists():
-            return str(base / p)
-        return p
-
-    data_sec = data.get("data")
-    if isinstance(data_sec, dict) and isinstance(data_sec.get("sources"), list):
-        # Source paths (files, folders, globs, registries) are relative to the recipe too.
-        def fix_source(src: Any) -> Any:
-            if not isinstance(src, dict):
-                return src
-            src = dict(src)
-            for key in ("path", "registry"):
-                p = src.get(key)
-                if isinstance(p, str) and p and not Path(p).is_absolute():
-                    src[key] = str((base / p).resolve())
-            return src
-
-        data_sec["sources"] = [fix_source(s) for s in data_sec["sources"]]
-    aug = data_sec.get("augment") if isinstance(data_sec, dict) else None
-    for sub, key in (("eda", "dictionary"), ("back_translation", "model")):
-        node = aug.get(sub) if isinstance(aug, dict) else None
-        if isinstance(node, dict) and isinstance(node.get(key), str) and (base / node[key]).exists():
-            node[key] = str(base / node[key])
-    for section, keys in (("data", ("train", "eval")), ("eval", ("data",)), ("model", ("path", "tokenizer")), ("distill", ("teacher",)),
-                          ("train", ("deepspeed_config",)), ("refresh", ("new_data",))):
-        sec = data.get(section)
-        if not isinstance(sec, dict):
-            continue
-        for key in keys:
-            if isinstance(sec.get(key), list):
-                sec[key] = [fix(p) for p in sec[key]]
-            elif isinstance(sec.get(key), str):
-                if section == "data" or section == "eval":
-                    sec[key] = [fix(sec[key])]
-                else:
-                    sec[key] = fix(sec[key])
-    return data
-
-
 def save_recipe(recipe: BaseModel, path: str | Path) -> None:
-    """Write the resolved settings (every default filled in) next to the run's outputs."""
+    """Write the resolved settings (every default filled in, input paths absolute) next to the run's outputs,
+    so `tailor train PATH` reproduces the run from any directory (output paths stay as given)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True), encoding="utf-8")
+    data = absolute_inputs(recipe.model_dump(mode="json"), type(recipe))
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

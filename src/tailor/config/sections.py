@@ -1,14 +1,46 @@
 """Shared recipe sections: model, adapter, train, eval, distill, refresh (the data section is in data.py).
 
 Every setting is declared once with a type, a default and a one-line description; the command
-schemas in commands.py are built from these sections.
+schemas in recipe.py and commands.py are built from these sections.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class PathRole:
+    """Marks a text field as a filesystem path, so loading and saving recipes can find every path from the schema.
+
+    input: something read; relative in a recipe file = relative to that file's folder.
+    output: something written (a run directory, a registry file); relative = relative to the working directory.
+    On the command line every relative path is relative to the working directory; a saved recipe holds absolute paths.
+    """
+
+    def __init__(self, role: Literal["input", "output"]):
+        self.role = role
+
+    def __repr__(self) -> str:
+        return f"PathRole({self.role!r})"
+
+
+def flag(**cli) -> dict:
+    """json_schema_extra that makes a field a command-line flag or positional (see tailor.config.flags):
+    positional=True, metavar=..., action="append", flag="--name" (default: --field-name)."""
+    return {"cli": {"arg": True, **cli}}
+
+
+InputPath = Annotated[str, PathRole("input")]
+OutputPath = Annotated[str, PathRole("output")]
+Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], Field(
+    description="Weight dtype; auto = float32 on CPUs without bf16, bf16 on GPUs that have it.")]
+Device = Annotated[str | None, Field(description="Force a device (cpu, cuda, mps); default picks the best available.")]
+ChatTemplate = Annotated[str | None, Field(
+    description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")]
+TrustRemoteCode = Annotated[bool, Field(
+    description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")]
 
 
 class Section(BaseModel):
@@ -18,11 +50,11 @@ class Section(BaseModel):
 
 
 class ModelConfig(Section):
-    path: str | None = Field(None, description="Local Hugging Face model directory to start from (config.json + safetensors).")
+    path: InputPath | None = Field(None, description="Local Hugging Face model directory to start from (config.json + safetensors).")
     preset: str | None = Field(None, description="Build a new model from this preset instead of loading one (see `tailor model presets`).")
-    tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to model.path. Required with model.preset.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weight dtype; auto = float32 on CPUs without bf16, bf16 on GPUs that have it.")
-    trust_remote_code: bool = Field(False, description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")
+    tokenizer: InputPath | None = Field(None, description="Tokenizer directory; defaults to model.path. Required with model.preset.")
+    dtype: Dtype = "auto"
+    trust_remote_code: TrustRemoteCode = False
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelConfig":
@@ -59,7 +91,7 @@ class AdapterConfig(Section):
 
 class TrainConfig(Section):
     objective: Literal["pretrain", "sft", "classification"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows.")
-    output_dir: str = Field("runs/train", description="Run directory: checkpoints, final model or adapter, metrics.jsonl, TensorBoard logs, resolved config.")
+    output_dir: OutputPath = Field("runs/train", description="Run directory: checkpoints, final model or adapter, metrics.jsonl, TensorBoard logs, resolved config.yaml (input paths absolute). Relative = to the working directory.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when train.max_steps > 0).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use train.epochs.")
     batch_size: int = Field(8, ge=1, description="Sequences per device per forward pass.")
@@ -116,12 +148,12 @@ class TrainConfig(Section):
     eval_steps: int | None = Field(None, ge=1, description="Evaluate validation loss every N steps (default: once per epoch when there is validation data).")
     resume: bool = Field(False, description="Continue from the latest complete checkpoint in train.output_dir (same weights as an uninterrupted run).")
     resume_force: bool = Field(False, description="Resume even when recipe settings or data that change the result differ from the checkpoint's (a warning names them).")
-    device: str | None = Field(None, description="Force a device (cpu, cuda, mps); default picks the best available.")
+    device: Device = None
     distributed: Literal["none", "ddp", "fsdp", "deepspeed"] = Field("none", description="Engine of a multi-process run (`tailor train RECIPE --nproc N`): ddp = DistributedDataParallel (a full replica per process); fsdp = Fully Sharded Data Parallel (FSDP2: weights, gradients and optimizer state sharded); deepspeed = DeepSpeed ZeRO from train.deepspeed_config (CUDA only); none = one process (with --nproc > 1 it means ddp). Batch per step = batch_size x grad_accum x processes.")
     fsdp_sharding: Literal["full_shard", "shard_grad_op"] = Field("full_shard", description="distributed=fsdp: full_shard frees gathered weights after each forward (least memory, like ZeRO-3); shard_grad_op keeps them until the backward (less communication, like ZeRO-2).")
     fsdp_auto_wrap: Literal["transformer", "none"] = Field("transformer", description="distributed=fsdp: transformer = one FSDP unit per decoder block (the model's _no_split_modules); none = the whole model is one unit.")
     fsdp_state_dict: Literal["full", "sharded"] = Field("full", description="distributed=fsdp: checkpoint format: full = one consolidated file written by rank 0; sharded = one file per process (faster for large models). final/ is always a full model.")
-    deepspeed_config: str | None = Field(None, description="distributed=deepspeed: a DeepSpeed JSON config (configs/deepspeed/zero2.json and zero3.json ship with tailor); its \"auto\" values are filled from train.*.")
+    deepspeed_config: InputPath | None = Field(None, description="distributed=deepspeed: a DeepSpeed JSON config (configs/deepspeed/zero2.json and zero3.json ship with tailor); its \"auto\" values are filled from train.*.")
 
     @model_validator(mode="after")
     def _deepspeed_config_needs_deepspeed(self) -> "TrainConfig":
@@ -132,7 +164,7 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     task: Literal["generation", "lm", "classification", "retrieval"] = Field("generation", description="generation = answer chat records and score the answers; lm = loss/perplexity of text; classification = {text, label} rows scored by label likelihood (by the head's logits for a sequence classifier); retrieval = {query, candidates, relevant|positive} rows ranked by likelihood.")
-    data: list[str] = Field(default_factory=list, description="Evaluation files: chat records whose last assistant turn is the reference (optional `answer` = the fact to contain), or the rows of eval.task.")
+    data: list[InputPath] = Field(default_factory=list, description="Evaluation files: chat records whose last assistant turn is the reference (optional `answer` = the fact to contain), or the rows of eval.task.")
     max_new_tokens: int = Field(64, ge=1, description="Tokens generated per answer.")
     batch_size: int = Field(16, ge=1, description="Prompts per generation batch (and sequences per scoring batch).")
     max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N examples.")
@@ -154,6 +186,7 @@ class EvalConfig(Section):
     robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
     refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
     worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
+    runtime: bool = Field(True, description="CPU inference speed-ups of tailor.runtime (DeepSeek-V3 decode step, routed MoE experts, int8/int4 kernels), installed only with the tested transformers/torch versions; false = transformers' own code path.")
 
     _one_file_is_a_list = field_validator("data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
 
@@ -175,12 +208,12 @@ class EvalConfig(Section):
 class DistillConfig(Section):
     """Knowledge distillation (`tailor distill`): a frozen teacher guides the student that model/adapter/train describe."""
 
-    teacher: str | None = Field(None, description="Teacher: a local model directory or LoRA adapter directory (frozen; same tokenizer as the student).")
+    teacher: InputPath | None = Field(None, description="Teacher: a local model directory or LoRA adapter directory (frozen; same tokenizer as the student).")
     student_layers: int | None = Field(None, ge=1, description="Student = the teacher with this many evenly spaced decoder layers kept (first and last included), instead of model.preset / model.path.")
     temperature: float = Field(2.0, gt=0, description="Softmax temperature T of both models' logits in the KL term (scaled back by T^2).")
     alpha: float = Field(0.5, ge=0, le=1, description="Loss = alpha x KL(teacher || student) + (1 - alpha) x hard-label cross-entropy.")
     hidden_weight: float = Field(0.0, ge=0, description="Weight of the MSE between the student's last hidden states (through a learned projection) and the teacher's (0 = off).")
-    prompts: list[str] = Field(default_factory=list, description="Sequence-level KD: files of unlabeled questions (chat records, their answers ignored, or .txt one per line); the teacher answers them greedily into OUTPUT_DIR/teacher_answers.jsonl, which joins data.train. Questions in the eval data or already in data.train are left out and counted.")
+    prompts: list[InputPath] = Field(default_factory=list, description="Sequence-level KD: files of unlabeled questions (chat records, their answers ignored, or .txt one per line); the teacher answers them greedily into OUTPUT_DIR/teacher_answers.jsonl, which joins data.train. Questions in the eval data or already in data.train are left out and counted.")
     generate_max_new_tokens: int = Field(128, ge=1, description="Longest teacher answer to distill.prompts in tokens; answers cut off at this length are left out and counted.")
 
     _one_file_is_a_list = field_validator("prompts", mode="before")(lambda v: [v] if isinstance(v, str) else v)
@@ -189,9 +222,9 @@ class DistillConfig(Section):
 class RefreshConfig(Section):
     """`tailor refresh`: drift watch on newly arrived data, incremental retraining, an A/B gate, promotion in the registry."""
 
-    registry: str | None = Field(None, description="Model registry: a SQLite file or any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: $TAILOR_REGISTRY, else runs/registry.db).")
+    registry: OutputPath | None = Field(None, description="Model registry: a SQLite file (relative = to the working directory) or any SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (default: $TAILOR_REGISTRY, else runs/registry.db).")
     model_name: str | None = Field(None, description="The registered model to keep fresh: its production version is measured, retrained and gated.")
-    new_data: list[str] = Field(default_factory=list, description="Newly arrived data: files or folders in any data.sources format, prepared with this recipe's data pipeline (clean, dedup, split).")
+    new_data: list[InputPath] = Field(default_factory=list, description="Newly arrived data: files or folders in any data.sources format, prepared with this recipe's data pipeline (clean, dedup, split).")
     holdout: float = Field(0.2, gt=0, lt=1, description="Share of the new rows held out for the A/B gate (when data.split sets no eval share).")
     threshold: float = Field(0.15, gt=0, description="Drift: retrain when production's perplexity on the new data exceeds its recorded baseline by this share (0.15 = up 15%).")
     task_metric: str | None = Field("fact_accuracy", description="Per-example score watched and gated besides perplexity when the evaluation yields it (fact_accuracy needs an `answer` field; token_f1 always exists for chat data); None = perplexity only.")
@@ -202,7 +235,7 @@ class RefreshConfig(Section):
     tolerance: float = Field(0.02, ge=0, description="Gate, old held-out set: the candidate may be this much worse (perplexity up by this share, the task metric down by this much) and still pass.")
     min_gain: float = Field(0.0, ge=0, description="Gate, new held-out set: the candidate's perplexity must be below production's by more than this share (0 = any improvement); its task metric must not be lower.")
     max_examples: int | None = Field(256, ge=1, description="Examples per evaluation (drift check and each gate side), to bound a scheduled run's time; None = all.")
-    work_dir: str = Field("runs/refresh", description="Each run writes data, training output, evaluations and its refresh.jsonl log to WORK_DIR/<model_name>/<run id>/ (keep the folders of registered versions: they hold their artefacts).")
+    work_dir: OutputPath = Field("runs/refresh", description="Each run writes data, training output, evaluations and its refresh.jsonl log to WORK_DIR/<model_name>/<run id>/ (keep the folders of registered versions: they hold their artefacts). Relative = to the working directory.")
 
     _one_file_is_a_list = field_validator("new_data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
 

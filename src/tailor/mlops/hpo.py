@@ -20,12 +20,11 @@ import os
 import socket
 import sys
 import warnings
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tailor.config import Recipe, _nearest
+from tailor.config import HpoSettings, Recipe, _nearest
 from tailor.errors import TailorError
 from tailor.mlops.hpo_report import HPOResult, format_params, summarize
 from tailor.mlops.space import Param, base_value, parse_space, trial_recipe
@@ -42,25 +41,7 @@ _LOWER = ("loss", "perplexity", "ece")
 _COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")  # failed trials are redone, so they do not count
 
 
-@dataclass
-class HPOSettings:
-    """How `run` searches; each field is a flag of `tailor hpo`."""
-
-    out_dir: str | Path = "runs/hpo"
-    storage: str | None = None          # SQLAlchemy URL; None = sqlite:///OUT/study.db
-    study: str = "tailor-hpo"
-    trials: int | None = None           # trials the study should hold (None = the grid size, or DEFAULT_TRIALS)
-    workers: int = 1                    # processes on this machine
-    sampler: str = "tpe"
-    metric: str = "eval_loss"
-    direction: str | None = None        # None = implied by the metric's name
-    pruner: str | None = None           # None = median for eval_loss, none for other metrics
-    prune_startup_trials: int = 2       # finished trials before anything is pruned
-    prune_warmup_steps: int = 0         # training steps before a trial can be pruned
-    seed: int | None = None             # sampler seed (mixed with the worker index and the trials already done)
-    heartbeat: int = 60                 # seconds; a RUNNING trial silent for 2x this is failed and re-queued
-    baseline: bool = False              # first trial = the recipe's own values of the searched keys
-    verbose: bool = False
+HPOSettings = HpoSettings  # how `run` searches: declared once, with the flags of `tailor hpo`, in tailor.config
 
 
 # Settings, storage, study
@@ -84,8 +65,8 @@ def metric_direction(metric: str, direction: str | None) -> str:
 def resolve_settings(s: HPOSettings, recipe: Recipe, space: list[Param]) -> HPOSettings:
     """Defaults filled in and every flag checked, before any trial runs."""
     out = Path(s.out_dir)
-    s = replace(s, out_dir=out, storage=s.storage or f"sqlite:///{(out / 'study.db').resolve()}",
-                direction=metric_direction(s.metric, s.direction))
+    s = s.model_copy(update=dict(out_dir=out, storage=s.storage or f"sqlite:///{(out / 'study.db').resolve()}",
+                                 direction=metric_direction(s.metric, s.direction)))
     for name, value, allowed in (("--sampler", s.sampler, SAMPLERS), ("--pruner", s.pruner, PRUNERS + (None,))):
         if value not in allowed:
             raise TailorError(f"{name} {value}: unknown", where=name, fix=f"use one of: {', '.join(a for a in allowed if a)}")
@@ -95,7 +76,7 @@ def resolve_settings(s: HPOSettings, recipe: Recipe, space: list[Param]) -> HPOS
         if value is not None and value < low:
             raise TailorError(f"{name} {value}: must be at least {low}", where=name)
     if s.pruner is None:
-        s = replace(s, pruner="median" if s.metric == "eval_loss" else "none")
+        s = s.model_copy(update=dict(pruner="median" if s.metric == "eval_loss" else "none"))
     elif s.pruner != "none" and s.metric != "eval_loss":
         raise TailorError(f"--pruner {s.pruner} needs intermediate values of the metric, but only eval_loss is measured "
                           f"during training; '{s.metric}' is measured once, after it", where="--pruner",
@@ -104,9 +85,9 @@ def resolve_settings(s: HPOSettings, recipe: Recipe, space: list[Param]) -> HPOS
         size = math.prod(len(p.grid()) for p in space) + int(s.baseline)  # the baseline is not a grid point
         if s.trials is not None and s.trials > size:
             log.warning("--trials %d is more than the %d grid points: the search stops after the grid", s.trials, size)
-        s = replace(s, trials=min(s.trials or size, size))
+        s = s.model_copy(update=dict(trials=min(s.trials or size, size)))
     elif s.trials is None:
-        s = replace(s, trials=DEFAULT_TRIALS)
+        s = s.model_copy(update=dict(trials=DEFAULT_TRIALS))
     if s.metric == "eval_loss" and not _may_have_validation(recipe):
         raise TailorError("--metric eval_loss needs validation data, but the recipe has none", where="data.eval",
                           fix="set data.eval (or data.val_ratio > 0), or choose an eval.data metric with --metric")
@@ -226,7 +207,7 @@ class PruneOnEval(TrainerCallback):
 def _objective(trial, base: Recipe, space: list[Param], s: HPOSettings) -> float:
     import optuna
 
-    from tailor.training.run import run as train
+    from tailor.training import train
 
     with warnings.catch_warnings():  # a baseline outside the space was announced when it was queued
         warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
