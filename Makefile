@@ -1,4 +1,4 @@
-# The README's two set-up commands: `make demo` and `make test`.
+# The README's two set-up commands: `make demo` and `make test`; `make docs` builds the documentation site.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -12,7 +12,7 @@ TORCH_INDEX ?= $(shell \
     echo --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple; fi)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: install demo test clean
+.PHONY: install demo test docs clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,5 +28,10 @@ demo: install
 test: install
 	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider
 
+# --strict turns every warning into a failure: broken links and anchors, pages missing from the nav.
+# The site lands in build/docs (gitignored); the configuration reference is generated from tailor.config.
+docs: install
+	$(OFFLINE) $(BIN)/mkdocs build --strict --site-dir build/docs
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build/docs

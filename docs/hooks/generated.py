@@ -1,0 +1,163 @@
+"""MkDocs hook: the parts of the site generated from the code at build time, so they cannot drift from it.
+
+- reference/configuration.md, rendered from the schema in `tailor.config` (`describe_fields`, the
+  same rows each command's `--help` prints): settings are declared once, in the code, and a new
+  setting appears on the next `make docs`;
+- the module tables of layout.md, one row per module of src/tailor with the first sentence of its
+  docstring, read with `ast` (no import), so the page follows moves and renames by itself.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
+
+CONFIG_PAGE = "reference/configuration.md"
+LAYOUT_PAGE = "layout.md"
+MODULE_MARKER = "<!-- module-tree -->"
+SOURCE_ROOT = Path(__file__).resolve().parents[2] / "src" / "tailor"
+
+# The public sections, in the order a recipe reads; each is rendered with the dotted prefix a
+# recipe or `key=value` override uses for it (found on tailor.config.Recipe).
+SECTIONS = ("ModelConfig", "DataConfig", "AdapterConfig", "TrainConfig", "EvalConfig", "ServeConfig",
+            "DistillConfig", "RefreshConfig", "QuickstartConfig")
+
+CONFIG_INTRO = """# Configuration reference
+
+Every setting tailor reads, generated from the schema in `tailor.config` each time the site is built
+(the same rows each command's `--help` prints). In a recipe a setting sits under its section
+(`train:` then `lr: 2.0e-4`); on the command line it is an override `section.key=value`
+(`train.lr=2e-4`, `data.train=[a.jsonl,b.jsonl]`; values are read as YAML). Unknown keys are errors
+that name the nearest valid key. How recipes work: [Recipes](../recipes.md).
+
+"required" means the setting has no default; "-" means the default is empty (None): the feature is
+off or its value is derived, as the description says. Keys like `data.clean[step=pii].kinds` are
+fields of one item of a list (here: a cleaning step whose `step` is `pii`).
+"""
+
+
+def cell(text: str) -> str:
+    """Markdown text safe in a table cell: HTML and `*` escaped outside code spans, pipes everywhere.
+
+    Inside backticks Markdown shows text literally, so escaping there would print the entities.
+    """
+    parts = str(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no code spans, escape it all
+        parts = ["`".join(parts)]
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(f"`{part}`")  # Python-Markdown's tables keep pipes inside code spans
+        else:
+            out.append(html.escape(part, quote=False).replace("|", "&#124;").replace("*", "&#42;"))
+    return "".join(out)
+
+
+def _code(text: str) -> str:
+    """A value as inline code (an HTML element, so pipes and backticks inside it stay literal)."""
+    return "<code>" + html.escape(str(text), quote=False).replace("|", "&#124;").replace("*", "&#42;") + "</code>"
+
+
+def _settings_table(rows: list[tuple[str, str, str, str]], prefix: str) -> list[str]:
+    lines = ["| key | type | default | description |", "|---|---|---|---|"]
+    for key, kind, default, description in rows:
+        lines.append(f"| {_code(prefix + key)} | {_code(kind)} | {_code(default)} | {cell(description)} |")
+    return lines
+
+
+def _prefixes(config) -> dict[str, str]:
+    """Section class name -> the recipe key it sits under (`TrainConfig` -> `train.`)."""
+    out: dict[str, str] = {}
+    for name, info in config.Recipe.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type):
+            out.setdefault(ann.__name__, f"{name}.")
+    return out
+
+
+def _command_schemas(config) -> tuple[str, Mapping[str, type]] | None:
+    """A public mapping command name -> settings class, when tailor.config exposes one."""
+    from pydantic import BaseModel
+
+    for attr in getattr(config, "__all__", ()):
+        value = getattr(config, attr, None)
+        if (isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value)
+                and all(isinstance(v, type) and issubclass(v, BaseModel) for v in value.values())):
+            return attr, value
+    return None
+
+
+def render_configuration() -> str:
+    """The configuration reference page as Markdown."""
+    import tailor.config as config
+
+    prefixes = _prefixes(config)
+    lines = [CONFIG_INTRO, "## Sections\n"]
+    for name in SECTIONS:
+        section = getattr(config, name)
+        prefix = prefixes.get(name, "")
+        title = f"`{prefix.rstrip('.')}` ({name})" if prefix else name
+        lines.append(f"### {title} {{#{name.lower()}}}\n")
+        if not prefix:
+            lines.append(f"Settings of `tailor {name.removesuffix('Config').lower()} key=value ...` "
+                         "(no section prefix).\n")
+        doc = (section.__doc__ or "").strip().splitlines()
+        if doc and not doc[0].startswith("A recipe section"):
+            lines.append(cell(doc[0]) + "\n")
+        lines.extend(_settings_table(config.describe_fields(section), prefix))
+        lines.append("")
+    found = _command_schemas(config)
+    if found:
+        attr, schemas = found
+        lines.append("## Settings of each command\n")
+        lines.append(f"What each command reads (from `tailor.config.{attr}`); its `--help` shows the same.\n")
+        for command, schema in sorted(schemas.items()):
+            lines.append(f"### tailor {command} {{#command-{command.replace(' ', '-')}}}\n")
+            lines.extend(_settings_table(config.describe_fields(schema), ""))
+            lines.append("")
+    return "\n".join(lines)
+
+
+def module_summary(path: Path) -> str:
+    """The first sentence of a module's docstring (its first paragraph when that has no full stop)."""
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+    paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+    if not paragraph:
+        return "(no module docstring)"
+    match = re.match(r"(.+?\.)(\s|$)", paragraph)
+    return match.group(1) if match else paragraph
+
+
+def render_modules(root: Path = SOURCE_ROOT) -> str:
+    """Markdown: one table per package under `root`, one row per module."""
+    packages: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*.py")):
+        package = path.parent.relative_to(root).as_posix()
+        packages.setdefault("" if package == "." else package, []).append(path)
+    lines: list[str] = []
+    for package in sorted(packages, key=lambda p: (p != "", p)):
+        lines += [f"### `tailor/{package + '/' if package else ''}`\n", "| module | what it holds |", "|---|---|"]
+        lines += [f"| `{path.name}` | {cell(module_summary(path))} |" for path in packages[package]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def on_files(files, config, **kwargs):
+    """Add the configuration reference before the nav and the links are resolved."""
+    files.append(File.generated(config, CONFIG_PAGE, content=render_configuration()))
+    return files
+
+
+def on_page_markdown(markdown: str, page, config, files, **kwargs) -> str:
+    """Put the module tables into the layout page, where its marker is."""
+    if page.file.src_uri != LAYOUT_PAGE:
+        return markdown
+    if MODULE_MARKER not in markdown:
+        raise PluginError(f"{LAYOUT_PAGE} lost its {MODULE_MARKER} marker: put it back where the module tables go")
+    return markdown.replace(MODULE_MARKER, render_modules())
