@@ -225,6 +225,8 @@ def test_registry_settings_need_a_source():
     with pytest.raises(TailorError, match="no source to follow"):
         build_app(None, ServeConfig(registry="r.db", registry_model="support"))
     assert registry_source(ServeConfig()) is None, "no registry settings: serve a directory"
+    with pytest.raises(TailorError, match="no registry is given"):
+        registry_source(ServeConfig(registry_model="support"))
 
 
 def test_cli_bad_registry_input(models, tmp_path, capsys):
