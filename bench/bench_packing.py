@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from tailor.data.dataset import PadCollator, record_text, sft_dataset
 from tailor.data.loading import LoadReport, load_records
-from tailor.data.packing import PackingCollator, pack_dataset
+from tailor.data.packing import PackingCollator, PadCollator, pack_dataset
+from tailor.data.records import record_text
+from tailor.data.tokenize import sft_dataset
 from tailor.models.presets import init_model
 from tailor.models.tokenizer import train_tokenizer
 

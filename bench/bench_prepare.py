@@ -54,6 +54,7 @@ def main() -> None:
     from tailor.data.loading import load_records
     from tailor.data.prepare import run
     from tailor.data.tokenize import tokenize_split
+    from tailor.models.loading import load_tokenizer
     from tailor.models.tokenizer import train_tokenizer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_prepare_"))
@@ -68,20 +69,20 @@ def main() -> None:
                      "data.split.test=0.05", "data.max_length=1024", f"data.prepared_dir={tmp / 'prepared'}",
                      f"data.num_proc={args.num_proc}"]
         recipe = load_recipe(None, overrides)
+        tok = load_tokenizer(tok_dir)
         t0 = time.perf_counter()
-        first = run(recipe)
+        first = run(recipe, tok)
         t1 = time.perf_counter()
-        second = run(recipe)
+        second = run(recipe, tok)
         t2 = time.perf_counter()
         assert second.cached and second.splits == first.splits
         cold, warm = t1 - t0, t2 - t1
 
         train = first.records("train")
-        tok = __import__("tailor.models.loading", fromlist=["load_tokenizer"]).load_tokenizer(tok_dir)
         t3 = time.perf_counter()
-        tokenize_split(train, tok, recipe.data, num_proc=1)
+        tokenize_split(train, tok, recipe.data.max_length, num_proc=1)
         t4 = time.perf_counter()
-        tokenize_split(train, tok, recipe.data, num_proc=args.num_proc)
+        tokenize_split(train, tok, recipe.data.max_length, num_proc=args.num_proc)
         t5 = time.perf_counter()
 
         print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}")

@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from tailor.config import AugmentConfig
-from tailor.data.augment import augment_records, eda_text, load_translator, segment
+from tailor.data.augment import augment_records, eda_text, segment
+from tailor.models.translation import load_translator, translator_for
 from tailor.data.records import PrepareReport
 from tailor.data.synonyms import builtin_synonyms, load_dictionary, merged_synonyms
 from tailor.errors import TailorError
@@ -216,6 +217,11 @@ def test_back_translation_with_an_injected_translator():
     with pytest.raises(TailorError, match="no translator model") as e:
         augment_records(train, cfg, PrepareReport())
     assert e.value.where == "data.augment.back_translation.model"
+    assert translator_for(cfg.back_translation) is None  # no model named: nothing to load
+    named = AugmentConfig(back_translation={"model": "some/translator", "rate": 1.0})
+    with pytest.raises(TailorError, match="needs the translator passed in") as e:  # the data stage loads no model
+        augment_records(train, named, PrepareReport())
+    assert "translator_for" in e.value.fix
     with pytest.raises(TailorError, match="returned 0 results for 4"):
         augment_records(train_rows(), cfg, PrepareReport(), translator=lambda t, s, d: [])
 
@@ -224,7 +230,7 @@ def test_back_translation_through_a_tiny_causal_lm(llama_dir, tmp_path):
     train = train_rows()[:3]
     report = PrepareReport()
     cfg = AugmentConfig(back_translation={"model": str(llama_dir), "rate": 1.0, "max_new_tokens": 4})
-    out = augment_records(train, cfg, report)
+    out = augment_records(train, cfg, report, translator=translator_for(cfg.back_translation))
     step = report.steps[0]
     assert step.added == 3 and len(out) == 3 + 3 - step.n_dropped
     assert set(step.dropped) <= {"translation empty", "augmented text identical to original"}
@@ -253,8 +259,9 @@ def test_back_translation_through_a_tiny_seq2seq_model(tokenizer, tmp_path):
     res = translate(["How long can I return a laptop?", "退货", "hi"], "en", "zh")
     assert len(res) == 3 and all(isinstance(r, str) for r in res)
     report = PrepareReport()
-    out = augment_records(train_rows()[:2], AugmentConfig(back_translation={"model": "t5", "rate": 1.0, "max_new_tokens": 5}),
-                          report, base_dir=tmp_path)
+    cfg = AugmentConfig(back_translation={"model": "t5", "rate": 1.0, "max_new_tokens": 5})
+    out = augment_records(train_rows()[:2], cfg, report, translator=translator_for(cfg.back_translation, base_dir=tmp_path),
+                          base_dir=tmp_path)
     assert report.steps[0].added == 2 and len(out) == 4 - report.steps[0].n_dropped
     with pytest.raises(TailorError, match="translator model not found"):
         load_translator(str(tmp_path / "nope"))

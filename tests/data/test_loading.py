@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from tailor.config import SourceConfig
-from tailor.data.dataset import PadCollator, pretrain_dataset, sft_dataset, split_validation
+from tailor.data.packing import PadCollator
+from tailor.data.tokenize import pretrain_dataset, sft_dataset
 from tailor.data.loading import LoadReport, iter_source, load_records, require_rows, to_record
 from tailor.data.records import StepReport, field_value
 from tailor.errors import TailorError
@@ -85,10 +86,18 @@ def test_sft_dataset_and_collator(tokenizer):
     assert batch["labels"][1, 2:].eq(-100).all() and batch["attention_mask"][1].sum() == 2
 
 
-def test_split_validation_is_seeded_and_disjoint():
-    recs = [{"text": str(i)} for i in range(50)]
-    a_train, a_val = split_validation(recs, 0.2, seed=1)
-    b_train, b_val = split_validation(recs, 0.2, seed=1)
+def test_val_ratio_hold_out_is_seeded_and_disjoint(tmp_path):
+    from tailor.config import load_recipe
+    from tailor.data.prepare import run
+    from tailor.data.training_data import raw_files_recipe
+
+    f = write_jsonl(tmp_path / "docs.jsonl", [{"text": f"document {i}"} for i in range(50)])
+    runs = []
+    for out in ("a", "b"):
+        recipe = load_recipe(None, [f"data.train=[{f}]", "data.val_ratio=0.2", "train.seed=1",
+                                    f"train.output_dir={tmp_path / out}"])
+        runs.append(run(raw_files_recipe(recipe)))
+    (a_train, a_val), (b_train, b_val) = [(p.records("train"), p.records("eval")) for p in runs]
     assert a_val == b_val and len(a_val) == 10 and len(a_train) == 40
     assert not {r["text"] for r in a_val} & {r["text"] for r in a_train}
 

@@ -6,9 +6,9 @@ import torch
 from datasets import Dataset
 
 from tests.conftest import CONVERSATIONS
-from tailor.data.dataset import PadCollator, sft_dataset
 from tailor.data.loading import LoadReport
-from tailor.data.packing import PackingCollator, check_attention, pack_bins, pack_dataset
+from tailor.data.packing import PackingCollator, PadCollator, check_attention, pack_bins, pack_dataset
+from tailor.data.tokenize import sft_dataset
 from tailor.errors import TailorError
 from tailor.models.loading import load_model
 

@@ -68,10 +68,10 @@ def _recipe(tmp_path: Path, tokenizer_dir, source: Path, **data) -> Path:
     return path
 
 
-def test_prepare_accounts_for_every_row_and_masks_pii(tmp_path, tokenizer_dir):
+def test_prepare_accounts_for_every_row_and_masks_pii(tmp_path, tokenizer_dir, tokenizer):
     src = _messy(tmp_path)
     recipe_path = _recipe(tmp_path, tokenizer_dir, src)
-    prepared = run(load_recipe(recipe_path), base_dir=tmp_path)
+    prepared = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     report = json.loads((prepared.path / "report.json").read_text())
     assert report["rows_read"] == 17
     drops = {reason: n for s in report["steps"] for reason, n in s["dropped"].items()}
@@ -88,15 +88,15 @@ def test_prepare_accounts_for_every_row_and_masks_pii(tmp_path, tokenizer_dir):
     assert len(tok) == len(train) and all(-100 in labels for labels in tok["labels"])
 
 
-def test_prepare_raise_names_file_and_line(tmp_path, tokenizer_dir):
+def test_prepare_raise_names_file_and_line(tmp_path, tokenizer_dir, tokenizer):
     src = _messy(tmp_path)
     recipe_path = _recipe(tmp_path, tokenizer_dir, src, on_error="raise")
     with pytest.raises(TailorError) as e:
-        run(load_recipe(recipe_path), base_dir=tmp_path)
+        run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     assert "chats.jsonl:" in str(e.value)
 
 
-def test_no_test_row_has_a_near_twin_in_train(tmp_path, tokenizer_dir):
+def test_no_test_row_has_a_near_twin_in_train(tmp_path, tokenizer_dir, tokenizer):
     from tailor.config import DedupConfig
     from tailor.data.dedup import drop_cross_split_twins
     from tailor.data.records import PrepareReport
@@ -107,25 +107,25 @@ def test_no_test_row_has_a_near_twin_in_train(tmp_path, tokenizer_dir):
     recipe_path = _recipe(tmp_path, tokenizer_dir, src, dedup={"exact": False, "near": False, "across_splits": True},
                           split={"test": 0.5, "seed": 3})
     # With de-dup off, the twins land on both sides of the split ...
-    leaky = run(load_recipe(recipe_path), base_dir=tmp_path)
+    leaky = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     again = drop_cross_split_twins({"train": leaky.records("train"), "eval": [], "test": leaky.records("test")},
                                    DedupConfig(threshold=0.7), PrepareReport())
     assert len(again["test"]) < len(leaky.records("test"))
     # ... and with across-split de-dup on (within-split near de-dup off), none survive in test.
     recipe_path = _recipe(tmp_path, tokenizer_dir, src, dedup={"exact": False, "near": True, "threshold": 0.7,
                                                                "across_splits": True}, split={"test": 0.5, "seed": 3})
-    prepared = run(load_recipe(recipe_path), base_dir=tmp_path)
+    prepared = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     check = drop_cross_split_twins({"train": prepared.records("train"), "eval": [], "test": prepared.records("test")},
                                    DedupConfig(threshold=0.7), PrepareReport())
     assert len(check["test"]) == len(prepared.records("test"))
 
 
-def test_augmented_rows_only_in_train_and_tagged(tmp_path, tokenizer_dir):
+def test_augmented_rows_only_in_train_and_tagged(tmp_path, tokenizer_dir, tokenizer):
     rows = [_chat(q, f"Reply {i}.") for i, q in enumerate(QUESTIONS)]
     src = write_jsonl(tmp_path / "plain.jsonl", rows)
     recipe_path = _recipe(tmp_path, tokenizer_dir, src, clean=[], dedup={"exact": True, "near": False},
                           split={"eval": 2, "test": 2}, augment={"eda": {"rate": 1.0, "copies": 1}, "seed": 0})
-    prepared = run(load_recipe(recipe_path), base_dir=tmp_path)
+    prepared = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     train = prepared.records("train")
     assert any(r["origin"] != "original" for r in train)
     for split in ("eval", "test"):
@@ -134,19 +134,19 @@ def test_augmented_rows_only_in_train_and_tagged(tmp_path, tokenizer_dir):
     assert report["rows_read"] == len(QUESTIONS)
 
 
-def test_second_prepare_reuses_the_cache_until_input_changes(tmp_path, tokenizer_dir):
+def test_second_prepare_reuses_the_cache_until_input_changes(tmp_path, tokenizer_dir, tokenizer):
     src = _messy(tmp_path)
     recipe_path = _recipe(tmp_path, tokenizer_dir, src)
     t0 = time.perf_counter()
-    first = run(load_recipe(recipe_path), base_dir=tmp_path)
+    first = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     t1 = time.perf_counter()
-    second = run(load_recipe(recipe_path), base_dir=tmp_path)
+    second = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     t2 = time.perf_counter()
     assert not first.cached and second.cached and second.splits == first.splits
     assert (t2 - t1) < (t1 - t0)
     with src.open("a", encoding="utf-8") as f:
         f.write(json.dumps(_chat("A brand new question about kayaks?", "A new answer.")) + "\n")
-    third = run(load_recipe(recipe_path), base_dir=tmp_path)
+    third = run(load_recipe(recipe_path), tokenizer, base_dir=tmp_path)
     assert not third.cached and json.loads((third.path / "report.json").read_text())["rows_read"] == 18
 
 
@@ -203,14 +203,14 @@ def test_inspect_fails_loudly_when_eos_never_trained(tmp_path, tokenizer_dir):
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
-def test_worked_example_on_real_alpaca_and_sharegpt(tmp_path, tokenizer_dir):
+def test_worked_example_on_real_alpaca_and_sharegpt(tmp_path, tokenizer_dir, tokenizer):
     recipe = load_recipe(None, [
         f"model.tokenizer={tokenizer_dir}",
         f"data.sources=[{{registry: {SHARED / 'dataset_info.json'}, name: alpaca_en_demo}}, "
         f"{{registry: {SHARED / 'dataset_info.json'}, name: glaive_toolcall_en_demo}}]",
         "data.clean=[nfkc, strip_control, whitespace]", "data.split.test=0.05", "data.max_length=256",
         f"data.prepared_dir={tmp_path / 'real'}"])
-    prepared = run(recipe)
+    prepared = run(recipe, tokenizer)
     report = json.loads((prepared.path / "report.json").read_text())
     assert report["rows_read"] == 999 + 300
     assert prepared.splits["test"] > 0 and prepared.splits["train"] > 1000

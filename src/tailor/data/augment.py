@@ -50,8 +50,9 @@ def augment_records(train: list[dict], cfg: AugmentConfig, report: PrepareReport
 
     Pass only the TRAIN split: augmenting eval/test would grade the model on its own paraphrases.
     New rows carry `origin` ("eda:<op>", "fill", "back_translation") and, when made from a row,
-    `augmented_from` (that row's `where`). `translator` (texts, src_lang, tgt_lang -> texts) replaces
-    loading `cfg.back_translation.model`; relative paths in `cfg` are read from `base_dir`.
+    `augmented_from` (that row's `where`). Back-translation calls `translator` (texts, src_lang,
+    tgt_lang -> texts), which the caller loads from `cfg.back_translation.model`
+    (`tailor.models.translation.translator_for`); relative paths in `cfg` are read from `base_dir`.
     """
     out = list(train)
     if cfg.eda.rate > 0:
@@ -60,12 +61,14 @@ def augment_records(train: list[dict], cfg: AugmentConfig, report: PrepareReport
         out += _fill(cfg.fill, _rng(cfg.seed, "fill"), _step(report, "augment.fill", len(out)))
     bt = cfg.back_translation
     if bt.rate > 0:
-        if translator is None:
-            if not bt.model:
-                raise TailorError("back-translation is on (rate > 0) but no translator model is set",
-                                  where="data.augment.back_translation.model",
-                                  fix="set it to a local translation model directory, or set rate to 0")
-            translator = load_translator(str(_resolve(bt.model, base_dir)), max_new_tokens=bt.max_new_tokens)
+        if not bt.model and translator is None:
+            raise TailorError("back-translation is on (rate > 0) but no translator model is set",
+                              where="data.augment.back_translation.model",
+                              fix="set it to a local translation model directory, or set rate to 0")
+        if translator is None:  # the data stage loads no model: the caller (CLI, training) passes it in
+            raise TailorError(f"back-translation through {bt.model} needs the translator passed in",
+                              where="augment_records(translator=...)",
+                              fix="pass translator=tailor.models.translation.translator_for(cfg.back_translation, base_dir)")
         out += _back_translate(train, bt, translator, _rng(cfg.seed, "back_translation"),
                                _step(report, "augment.back_translation", len(out)))
     return out
@@ -353,10 +356,6 @@ def _substitute(tree, values: dict[str, str]):
 # ---------------------------------------------------------------------------------------------
 # Back-translation
 
-LANGUAGE_NAMES = {"en": "English", "zh": "Chinese", "ja": "Japanese", "ko": "Korean", "fr": "French", "de": "German",
-                  "es": "Spanish", "it": "Italian", "pt": "Portuguese", "ru": "Russian", "ar": "Arabic", "vi": "Vietnamese"}
-
-
 def _back_translate(train: list[dict], cfg: BackTranslationConfig, translator: Translator, rng: random.Random,
                     step: StepReport) -> list[dict]:
     chosen = []
@@ -396,74 +395,3 @@ def _call(translator: Translator, texts: list[str], src: str, tgt: str) -> list[
         raise TailorError(f"the translator returned {len(out)} results for {len(texts)} texts ({src} -> {tgt})",
                           where="data.augment.back_translation", fix="a translator must return one string per input text")
     return [o.strip() for o in out]
-
-
-def load_translator(model_dir: str, max_new_tokens: int = 128, batch_size: int = 8,
-                    device: str | None = None) -> Translator:
-    """A translate(texts, src_lang, tgt_lang) function over a local model directory (greedy, batched).
-
-    Encoder-decoder checkpoints (T5, Marian, ...) get "translate English to Chinese: {text}"; causal
-    LMs are asked "Translate the following English text to Chinese:" through their chat template
-    when they have one (else as plain text, keeping as many output lines as the input had). Inputs
-    that do not fit the model's context come back as "" and are counted as empty translations.
-    """
-    import torch
-    from transformers import AutoConfig, AutoModelForSeq2SeqLM
-
-    from tailor.data.templates import encode_prompt
-    from tailor.models.loading import is_model_dir, load_model, load_tokenizer, resolve_device, resolve_dtype
-
-    if not is_model_dir(model_dir):
-        raise TailorError(f"translator model not found (no config.json): {model_dir}",
-                          where="data.augment.back_translation.model",
-                          fix="point at a local model directory saved with save_pretrained")
-    try:
-        seq2seq = bool(getattr(AutoConfig.from_pretrained(model_dir, local_files_only=True), "is_encoder_decoder", False))
-    except (OSError, ValueError) as e:
-        raise TailorError(f"cannot read the translator's config.json: {e}", where=model_dir,
-                          fix="use a model directory saved with save_pretrained by a recent transformers") from None
-    tok = load_tokenizer(model_dir)
-    target = resolve_device(device)
-    if seq2seq:
-        try:
-            model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True,
-                                                          dtype=resolve_dtype("auto", target)).to(target).eval()
-        except (OSError, ValueError) as e:
-            raise TailorError(f"could not load the translator in {model_dir}: {e}", where=model_dir,
-                              fix="save the model with save_pretrained (safetensors weights)") from None
-    else:
-        model = load_model(model_dir, device=str(target))
-        tok.padding_side = "left"  # decoder-only models continue from the last position of each row
-    limit = getattr(model.config, "max_position_embeddings", None)
-    chat = bool(getattr(tok, "chat_template", None))
-
-    def encode(text: str, src: str, tgt: str) -> list[int]:
-        if seq2seq:
-            return tok(f"translate {src} to {tgt}: {text}")["input_ids"]
-        ask = f"Translate the following {src} text to {tgt}:\n{text}\n"
-        if chat:
-            return encode_prompt(tok, [{"role": "user", "content": ask}])
-        return tok(ask)["input_ids"]
-
-    def translate(texts: list[str], src_lang: str, tgt_lang: str) -> list[str]:
-        src, tgt = LANGUAGE_NAMES.get(src_lang, src_lang), LANGUAGE_NAMES.get(tgt_lang, tgt_lang)
-        ids = [encode(t, src, tgt) for t in texts]
-        fits = [seq2seq or limit is None or len(x) + max_new_tokens <= limit for x in ids]
-        todo = [i for i, ok in enumerate(fits) if ok]
-        out = [""] * len(texts)
-        for start in range(0, len(todo), batch_size):
-            rows = todo[start:start + batch_size]
-            batch = tok.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(target)
-            with torch.inference_mode():
-                gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                     pad_token_id=tok.pad_token_id)
-            if not seq2seq:
-                gen = gen[:, batch["input_ids"].shape[1]:]
-            for i, seq in zip(rows, gen):
-                text = tok.decode(seq, skip_special_tokens=True).strip()
-                if not seq2seq and not chat:  # a base LM keeps writing: keep the translation's lines only
-                    text = "\n".join(text.splitlines()[:texts[i].count("\n") + 1]).strip()
-                out[i] = text
-        return out
-
-    return translate

@@ -188,12 +188,19 @@ def _twin(where: str | None, twin: str | None) -> str | None:
     return f"{where or '?'} (twin of {twin})"
 
 
+def resolved(cfg: DedupConfig, default: bool = True) -> DedupConfig:
+    """`cfg` with exact/near left unset (None) turned on (default=True: data.sources) or off (data.train files)."""
+    return cfg.model_copy(update={"exact": default if cfg.exact is None else cfg.exact,
+                                  "near": default if cfg.near is None else cfg.near})
+
+
 def dedup_records(records: Iterable[dict], cfg: DedupConfig, report: PrepareReport) -> Iterator[dict]:
     """Drop exact (cfg.exact) and near (cfg.near) duplicates from a stream, keeping first occurrences.
 
     Lazy; reports "dedup.exact" and "dedup.near" (each only when enabled) are created at call time.
     Rows whose normalized text is empty have no shingles and are never near twins.
     """
+    cfg = resolved(cfg)
     exact = report.step("dedup.exact") if cfg.exact else None
     near = report.step("dedup.near") if cfg.near else None
     return _dedup(records, cfg, exact, near)
@@ -256,6 +263,7 @@ def drop_cross_split_twins(splits: dict[str, list[dict]], cfg: DedupConfig,
     checked, near twins when cfg.near. With cfg.across_splits off the splits come back unchanged.
     Report: "dedup.across_splits" with reasons like "near twin in train".
     """
+    cfg = resolved(cfg)
     if not cfg.across_splits:
         return dict(splits)
     rep = report.step("dedup.across_splits")

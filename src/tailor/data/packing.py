@@ -1,4 +1,5 @@
-"""Pack tokenized SFT samples into full sequences with no attention across sample boundaries.
+"""Batches for training: `PadCollator` for one sample per row, and packing of tokenized SFT samples into
+full sequences with no attention across sample boundaries (`pack_dataset` + `PackingCollator`).
 
 Mechanism: a packed row carries `position_ids` that restart at 0 for every sample, and the batch
 carries NO `attention_mask` and `use_cache=False`. transformers' `masking_utils`
@@ -96,7 +97,7 @@ def pack_dataset(ds: Dataset, max_length: int, seed: int = 0, report=None) -> tu
     missing = {"input_ids", "labels"} - set(ds.column_names)
     if missing:
         raise TailorError(f"cannot pack: dataset lacks column(s) {sorted(missing)} (has {ds.column_names})",
-                          where="packing", fix="pack the output of sft_dataset (input_ids and labels)")
+                          where="packing", fix="pack the output of sft_dataset or sft_examples (input_ids and labels)")
     stats = PackingStats(max_length=max_length)
     ids_list, labels_list = [], []
     for n, (ids, labels) in enumerate(zip(ds["input_ids"], ds["labels"])):
@@ -177,3 +178,22 @@ class PackingCollator:
             pos[i, n:] -= n
         # A cache (config.use_cache defaults to True outside the Trainer) also turns packed detection off.
         return {"input_ids": ids, "labels": labels, "position_ids": pos, "use_cache": False}
+
+
+@dataclass
+class PadCollator:
+    """Right-pad input_ids with the pad id and labels with -100; attention mask marks real tokens."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

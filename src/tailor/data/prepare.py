@@ -1,14 +1,18 @@
 """`tailor data prepare`: sources -> clean -> de-duplicate -> split -> cross-split de-dup -> augment -> tokenize.
 
-The output is a directory that training reads directly (`data.train: [that dir]`):
+Every input training reads goes through here: `data.sources`, and the raw files of `data.train`
+(see `tailor.data.training_data`). The output is a directory that training reads directly
+(`data.train: [that dir]`):
 
     prepared.json          cache key, splits, files, settings that shaped the tokens
     report.json / .txt     every input row accounted for: kept, or dropped with its reason, per step
     <split>.jsonl          canonical records per split (train, eval, test), human-readable
-    tokenized/<split>/     Arrow datasets with input_ids and labels (when a tokenizer is configured)
+    tokenized/<split>/     Arrow datasets of whole sequences: input_ids, labels, chat, source, where
+                           (when the caller passes a tokenizer; `tailor.data.tokenize`)
 
 Loading and cleaning stream; rows are held in memory from de-duplication on (the kept rows, not the
-input files). A second run on unchanged inputs and recipe returns the cached directory.
+input files). A second run on unchanged inputs, settings and tokenizer returns the cached directory.
+The data stage loads no model: the caller passes the tokenizer (and a back-translation translator).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,7 +33,7 @@ from tailor.errors import TailorError
 
 log = logging.getLogger("tailor")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: tokenized sequences are whole (cut per objective at training time)
 SPLITS = ("train", "eval", "test")
 MANIFEST = "prepared.json"
 
@@ -53,6 +58,10 @@ class Prepared:
         with f.open(encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
+    def report(self) -> dict:
+        """The accounting written as report.json (rows read, steps, splits, token statistics)."""
+        return json.loads((self.path / "report.json").read_text(encoding="utf-8"))
+
     def tokenized(self, split: str):
         """The split's tokenized `datasets.Dataset` (input_ids, labels), or None when it has none."""
         from datasets import load_from_disk
@@ -62,10 +71,12 @@ class Prepared:
 
 
 def is_prepared_dir(path: str | Path) -> bool:
+    """True for a directory written by `run` (it holds prepared.json)."""
     return (Path(path) / MANIFEST).is_file()
 
 
 def open_prepared(path: str | Path) -> Prepared:
+    """A prepared directory, checked to be one written by this format version."""
     path = Path(path)
     if not is_prepared_dir(path):
         raise TailorError(f"{path} is not a prepared dataset directory (no {MANIFEST})",
@@ -110,18 +121,27 @@ def _hash_path(h, path: Path) -> None:
             h.update(chunk)
 
 
-def cache_key(recipe: Recipe, files: list[Path]) -> str:
-    """Hash of the input files' bytes, the data settings and the tokenizer (files and chat template)."""
+def tokenizer_dir(tokenizer) -> str | None:
+    """The resolved directory a tokenizer was loaded from (what a prepared dataset records), or None."""
+    if tokenizer is None:
+        return None
+    name = getattr(tokenizer, "name_or_path", "") or ""
+    return str(Path(name).resolve()) if name else None
+
+
+def cache_key(recipe: Recipe, files: list[Path], tokenizer=None) -> str:
+    """Hash of the input files' bytes, the data settings and the tokenizer (its files and chat template)."""
     h = hashlib.blake2b(digest_size=16)
     from tailor import __version__
 
     h.update(f"{FORMAT_VERSION} {__version__}".encode())
     settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir", "num_proc", "train", "eval", "val_ratio", "packing"})
-    settings["tokenizer"] = recipe.model.tokenizer or recipe.model.path
+    settings["tokenizer"] = tokenizer_dir(tokenizer)
+    settings["chat_template_text"] = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
     h.update(json.dumps(settings, sort_keys=True).encode())
     for f in files:
         _hash_path(h, f)
-    tok = recipe.model.tokenizer or recipe.model.path
+    tok = settings["tokenizer"]
     if tok:
         for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
             if (Path(tok) / name).is_file():
@@ -149,20 +169,31 @@ def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | No
     return stream()
 
 
-def _load_tokenizer(recipe: Recipe):
-    from tailor.models.loading import load_tokenizer
-
-    path = recipe.model.tokenizer or recipe.model.path
-    if not path:
+def _cached(out: Path, key: str) -> Prepared | None:
+    if not is_prepared_dir(out):
         return None
-    return load_tokenizer(path, trust_remote_code=recipe.model.trust_remote_code, chat_template=recipe.data.chat_template)
+    try:
+        cached = open_prepared(out)
+    except TailorError:
+        return None
+    if cached.manifest.get("cache_key") != key:
+        return None
+    cached.cached = True
+    return cached
 
 
-def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False) -> Prepared:
-    """Prepare `recipe.data.sources` into `recipe.data.prepared_dir` (reusing it when inputs and settings are unchanged)."""
+def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path | None = None,
+        force: bool = False) -> Prepared:
+    """Prepare `recipe.data.sources` into `recipe.data.prepared_dir` (reusing it when inputs and settings are unchanged).
+
+    `tokenizer` (loaded by the caller from model.tokenizer / model.path, data.chat_template applied)
+    tokenizes the splits and serves token bounds of the length cleaning step; without one, only the
+    records are written. `translator` serves data.augment.back_translation
+    (`tailor.models.translation.translator_for`). Relative source paths are read from `base_dir`.
+    """
     from tailor.data.augment import augment_records
     from tailor.data.clean import clean_records
-    from tailor.data.dedup import dedup_records, drop_cross_split_twins
+    from tailor.data.dedup import dedup_records, drop_cross_split_twins, resolved
     from tailor.data.split import split_records
 
     data = recipe.data
@@ -172,23 +203,18 @@ def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False)
     base = Path(base_dir) if base_dir else None
     out = Path(data.prepared_dir)
     files = _input_files(data, base)
-    key = cache_key(recipe, files)
-    if not force and is_prepared_dir(out):
-        try:
-            cached = open_prepared(out)
-        except TailorError:
-            cached = None
-        if cached and cached.manifest.get("cache_key") == key:
-            cached.cached = True
-            return cached
+    key = cache_key(recipe, files, tokenizer)
+    cached = None if force else _cached(out, key)
+    if cached is not None:
+        return cached
 
     started = time.perf_counter()
     report = PrepareReport()
-    tokenizer = _load_tokenizer(recipe)
     stream = _stream_sources(data, report, base)
     stream = clean_records(stream, data.clean, report, tokenizer=tokenizer)
-    if data.dedup.exact or data.dedup.near:
-        stream = dedup_records(stream, data.dedup, report)
+    dedup = resolved(data.dedup)
+    if dedup.exact or dedup.near:
+        stream = dedup_records(stream, dedup, report)
 
     fixed: dict[str, list[dict]] = {s: [] for s in SPLITS}
     pool: list[dict] = []
@@ -197,15 +223,16 @@ def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False)
     splits = split_records(pool, data.split, report) if pool else {s: [] for s in SPLITS}
     for s in SPLITS:
         splits[s] = fixed[s] + splits.get(s, [])
-    if data.dedup.across_splits and (data.dedup.exact or data.dedup.near) and (splits["eval"] or splits["test"]):
-        splits = drop_cross_split_twins(splits, data.dedup, report)
+    if dedup.across_splits and (dedup.exact or dedup.near) and (splits["eval"] or splits["test"]):
+        splits = drop_cross_split_twins(splits, dedup, report)
     if splits["train"]:
-        splits["train"] = augment_records(splits["train"], data.augment, report, base_dir=base)
+        splits["train"] = augment_records(splits["train"], data.augment, report, translator=translator, base_dir=base)
     if not any(splits.values()):
         raise TailorError(f"no rows left after preparation:\n{report.to_text()}", where="data.sources",
                           fix="check the sources' format and the cleaning/length/language filters")
 
-    tmp = out.with_name(out.name + ".tmp")
+    # A folder of this process's own: processes of one distributed run may prepare the same data at once.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for s in SPLITS:
@@ -219,7 +246,7 @@ def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False)
 
         for s in SPLITS:
             if splits[s]:
-                ds, stats = tokenize_split(splits[s], tokenizer, data, num_proc=data.num_proc)
+                ds, stats = tokenize_split(splits[s], tokenizer, data.max_length, data.system_prompt, num_proc=data.num_proc)
                 if ds is not None:
                     ds.save_to_disk(str(tmp / "tokenized" / s))
                 token_stats[s] = stats
@@ -230,7 +257,7 @@ def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False)
         "cache_key": key,
         "splits": report.splits,
         "kinds": {s: _kinds(splits[s]) for s in SPLITS if splits[s]},
-        "tokenizer": str(Path(recipe.model.tokenizer or recipe.model.path).resolve()) if tokenizer is not None else None,
+        "tokenizer": tokenizer_dir(tokenizer),
         "max_length": data.max_length,
         "chat_template": data.chat_template,
         "system_prompt": data.system_prompt,
@@ -240,10 +267,21 @@ def run(recipe: Recipe, base_dir: str | Path | None = None, force: bool = False)
     (tmp / "report.json").write_text(report.to_json(), encoding="utf-8")
     (tmp / "report.txt").write_text(report.to_text() + "\n", encoding="utf-8")
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-    # Replace the old directory only once the new one is complete.
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return Prepared(out, manifest)
+    # Replace the old directory only once the new one is complete; if another process finished the
+    # same preparation first, its directory is as good as this one.
+    done = _cached(out, key)
+    if done is None:
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            tmp.rename(out)
+            return Prepared(out, manifest)
+        except OSError:
+            done = _cached(out, key)
+            if done is None:
+                raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    done.cached = False
+    return done
 
 
 def _kinds(records: list[dict]) -> dict[str, int]:
@@ -258,66 +296,3 @@ def _write_jsonl(path: Path, records: list[dict]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps({k: v for k, v in r.items() if k != "split"}, ensure_ascii=False) + "\n")
-
-
-def training_datasets(recipe: Recipe, base_dir: str | Path | None = None):
-    """(train, validation, LoadReport) token datasets for `tailor train` from prepared data, or None.
-
-    Used when data.sources is set (prepared on the fly, cached) or data.train names one prepared
-    directory. sft keeps conversations (rows with masked tokens); pretrain uses every row's tokens.
-    """
-    from datasets import Dataset
-
-    from tailor.data.loading import LoadReport
-
-    d = recipe.data
-    if d.sources and not d.train:
-        prepared = run(recipe, base_dir=base_dir)
-    elif len(d.train) == 1 and is_prepared_dir(d.train[0]):
-        prepared = open_prepared(d.train[0])
-    else:
-        return None
-    where = str(prepared.path)
-    tok = recipe.model.tokenizer or recipe.model.path
-    if prepared.manifest.get("tokenizer") is None:
-        raise TailorError("the prepared dataset was not tokenized (no tokenizer was configured)", where=where,
-                          fix="prepare it again with model.tokenizer (or model.path) set")
-    if tok and Path(tok).resolve() != Path(prepared.manifest["tokenizer"]):
-        raise TailorError(f"the dataset was tokenized with {prepared.manifest['tokenizer']}, but this run uses {Path(tok).resolve()}",
-                          where=where, fix="prepare the data with the same tokenizer (model.tokenizer / model.path)")
-    if prepared.manifest.get("max_length") != d.max_length:
-        raise TailorError(f"the dataset was prepared with data.max_length={prepared.manifest.get('max_length')}, this run uses {d.max_length}",
-                          where=where, fix="use the same data.max_length, or prepare again with the new value")
-    report = LoadReport()
-
-    def pick(split: str):
-        ds = prepared.tokenized(split)
-        if ds is None:
-            return None
-        ds = ds.remove_columns([c for c in ds.column_names if c not in ("input_ids", "labels")])
-        report.read += len(ds)
-        if recipe.train.objective == "sft":
-            keep = [i for i, labels in enumerate(ds["labels"]) if -100 in labels]
-            for _ in range(len(ds) - len(keep)):
-                report.skip("raw text row in an sft run (needs a conversation)", f"{where} {split}")
-            ds = ds.select(keep)
-        else:
-            blocks = _blocks(ds["input_ids"], d.max_length, d.packing is not False)
-            ds = Dataset.from_dict({"input_ids": blocks, "labels": blocks})
-        report.kept += len(ds)
-        return ds if len(ds) else None
-
-    train = pick("train")
-    if train is None:
-        raise TailorError(f"the prepared dataset has no usable {recipe.train.objective} rows in its train split", where=where,
-                          fix="check `tailor data inspect` on it; sft needs conversations, pretrain any text")
-    val = pick("eval")
-    return train, val, report
-
-
-def _blocks(docs: list[list[int]], size: int, concatenate: bool) -> list[list[int]]:
-    """Pretraining blocks: documents concatenated and cut into `size` tokens, or each document cut alone."""
-    if concatenate:
-        stream = [t for ids in docs for t in ids]
-        return [stream[i:i + size] for i in range(0, len(stream) - size + 1, size)] or [stream]
-    return [ids[i:i + size] for ids in docs for i in range(0, len(ids), size)]

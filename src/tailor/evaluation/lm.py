@@ -1,6 +1,6 @@
 """The language-modelling task: loss and perplexity on held-out text, token-weighted, padding excluded.
 
-Records are read like pretraining reads them (`tailor.data.dataset.record_text`: a `text` field, or
+Records are read like pretraining reads them (`tailor.data.records.record_text`: a `text` field, or
 a conversation's contents joined by newlines, each document ended by EOS), so the loss here is the
 quantity `train.objective=pretrain` minimizes. A document longer than eval.max_length is scored in
 windows that overlap by one token, so every token but the first is scored once and nothing is cut.
@@ -25,7 +25,7 @@ def load_rows(paths: list[str], max_examples: int | None) -> list[dict]:
 
 def evaluate(model, tokenizer, records: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:
     """Token-weighted loss and perplexity overall, per-document mean NLL and perplexity."""
-    from tailor.data.dataset import record_text
+    from tailor.data.records import record_text
 
     texts = [record_text(r) for r in records]
     windows, owner = [], []

@@ -27,7 +27,7 @@ def sequence_logprobs(model, encoded: list[dict], pad_id: int, batch_size: int =
     context only. Sequences are sorted by length so batches hold little padding; padding is masked
     in attention and never scored. Results come back in input order.
     """
-    from tailor.data.dataset import PadCollator
+    from tailor.data.packing import PadCollator
 
     model.eval()
     device = next(model.parameters()).device
