@@ -74,6 +74,7 @@ def arguments(model: type[BaseModel]) -> list[tuple[str, Any, dict]]:
         elif "metavar" not in kw and kw.get("action") != "store_true":
             kw["metavar"] = name.upper()  # not the dest, which may carry a section prefix
         if cli.get("positional"):
+            kw["default"] = None  # argparse would convert a SUPPRESS default with `type`; None means not given
             kw["metavar"] = kw.get("metavar") or name.upper()
             if is_list:
                 kw["nargs"] = "+" if info.is_required() else "*"
@@ -107,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefi
 def values_given(ns: argparse.Namespace, model: type[BaseModel], prefix: str = "") -> dict:
     """The values the command line gave for `model`'s arguments (defaults are the schema's)."""
     values = vars(ns)
-    return {(model.model_fields[n].alias or n): values[prefix + n] for n in model.model_fields if prefix + n in values}
+    return {(model.model_fields[n].alias or n): values[prefix + n] for n in model.model_fields
+            if values.get(prefix + n) is not None}
 
 
 def parse_settings(model: type[BaseModel], values: dict) -> Any:
