@@ -17,7 +17,8 @@ from tailor.training.callbacks import read_metrics
 from tailor.training.checkpoints import (MANIFEST, changed_settings, check_resume, data_fingerprint, incomplete_reason,
                                          list_checkpoints, read_manifest, rotate, write_manifest)
 from tailor.training.regularize import WeightEMA
-from tailor.training.run import latest_checkpoint, run
+from tailor.training import latest_checkpoint
+from tailor.training import train as run
 from tests.conftest import CONVERSATIONS, write_jsonl
 
 COMMON = ["train.batch_size=4", "train.logging_steps=1", "data.max_length=48", "adapter.method=full", "train.lr=5e-3",

@@ -13,7 +13,7 @@ from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
-from tailor.training.run import run
+from tailor.training import train as run
 
 # Words the test tokenizer knows (they are in its corpus); the minority class is marked by one keyword.
 NEUTRAL = ("the return window for laptops is days can be returned shipping to north region takes business store "

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tailor.config import load_recipe
-from tailor.training.run import run
+from tailor.training import train as run
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"), pytest.mark.auto_device]
 

@@ -11,7 +11,8 @@ from tailor.config import load_recipe
 from tailor.models.loading import load_model, load_tokenizer
 from tailor.models.presets import init_model
 from tailor.training.callbacks import read_metrics
-from tailor.training.distill import distill_loss, drop_layers, kept_layers, run
+from tailor.training.distill import distill_loss, drop_layers, kept_layers
+from tailor.training.recipes.distill import distill as run
 
 
 def recipe(tmp_path, teacher, data, *extra):

@@ -7,7 +7,7 @@ import yaml
 from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.models.loading import load_model, load_tokenizer
-from tailor.training.distill import run
+from tailor.training.recipes.distill import distill as run
 from tailor.training.distill_prompts import ANSWERS_FILE, REPORT_FILE, load_prompts, teacher_answer_file
 
 from tests.conftest import write_jsonl

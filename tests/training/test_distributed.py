@@ -20,9 +20,10 @@ from safetensors.torch import load_file
 from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.errors import TailorError
+from tailor.training import args as args_module
 from tailor.training.callbacks import read_metrics
-from tailor.training.distributed import check_distributed, load_deepspeed_config, torchrun_args, training_arguments
-from tailor.training.run import run
+from tailor.training.distributed import check_distributed, distributed_arguments, load_deepspeed_config, torchrun_args
+from tailor.training import train as run
 from tests.conftest import CONVERSATIONS, write_jsonl
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "deepspeed"
@@ -233,7 +234,7 @@ def test_shipped_deepspeed_configs(name, stage, monkeypatch):
     assert "optimizer" not in cfg and "scheduler" not in cfg
     monkeypatch.setenv("WORLD_SIZE", "2")
     t = load_recipe(None, ["train.distributed=deepspeed", f"train.deepspeed_config={CONFIGS / name}"]).train
-    assert training_arguments(t, "cuda") == {"deepspeed": str(CONFIGS / name)}
+    assert distributed_arguments(t, "cuda") == {"deepspeed": str(CONFIGS / name)}
 
 
 def test_deepspeed_config_errors(tmp_path):
@@ -253,13 +254,17 @@ def test_training_arguments_and_torchrun_flags(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     t = load_recipe(None, ["train.distributed=fsdp", "train.fsdp_sharding=shard_grad_op", "train.fsdp_auto_wrap=none",
                            "train.fsdp_state_dict=sharded", "train.gradient_checkpointing=true"]).train
-    kw = training_arguments(t, "cpu")
-    assert kw["ddp_backend"] == "gloo" and kw["fsdp"] is True and kw["activation_checkpointing"] is False
+    kw = distributed_arguments(t, "cpu")
+    assert kw["ddp_backend"] == "gloo" and kw["fsdp"] is True
+    # FSDP's own checkpointing replaces the Trainer's (which would add an all-gather to the backward pass); the
+    # keywords are read as passed (building TrainingArguments for FSDP would start a process group)
+    monkeypatch.setattr(args_module, "TrainingArguments", lambda **keywords: keywords)
+    assert args_module.training_arguments(t, "out", torch.device("cpu"), "fp32", False)["activation_checkpointing"] is False
     assert kw["fsdp_config"] == {"version": 2, "reshard_after_forward": False, "auto_wrap_policy": "NO_WRAP",
                                  "state_dict_type": "SHARDED_STATE_DICT", "activation_checkpointing": True}
-    assert training_arguments(load_recipe(None, ["train.distributed=ddp"]).train, "cuda") == {}  # nccl: accelerate's default
+    assert distributed_arguments(load_recipe(None, ["train.distributed=ddp"]).train, "cuda") == {}  # nccl: accelerate's default
     monkeypatch.setenv("WORLD_SIZE", "1")
-    assert training_arguments(load_recipe(None, []).train, "cpu") == {}  # a plain run is untouched
+    assert distributed_arguments(load_recipe(None, []).train, "cpu") == {}  # a plain run is untouched
     assert torchrun_args(2, 1, 0, None, None) == ["--standalone", "--nproc-per-node=2"]
     assert torchrun_args(4, 2, 1, "10.0.0.1", None) == ["--nproc-per-node=4", "--nnodes=2", "--node-rank=1",
                                                         "--master-addr=10.0.0.1", "--master-port=29500"]

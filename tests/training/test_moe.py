@@ -14,7 +14,7 @@ from tailor.config import AdapterConfig, load_recipe, save_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
 from tailor.training.moe import coefficient_of_variation, find_routers, update_bias
-from tailor.training.run import run
+from tailor.training import train as run
 
 
 def recipe(tmp_path, model_dir, data, *extra, name="run"):

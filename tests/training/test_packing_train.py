@@ -4,7 +4,7 @@ import pytest
 
 from tailor.config import load_recipe
 from tailor.training.callbacks import read_metrics
-from tailor.training.run import run
+from tailor.training import train as run
 
 
 def recipe(out, model_dir, data, *extra):

@@ -1,5 +1,7 @@
 """Optimizers, schedules and regularization options of the training stage: each changes the run measurably."""
 
+import functools
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,8 +11,9 @@ from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
-from tailor.training.regularize import apply_dropout, enable_adversarial, enable_fgm
-from tailor.training.run import run
+from tailor.training.regularize import Adversarial, apply_dropout
+from tailor.training.trainer import TailorTrainer
+from tailor.training import train as run
 
 
 def recipe(tmp_path, model_dir, data, *extra):
@@ -103,7 +106,8 @@ def _model_and_batch(llama_dir, chat_file, tokenizer):
 
     from transformers import AutoModelForCausalLM
 
-    from tailor.data.dataset import PadCollator, sft_dataset
+    from tailor.data.packing import PadCollator
+    from tailor.data.tokenize import sft_dataset
 
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
     rows = [json.loads(line) for line in chat_file.read_text().splitlines()][:4]
@@ -130,11 +134,10 @@ def test_fgm_step_differs_from_plain_step_and_restores_embeddings(tmp_path, llam
     grads = {}
     for fgm in (False, True):
         model, batch = _model_and_batch(llama_dir, chat_file, tokenizer)
-        trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / str(fgm)), use_cpu=True,
-                                                              report_to="none"))
+        trainer = TailorTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / str(fgm)), use_cpu=True,
+                                                                    report_to="none"),
+                                adversarial=Adversarial("fgm", 1.0) if fgm else None)
         trainer.current_gradient_accumulation_steps = 1  # set by the train loop, which this test skips
-        if fgm:
-            enable_fgm(trainer, 1.0)
         emb = model.get_input_embeddings().weight
         before = emb.detach().clone()
         trainer.training_step(model, batch)
@@ -149,7 +152,9 @@ def test_pgd_ascends_inside_the_epsilon_ball_and_adds_only_the_last_steps_gradie
     the perturbation the last pass sees lies in the epsilon ball and raises the loss over the clean one."""
     epsilon, steps = 0.5, 3
     model, batch = _model_and_batch(llama_dir, chat_file, tokenizer)
-    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "pgd"), use_cpu=True, report_to="none"))
+    trainer = TailorTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path / "pgd"), use_cpu=True,
+                                                                report_to="none"),
+                            adversarial=Adversarial("pgd", epsilon, alpha=0.4, steps=steps))
     trainer.current_gradient_accumulation_steps = 1
     emb = model.get_input_embeddings().weight
     before = emb.detach().clone()
@@ -162,8 +167,7 @@ def test_pgd_ascends_inside_the_epsilon_ball_and_adds_only_the_last_steps_gradie
         return out
 
     model.forward = spy
-    clean_step = trainer.training_step
-    enable_adversarial(trainer, "pgd", epsilon, alpha=0.4, steps=steps)
+    clean_step = functools.partial(Trainer.training_step, trainer)  # the plain step of the same trainer
     trainer.training_step(model, batch)
     model.forward = forward
     assert torch.equal(emb, before)  # restored bit for bit

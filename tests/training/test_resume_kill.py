@@ -20,7 +20,8 @@ from transformers import TrainerCallback
 
 from tailor.config import load_recipe
 from tailor.training.checkpoints import MANIFEST, checkpoint_step, list_checkpoints, read_manifest
-from tailor.training.run import latest_checkpoint, run
+from tailor.training import latest_checkpoint
+from tailor.training import train as run
 from tests.conftest import CONVERSATIONS, write_jsonl
 
 STEPS = 16  # 16 rows, batch 2 x accumulation 2: 4 optimizer steps per epoch, 4 epochs

@@ -6,7 +6,7 @@ from transformers import TrainerCallback
 
 from tailor.config import load_recipe
 from tailor.errors import TailorError
-from tailor.training.run import run
+from tailor.training import train as run
 
 
 class Capture(TrainerCallback):

@@ -14,7 +14,7 @@ from tailor.cli import main
 from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
-from tailor.training.run import run
+from tailor.training import train as run
 
 
 def recipe(tmp_path, model_dir, data, *extra):

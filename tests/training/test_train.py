@@ -8,7 +8,8 @@ from transformers import TrainerCallback
 from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training.callbacks import read_metrics
-from tailor.training.run import latest_checkpoint, run
+from tailor.training import latest_checkpoint
+from tailor.training import train as run
 
 
 def recipe(tmp_path, model_dir, data, *extra):

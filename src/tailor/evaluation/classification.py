@@ -22,6 +22,8 @@ from tailor.config import EvalConfig, SourceConfig
 from tailor.errors import TailorError
 from tailor.evaluation import metrics as M
 from tailor.evaluation.scoring import encode_turn, pad_id, sequence_logprobs
+# The training stage reports the same metrics on its validation data and encodes rows the same way.
+from tailor.training.metrics import classification_metrics, encode_texts, most_confused  # noqa: F401
 
 
 def load_rows(paths: list[str], max_examples: int | None) -> list[dict]:
@@ -95,18 +97,6 @@ def head_label_set(model, rows: list[dict], cfg: EvalConfig) -> list[str]:
     return labels
 
 
-def encode_texts(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-    """Token ids of each text as a classifier reads it (the tokenizer's special tokens, the first max_length tokens
-    kept: the same as in training), and how many texts were cut."""
-    full = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    long = [i for i, ids in enumerate(full) if len(ids) > max_length]
-    if long:
-        cut = tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
-        for i, ids in zip(long, cut):
-            full[i] = ids
-    return full, len(long)
-
-
 def head_probabilities(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> tuple[list[list[float]], int]:
     """Per row, the softmax of a classifier's logits (label order = its id2label); and how many inputs were cut."""
     import torch
@@ -130,43 +120,6 @@ def head_probabilities(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> t
             logits = model(input_ids=x.to(device), attention_mask=mask.to(device)).logits
             probs.extend(torch.softmax(logits.float(), dim=-1).tolist())
     return probs, truncated
-
-
-def classification_metrics(y_true: list[str], y_pred: list[str], probs: list[list[float]], labels: list[str]) -> dict:
-    """scikit-learn's accuracy, macro and per-class precision/recall/F1, AUC-ROC and confusion matrix, plus ECE."""
-    import numpy as np
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
-
-    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average="macro", zero_division=0)
-    pc, rc, fc, sc = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=None, zero_division=0)
-    out = {"n": len(y_true), "accuracy": float(accuracy_score(y_true, y_pred)), "precision_macro": float(p),
-           "recall_macro": float(r), "f1_macro": float(f)}
-    out["per_class"] = {lab: {"precision": float(pc[i]), "recall": float(rc[i]), "f1": float(fc[i]), "support": int(sc[i])}
-                        for i, lab in enumerate(labels)}
-    scores = np.asarray(probs)
-    idx = np.asarray([labels.index(y) for y in y_true])
-    absent = [lab for lab in labels if lab not in set(y_true)]
-    if absent:
-        # One-vs-rest AUC needs positives and negatives of every class; say why it is missing.
-        out["auc_roc"] = None
-        out["auc_roc_undefined"] = f"no rows labelled {absent}: AUC-ROC needs every class among the true labels"
-    elif len(labels) == 2:
-        out["auc_roc"] = float(roc_auc_score(idx == 1, scores[:, 1]))
-    else:
-        out["auc_roc"] = float(roc_auc_score(idx, scores, multi_class="ovr", average="macro", labels=list(range(len(labels)))))
-    matrix = confusion_matrix(y_true, y_pred, labels=labels)
-    out["confusion_matrix"] = {"labels": labels, "matrix": matrix.tolist()}
-    confidences = [max(row) for row in probs]
-    out["ece"] = M.expected_calibration_error(confidences, [float(t == p) for t, p in zip(y_true, y_pred)], 10)
-    out["most_confused"] = most_confused(matrix.tolist(), labels)
-    return out
-
-
-def most_confused(matrix: list[list[int]], labels: list[str], top: int = 5) -> list[dict]:
-    """Off-diagonal cells of the confusion matrix, largest first: which class was taken for which."""
-    cells = [(matrix[i][j], i, j) for i in range(len(labels)) for j in range(len(labels)) if i != j and matrix[i][j]]
-    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
-    return [{"true": labels[i], "predicted": labels[j], "count": n} for n, i, j in cells[:top]]
 
 
 def evaluate(model, tokenizer, rows: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:

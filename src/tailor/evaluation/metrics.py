@@ -17,6 +17,9 @@ from collections import Counter
 from functools import lru_cache
 from typing import Sequence
 
+# ECE lives with the classification metrics the training stage reports on validation; re-exported for evaluation.
+from tailor.training.metrics import expected_calibration_error  # noqa: F401
+
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
 _PUNCT = set(string.punctuation) | set("，。！？；：、“”‘’（）《》【】…—·")
 
@@ -226,28 +229,6 @@ def ndcg_at_k(ranked: Sequence[int], relevant: set[int], k: int) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # Probabilities: calibration and uncertainty
-
-
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[float], n_bins: int = 10) -> float:
-    """ECE: sum over equal-width confidence bins of (bin share) x |accuracy - mean confidence|.
-
-    Bin b holds confidences in ((b-1)/n, b/n]; confidence 0 falls in the first bin.
-    """
-    if len(confidences) != len(correct):
-        raise ValueError("confidences and correct differ in length")
-    n = len(confidences)
-    if n == 0:
-        return float("nan")
-    bins: list[list[int]] = [[] for _ in range(n_bins)]
-    for i, c in enumerate(confidences):
-        bins[min(n_bins - 1, max(0, math.ceil(c * n_bins) - 1))].append(i)
-    ece = 0.0
-    for members in bins:
-        if members:
-            acc = sum(correct[i] for i in members) / len(members)
-            conf = sum(confidences[i] for i in members) / len(members)
-            ece += len(members) / n * abs(acc - conf)
-    return ece
 
 
 def margin(probs: Sequence[float]) -> float:

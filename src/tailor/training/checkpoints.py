@@ -94,10 +94,14 @@ def incomplete_reason(checkpoint: str | Path, full: bool = True) -> str | None:
     return None
 
 
-def latest_complete(output_dir: str | Path, full: bool = True) -> Path | None:
-    """The newest complete checkpoint in `output_dir`; newer incomplete ones are logged as skipped."""
+def latest_checkpoint(output_dir: str | Path, verify: bool = True) -> Path | None:
+    """The newest complete checkpoint-N folder: its manifest.json exists and every file matches its sha256
+    (with verify=False only the sizes are checked: cheap, for deciding whether a run directory is in use).
+
+    Newer incomplete folders (a save cut short by a crash) are skipped with a warning naming them.
+    """
     for ckpt in reversed(list_checkpoints(output_dir)):
-        reason = incomplete_reason(ckpt, full=full)
+        reason = incomplete_reason(ckpt, full=verify)
         if reason is None:
             return ckpt
         log.warning("skipping %s: %s", ckpt, reason)

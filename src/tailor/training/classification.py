@@ -12,7 +12,7 @@ the evaluation stage's classification metrics (accuracy, macro precision/recall/
 per-class recall and F1), so early stopping can watch eval_f1.
 
 Everything else (adapters, optimizers, schedules, EMA, FGM, checkpoints, resume) is the training stage's own:
-`training.run` calls `setup` and trains what it returns. With a peft adapter, peft's SEQ_CLS task type trains and
+the recipe (tailor.training.recipes.classification) composes the shared phases with what this module defines. With a peft adapter, peft's SEQ_CLS task type trains and
 saves the head with the adapter (modules_to_save), and the classifier's config goes beside it (HEAD_FILE).
 """
 
@@ -23,30 +23,17 @@ import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
 
 from tailor.config import Recipe
 from tailor.errors import TailorError
 from tailor.models.loading import HEAD_FILE
+from tailor.training.trainer import TailorTrainer
 
 log = logging.getLogger("tailor")
-
-
-class Setup(NamedTuple):
-    """What the training stage needs from this module (same roles as in `training.run`)."""
-
-    model: object
-    tokenizer: object
-    base_dir: Path
-    train_ds: object
-    val_ds: object | None
-    report: object
-    collator: Callable
-    make_trainer: Callable
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,107 +171,6 @@ def class_weights(setting, labels: list[str], train: list[dict]) -> list[float] 
 
 
 # ---------------------------------------------------------------------------------------------
-# Model, data and the whole set-up
-
-
-def setup(recipe: Recipe, out: Path, load: Callable | None = None, make_trainer: Callable | None = None) -> Setup:
-    """Tokenizer, classifier model, tokenized datasets, collator and Trainer factory for a classification run."""
-    from transformers import DataCollatorWithPadding
-
-    from tailor.models.loading import is_sequence_classifier, load_tokenizer
-
-    _check_recipe(recipe, load, make_trainer)
-    m = recipe.model
-    if not m.path and not m.preset:
-        raise TailorError("no model given", where="model.path / model.preset",
-                          fix="set model.path to a local model directory or model.preset to build one")
-    if m.path and Path(m.path, "adapter_config.json").is_file():
-        raise TailorError(f"model.path {m.path} is an adapter directory; training starts from a full model",
-                          where="model.path", fix="set model.path to the adapter's base model (a new head is trained on it)")
-    tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code)
-    if tokenizer.pad_token_id is None:
-        raise TailorError("the tokenizer has neither a pad nor an eos token; the head reads the last non-pad token "
-                          "of each row, so batches need a pad id", where="model.tokenizer",
-                          fix="use a tokenizer with a pad or eos token")
-    # Pads go after the text: positions then match an unpadded row (as a single pipeline() call sees it), which
-    # left padding would shift. Saved with the tokenizer, so batched pipelines pad the same way.
-    tokenizer.padding_side = "right"
-    train, val, report = read_rows(recipe)
-    existing = _classifier_labels(m.path) if m.path and is_sequence_classifier(m.path) else None
-    labels = label_set(recipe.train.labels, train, val, existing)
-    weights = class_weights(recipe.train.class_weights, labels, train)
-    counts = Counter(r["label"] for r in train)
-    log.info("classification: %d labels %s; training rows per label %s%s", len(labels), labels,
-             {lab: counts[lab] for lab in labels}, f"; class weights {[round(w, 4) for w in weights]}" if weights else "")
-    model, base_dir = _load_model(recipe, out, tokenizer, labels)
-    ids = {lab: i for i, lab in enumerate(labels)}
-    train_ds, cut = _encode(train, tokenizer, ids, recipe.data.max_length)
-    val_ds = _encode(val, tokenizer, ids, recipe.data.max_length)[0] if val else None
-    summary = {"labels": labels, "class_weights": weights, "train_rows_per_label": {lab: counts[lab] for lab in labels},
-               "validation_rows": len(val), "truncated_train_rows": cut}
-    factory = _trainer_factory(labels, weights, recipe.train.label_smoothing, summary)
-    return Setup(model, tokenizer, base_dir, train_ds, val_ds, report, DataCollatorWithPadding(tokenizer), factory)
-
-
-def _check_recipe(recipe: Recipe, load, make_trainer) -> None:
-    """Settings that cannot apply to a classification run are refused, not ignored."""
-    d, a = recipe.data, recipe.adapter
-    if load is not None or make_trainer is not None:
-        raise TailorError("train.objective=classification trains its own head and loss; this stage (e.g. distillation) "
-                          "brings its own model or loss", where="train.objective",
-                          fix="use train.objective=sft or pretrain here")
-    if a.method == "prompt":
-        # peft's prompt-tuning classifier passes embeddings, not token ids, so the head cannot find the last
-        # non-pad token and would read a pad position of every shorter row in a batch.
-        raise TailorError("adapter.method=prompt does not work with a classification head (padded rows would be read "
-                          "at a pad position)", where="adapter.method", fix="use lora, dora, ia3, prefix, freeze or full")
-    for key, value, default in (("data.packing", d.packing, None), ("data.format", d.format, "auto"),
-                                ("data.system_prompt", d.system_prompt, None),
-                                ("data.chat_template", d.chat_template, None)):
-        if value != default:
-            raise TailorError(f"{key}={value} does not apply to train.objective=classification: rows are "
-                              "{text, label} and the text is classified as it is", where=key, fix=f"remove {key}")
-
-
-def _classifier_labels(path) -> list[str]:
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-    return [str(cfg.id2label[i]) for i in range(cfg.num_labels)]
-
-
-def _load_model(recipe: Recipe, out: Path, tokenizer, labels: list[str]):
-    from tailor.models.loading import load_classifier
-    from tailor.models.presets import init_model
-
-    m = recipe.model
-    if m.preset:
-        base_dir = out / "base"  # a new causal LM saved as the base, as for other objectives; the head goes on top
-        init_model(m.preset, tokenizer, out_dir=base_dir, seed=recipe.train.seed)
-    else:
-        base_dir = Path(m.path).resolve()
-    head = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-            "label2id": {lab: i for i, lab in enumerate(labels)}, "pad_token_id": tokenizer.pad_token_id,
-            "problem_type": "single_label_classification"}
-    model = load_classifier(base_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code, device="cpu",
-                            for_training=True, **head)
-    return model, base_dir
-
-
-def _encode(rows: list[dict], tokenizer, ids: dict[str, int], max_length: int):
-    """(Dataset of input_ids + class-id labels, rows cut to max_length)."""
-    from datasets import Dataset
-
-    from tailor.evaluation.classification import encode_texts
-
-    input_ids, cut = encode_texts(tokenizer, [r["text"] for r in rows], max_length)
-    if cut:
-        log.info("%d of %d rows were longer than data.max_length=%d tokens and keep their first %d", cut, len(rows),
-                 max_length, max_length)
-    return Dataset.from_dict({"input_ids": input_ids, "labels": [ids[r["label"]] for r in rows]}), cut
-
-
-# ---------------------------------------------------------------------------------------------
 # Loss, metrics, trainer
 
 
@@ -300,7 +186,7 @@ def metrics_function(labels: list[str]) -> Callable:
     """Trainer `compute_metrics`: the evaluation stage's classification metrics from the head's logits."""
     import numpy as np
 
-    from tailor.evaluation.classification import classification_metrics
+    from tailor.training.metrics import classification_metrics
 
     def compute(pred) -> dict:
         logits = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
@@ -321,13 +207,16 @@ def metrics_function(labels: list[str]) -> Callable:
     return compute
 
 
-class ClassificationTrainer(Trainer):
-    """A Trainer whose loss is the (class-weighted, optionally smoothed) cross-entropy of the head's logits."""
+class ClassificationTrainer(TailorTrainer):
+    """A Trainer whose loss is the (class-weighted, optionally smoothed) cross-entropy of the head's logits, with
+    the evaluation stage's classification metrics on validation."""
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by the accumulation steps
+    loss_shifts_labels = False  # one class id per row: every label is a prediction target
 
     def __init__(self, *args, labels: list[str], class_weights: list[float] | None = None,
                  label_smoothing: float = 0.0, summary: dict | None = None, **kwargs):
+        kwargs.setdefault("compute_metrics", metrics_function(labels))
         super().__init__(*args, **kwargs)
         self.labels = labels
         self.class_weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
@@ -372,11 +261,3 @@ def write_head(model, folder: Path) -> None:
         config = copy.deepcopy(base.config)
         config.architectures = [type(base).__name__]  # still the causal LM's, as loaded from the base directory
         config.to_json_file(Path(folder, HEAD_FILE))
-
-
-def _trainer_factory(labels, weights, label_smoothing, summary) -> Callable:
-    def make(**kwargs):
-        return ClassificationTrainer(**kwargs, labels=labels, class_weights=weights, label_smoothing=label_smoothing,
-                                     summary=summary, compute_metrics=metrics_function(labels))
-
-    return make

@@ -1,7 +1,7 @@
-"""Knowledge distillation: `run(recipe) -> TrainResult`, the training stage with a frozen teacher in the loss.
+"""Knowledge distillation's parts: the loss, DistillTrainer, the teacher and the layer-dropped student.
 
-The student is trained by the same set-up as `tailor train` (datasets, collators, adapters, callbacks,
-checkpoints, output layout); only the model loading and the loss differ:
+The recipe (tailor.training.recipes.distill) trains the student with the same phases as `tailor train`
+(datasets, collators, adapters, callbacks, checkpoints, output layout); only the model loading and the loss differ:
 
     loss = alpha * KL(softmax(teacher / T) || softmax(student / T)) * T^2 + (1 - alpha) * CE(student, labels)
            [+ hidden_weight * MSE(projection(student last hidden), teacher last hidden)]
@@ -20,10 +20,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
 
-from tailor.config import Recipe
 from tailor.errors import TailorError
+from tailor.training.trainer import TailorTrainer
 
 log = logging.getLogger("tailor")
 
@@ -71,7 +70,7 @@ def hidden_loss_sum(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, 
     return F.mse_loss(s, t, reduction="none").mean(-1).sum()
 
 
-class DistillTrainer(Trainer):
+class DistillTrainer(TailorTrainer):
     """A Trainer whose loss adds the frozen teacher's soft targets (and optionally hidden states) to the hard labels."""
 
     def __init__(self, *args, teacher, temperature: float, alpha: float, hidden_weight: float = 0.0,
@@ -167,6 +166,7 @@ class DistillTrainer(Trainer):
                           self.args.device, max_batches)
 
     def summary_metrics(self) -> dict:
+        """Teacher KL before and after training, the loss settings and the sequence-level KD report."""
         after = self.teacher_kl()
         return {**self._kl, "teacher_kl_after": after,
                 "teacher_kl_data": "validation" if self.eval_dataset is not None else "train",
@@ -251,7 +251,7 @@ def drop_layers(model, keep: int):
 
 def load_teacher(path: str | Path, dtype: str = "auto", trust_remote_code: bool = False):
     """(frozen teacher model on the CPU, its tokenizer) from a model directory or an adapter directory (merged)."""
-    from tailor.adapters.merge import is_adapter_dir, load_with_adapter
+    from tailor.adapters.loading import is_adapter_dir, load_with_adapter
     from tailor.models.loading import is_model_dir, load_model, load_tokenizer
 
     p = Path(path)
@@ -289,69 +289,3 @@ def _vocab_size(model) -> int:
 
 def _hidden_size(model) -> int:
     return model.get_input_embeddings().weight.shape[1]
-
-
-# ---------------------------------------------------------------------------------------------
-# The stage
-
-
-def _check(recipe: Recipe) -> None:
-    d, m = recipe.distill, recipe.model
-    if not d.teacher:
-        raise TailorError("no teacher given", where="distill.teacher", fix="set distill.teacher=DIR (a model or adapter directory)")
-    if d.student_layers and (m.path or m.preset):
-        raise TailorError("the student is given twice: distill.student_layers and model.path/model.preset",
-                          where="distill.student_layers", fix="keep one: a layer-dropped teacher, or a preset / checkpoint")
-    if not (d.student_layers or m.path or m.preset):
-        raise TailorError("no student given", where="distill.student_layers / model.preset / model.path",
-                          fix="set distill.student_layers=N (drop teacher layers) or model.preset (+ model.tokenizer = the teacher)")
-    if recipe.train.label_smoothing:
-        raise TailorError("train.label_smoothing does not apply to distillation (its loss is the KL + hard-label mix)",
-                          where="train.label_smoothing", fix="set train.label_smoothing=0; soften with distill.temperature")
-    if m.preset and recipe.adapter.method not in ("full", "freeze"):
-        raise TailorError("a student built from a preset starts from random weights; an adapter would train only small "
-                          "adapters on top of them", where="adapter.method", fix="set adapter.method=full")
-
-
-def run(recipe: Recipe, callbacks: list | None = None):
-    """Distill `distill.teacher` into the student; writes what `tailor train` writes, plus teacher KL before/after."""
-    from functools import partial
-
-    from tailor.data.templates import set_chat_template
-    from tailor.models.loading import resolve_device, resolve_dtype
-    from tailor.training import distill_prompts
-    from tailor.training.run import _load_model_and_tokenizer, latest_checkpoint
-    from tailor.training.run import run as train_run
-
-    _check(recipe)
-    d = recipe.distill
-    teacher, teacher_tokenizer = load_teacher(d.teacher, recipe.model.dtype, recipe.model.trust_remote_code)
-    if d.student_layers:
-        kept_layers(teacher.config.num_hidden_layers, d.student_layers)  # fail before the run folder is made
-
-    def load(recipe: Recipe, out: Path):
-        if d.student_layers:
-            tokenizer = teacher_tokenizer
-            set_chat_template(tokenizer, recipe.data.chat_template)
-            student = drop_layers(teacher, d.student_layers)
-            dtype = resolve_dtype(recipe.model.dtype, resolve_device(recipe.train.device), for_training=True)
-            student = student.to(dtype)
-            base_dir = out / "base"  # the student's starting weights: LoRA adapters point here
-            student.save_pretrained(base_dir, safe_serialization=True)
-            tokenizer.save_pretrained(base_dir)
-            student.train()
-            return student, tokenizer, base_dir
-        student, tokenizer, base_dir = _load_model_and_tokenizer(recipe, out)
-        check_same_vocab(teacher, teacher_tokenizer, student, tokenizer)
-        return student, tokenizer, base_dir
-
-    out = Path(recipe.train.output_dir)
-    refused = out.is_dir() and latest_checkpoint(out, verify=False) and not recipe.train.resume  # train_run says why
-    if d.prompts and not refused:  # sequence-level KD: the teacher's answers join the training data
-        answers = distill_prompts.teacher_answer_file(recipe, teacher, teacher_tokenizer, out)
-        recipe = recipe.model_copy(deep=True)
-        recipe.data.train = [*recipe.data.train, str(answers)]  # config.yaml records the generated file
-    extra = distill_prompts.summary(out) if d.prompts else {}
-    make = partial(DistillTrainer, teacher=teacher, temperature=d.temperature, alpha=d.alpha, hidden_weight=d.hidden_weight,
-                   extra_summary=extra)
-    return train_run(recipe, callbacks, load=load, make_trainer=make)

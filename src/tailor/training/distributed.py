@@ -104,8 +104,8 @@ def load_deepspeed_config(path: str | None) -> dict:
     return cfg
 
 
-def training_arguments(t: TrainConfig, device_type: str) -> dict:
-    """TrainingArguments keywords for train.distributed (empty for a one-process run)."""
+def distributed_arguments(t: TrainConfig, device_type: str) -> dict:
+    """TrainingArguments keywords of the distributed engine (empty for a one-process run); args.py passes them on."""
     if world_size() == 1 and t.distributed == "none":
         return {}
     kw: dict = {}
@@ -118,35 +118,43 @@ def training_arguments(t: TrainConfig, device_type: str) -> dict:
             "reshard_after_forward": t.fsdp_sharding == "full_shard",
             "auto_wrap_policy": FSDP_WRAP[t.fsdp_auto_wrap],
             "state_dict_type": FSDP_STATE_DICT[t.fsdp_state_dict],
-            # FSDP's own checkpointing; the Trainer's would add an all-gather in the backward pass.
+            # FSDP's own checkpointing; args.py turns the Trainer's off (it would add an all-gather in the backward).
             "activation_checkpointing": t.gradient_checkpointing,
         }
-        kw["activation_checkpointing"] = False
     elif t.distributed == "deepspeed":
         kw["deepspeed"] = str(Path(t.deepspeed_config).resolve())
     return kw
 
 
-def enable_fsdp_on_cpu(trainer) -> None:
-    """Make the Trainer's accelerate state FSDP on a multi-process CPU run.
+# accelerate releases whose AcceleratorState layout fsdp_on_cpu was tested with (constraints.txt pins 1.15.0).
+FSDP_ON_CPU_ACCELERATE = ("1.15",)
 
-    accelerate turns a run into FSDP only on accelerator devices (AcceleratorState promotes MULTI_GPU, XPU, ...
-    but not MULTI_CPU), so on CPUs `fsdp=True` would silently train as plain DDP. This sets what
-    AcceleratorState sets on a GPU (the plugin and the distributed type, in its shared state and
-    PartialState's) before `train()` prepares the model, so the Trainer's own FSDP2 path runs over gloo.
+
+def fsdp_on_cpu(accelerator, plugin_args: dict) -> None:
+    """Turn a multi-process CPU accelerator into an FSDP one (TailorTrainer calls it when it builds its accelerator).
+
+    accelerate promotes a run to FSDP only on accelerator devices (AcceleratorState does it for MULTI_GPU, XPU, ...
+    but not MULTI_CPU, and neither ACCELERATE_USE_FSDP nor a passed plugin changes that), so on CPUs `fsdp=True`
+    would silently train as plain DDP. No public API sets it, so this sets what AcceleratorState sets on a GPU (the
+    plugin and the distributed type, in its shared state and PartialState's) before the model is prepared; the
+    Trainer's own FSDP2 path then runs over gloo. It writes accelerate's private state, so it runs only on the
+    accelerate releases it was tested with; on others the run stops with a TailorError rather than train as DDP.
     """
+    import accelerate
     from accelerate.state import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-    if trainer.is_fsdp_enabled:
-        return
-    state = trainer.accelerator.state
+    if not accelerate.__version__.startswith(tuple(v + "." for v in FSDP_ON_CPU_ACCELERATE)):
+        raise TailorError(f"train.distributed=fsdp on CPUs needs accelerate {' or '.join(FSDP_ON_CPU_ACCELERATE)}.x "
+                          f"(it sets accelerate's FSDP state itself); this is accelerate {accelerate.__version__}",
+                          where="train.distributed", fix="use train.distributed=ddp on CPUs, or install the accelerate "
+                          "version in constraints.txt")
+    state = accelerator.state
     if state.distributed_type != DistributedType.MULTI_CPU:
         raise RuntimeError(f"FSDP was asked for but accelerate set up {state.distributed_type}")
-    state.fsdp_plugin = FullyShardedDataParallelPlugin(**trainer.args.fsdp_plugin_args)
+    state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
     state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-    trainer.is_fsdp_enabled = True
 
 
 def save_model(trainer, out_dir: Path) -> None:
@@ -209,8 +217,8 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
     """Start `nproc` workers on this node through torchrun (torch.distributed.run) and wait for them.
 
     The recipe is loaded and checked here first, so a bad setting fails once, before any worker starts.
-    More than one process with train.distributed=none means ddp (a notice says so). Data from data.sources
-    is prepared here, so workers read the cache instead of writing it concurrently. Returns the exit code
+    More than one process with train.distributed=none means ddp (a notice says so). The training data
+    (data.train files or data.sources) is prepared here, so workers read the cache instead of writing it concurrently. Returns the exit code
     (the first failed worker's: 2 for a user error).
     """
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -234,10 +242,15 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
         if nproc > torch.cuda.device_count():
             raise TailorError(f"--nproc {nproc} but this node has {torch.cuda.device_count()} CUDA GPUs", where="--nproc",
                               fix="one process per GPU: lower --nproc, or set train.device=cpu")
-    if recipe.data.sources and not recipe.data.train:
-        from tailor.data.prepare import run as prepare
+    m = recipe.model
+    if recipe.train.objective != "classification" and (m.tokenizer or m.path):
+        from tailor.data.training_data import prepare_training_data
+        from tailor.models.loading import load_tokenizer
+        from tailor.models.translation import translator_for
 
-        prepare(recipe)
+        tokenizer = load_tokenizer(m.tokenizer or m.path, trust_remote_code=m.trust_remote_code,
+                                   chat_template=recipe.data.chat_template)
+        prepare_training_data(recipe, tokenizer, translator=translator_for(recipe.data.augment.back_translation))
     argv = [*torchrun_args(nproc, nnodes, node_rank, master_addr, master_port),
             *worker_command(recipe_path, overrides, verbose)]
     log.info("launching: torchrun %s", " ".join(argv))

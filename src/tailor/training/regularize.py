@@ -1,14 +1,14 @@
-"""Optimization and regularization options of the training stage, mapped onto transformers' Trainer.
+"""Regularization the Trainer lacks, as small code on top of it: a dropout override (a model edit), the EMA of
+weights (a TrainerCallback) and adversarial training on the embeddings (the step TailorTrainer.training_step runs).
 
 What the Trainer already does (optimizers, schedules, label smoothing, early stopping, best-checkpoint reload)
-is switched on through TrainingArguments here; what it lacks (dropout override, EMA of weights, FGM/PGD) is small
-code on top: a model edit, a TrainerCallback and a `training_step` wrapper.
+is switched on through TrainingArguments in tailor.training.args.
 """
 
 from __future__ import annotations
 
 import logging
-import types
+from dataclasses import dataclass
 
 import torch
 from transformers import TrainerCallback
@@ -18,64 +18,9 @@ from tailor.errors import TailorError
 
 log = logging.getLogger("tailor")
 
-# adamw is torch's fused AdamW (transformers' own default for torch >= 2.8): one kernel per tensor instead of
-# ~6 elementwise passes over weights and moments on CPUs too (bench/bench_train_mfu.py).
-OPTIMIZERS = {"adamw": "adamw_torch_fused", "sgd": "sgd", "adafactor": "adafactor", "adamw_8bit": "adamw_bnb_8bit"}
-SCHEDULERS = {"reduce_on_plateau": "reduce_lr_on_plateau"}  # other names are HF's own
 # Dropout rates transformers configs use across architectures.
 DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "attn_pdrop", "resid_pdrop", "embd_pdrop",
                   "hidden_dropout_prob", "attention_probs_dropout_prob", "ffn_dropout", "activation_dropout")
-
-
-def training_arguments(t: TrainConfig, device: torch.device, has_validation: bool) -> dict:
-    """TrainingArguments keywords for the optimizer, schedule, label smoothing and early stopping settings.
-
-    Raises TailorError for combinations that cannot work (8-bit AdamW off CUDA, validation-driven options
-    without validation data).
-    """
-    if t.optimizer == "adamw_8bit":
-        if device.type != "cuda":
-            raise TailorError(f"train.optimizer=adamw_8bit needs a CUDA GPU (bitsandbytes); this run is on {device.type}",
-                              where="train.optimizer", fix="use train.optimizer=adamw or adafactor on this machine")
-        import importlib.util
-
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise TailorError("train.optimizer=adamw_8bit needs the bitsandbytes package", where="train.optimizer",
-                              fix="pip install bitsandbytes, or use train.optimizer=adamw")
-    for needs, key in ((t.scheduler == "reduce_on_plateau", "train.scheduler=reduce_on_plateau"),
-                       (t.early_stopping_patience > 0, "train.early_stopping_patience")):
-        if needs and not has_validation:
-            raise TailorError(f"{key} is driven by the validation loss, but this run has no validation data",
-                              where=key, fix="set data.eval to a file or data.val_ratio > 0 (or turn the option off)")
-    kw: dict = {"optim": OPTIMIZERS[t.optimizer], "lr_scheduler_type": SCHEDULERS.get(t.scheduler, t.scheduler),
-                "label_smoothing_factor": t.label_smoothing}
-    if t.optimizer == "sgd":
-        kw["optim_args"] = f"momentum={t.momentum}"
-    if t.scheduler == "cosine_with_restarts":
-        kw["lr_scheduler_kwargs"] = {"num_cycles": t.num_cycles}
-    elif t.scheduler == "reduce_on_plateau":
-        kw["lr_scheduler_kwargs"] = {"patience": t.plateau_patience, "factor": t.plateau_factor}
-        kw["metric_for_best_model"] = "eval_loss"
-    if t.early_stopping_patience:
-        # The best checkpoint can only be reloaded if a checkpoint is written at every evaluation it might win.
-        eval_steps = t.eval_steps or t.save_steps
-        kw.update(eval_strategy="steps", eval_steps=eval_steps, load_best_model_at_end=True,
-                  save_steps=t.save_steps if t.save_steps % eval_steps == 0 else eval_steps,
-                  metric_for_best_model=t.early_stopping_metric,
-                  greater_is_better=not t.early_stopping_metric.endswith("loss"))
-    return kw
-
-
-def training_callbacks(t: TrainConfig) -> list:
-    """The callbacks the settings ask for: early stopping and/or the EMA of weights (EMA comes last)."""
-    from transformers import EarlyStoppingCallback
-
-    out: list = []
-    if t.early_stopping_patience:
-        out.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    if t.ema_decay:
-        out.append(WeightEMA(t.ema_decay))
-    return out
 
 
 def apply_dropout(model, p: float) -> list[str]:
@@ -167,63 +112,72 @@ class WeightEMA(TrainerCallback):
                     self.shadow[n] = tmp
 
 
-def enable_fgm(trainer, epsilon: float) -> None:
-    """FGM: one adversarial pass per micro-batch (see `enable_adversarial`)."""
-    enable_adversarial(trainer, "fgm", epsilon)
+@dataclass(frozen=True)
+class Adversarial:
+    """Adversarial training on the input embedding matrix: FGM (one step of size epsilon) or PGD (`steps` steps of
+    size `alpha`, default epsilon / steps, projected into the L2 ball of radius epsilon)."""
+
+    method: str  # "fgm" | "pgd"
+    epsilon: float
+    alpha: float | None = None
+    steps: int = 3
+
+    @classmethod
+    def from_config(cls, t: TrainConfig) -> "Adversarial | None":
+        """train.adversarial* as an Adversarial, or None for train.adversarial=none."""
+        if t.adversarial == "none":
+            return None
+        return cls(t.adversarial, t.adversarial_epsilon, t.adversarial_alpha, t.adversarial_steps)
 
 
-def enable_adversarial(trainer, method: str, epsilon: float, alpha: float | None = None, steps: int = 3) -> None:
-    """Make `trainer.training_step` add an adversarial pass on the input embedding matrix (FGM or PGD).
+def adversarial_step(trainer, clean_step, model, inputs, num_items_in_batch, adv: Adversarial):
+    """One micro-batch of `clean_step` (the Trainer's own training_step) plus an adversarial pass (FGM or PGD).
 
     After the clean backward, g = this micro-batch's own embedding gradient (gradient accumulation is
     respected). FGM moves the matrix by epsilon * g / ||g|| and runs a second forward/backward, which adds the
-    adversarial gradient to the clean one. PGD (Madry et al.) takes `steps` ascent steps of size `alpha`
-    (default epsilon / steps), each projected back into the L2 ball of radius epsilon around the clean matrix;
-    the intermediate steps only compute the embedding gradient (torch.autograd.grad, so accumulated parameter
-    gradients stay untouched) and the last one adds its gradient like FGM's. The matrix is restored bit for
-    bit; frozen embeddings (LoRA) get a gradient only for this purpose. The clean loss is returned for logging.
+    adversarial gradient to the clean one. PGD (Madry et al.) takes `steps` ascent steps of size `alpha`, each
+    projected back into the L2 ball of radius epsilon around the clean matrix; the intermediate steps only compute
+    the embedding gradient (torch.autograd.grad, so accumulated parameter gradients stay untouched) and the last one
+    adds its gradient like FGM's. The matrix is restored bit for bit; frozen embeddings (LoRA) get a gradient only
+    for this purpose. Returns the clean loss, for logging.
     """
-    clean_step = trainer.training_step
-    alpha = alpha if alpha is not None else epsilon / steps
-    rounds = 1 if method == "fgm" else steps
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        emb = self.model.get_input_embeddings().weight
-        frozen = not emb.requires_grad
-        if frozen:
+    epsilon = adv.epsilon
+    alpha = adv.alpha if adv.alpha is not None else epsilon / adv.steps
+    rounds = 1 if adv.method == "fgm" else adv.steps
+    emb = trainer.model.get_input_embeddings().weight
+    frozen = not emb.requires_grad
+    if frozen:
+        emb.requires_grad_(True)
+    before = None if emb.grad is None else emb.grad.detach().clone()
+    loss = clean_step(model, dict(inputs), num_items_in_batch)
+    grad = emb.grad.detach().clone() if before is None else emb.grad.detach() - before
+    if frozen:
+        emb.grad = None
+        emb.requires_grad_(False)
+    backup = emb.detach().clone()
+    try:
+        for step in range(rounds):
+            norm = grad.norm()
+            if not (torch.isfinite(norm) and norm > 0):
+                break
+            with torch.no_grad():
+                emb.add_(grad, alpha=(epsilon if adv.method == "fgm" else alpha) / norm.item())
+                delta = emb - backup
+                if adv.method == "pgd" and delta.norm() > epsilon:  # back into the epsilon ball
+                    emb.copy_(backup + delta * (epsilon / delta.norm()))
+            if step == rounds - 1:
+                clean_step(model, dict(inputs), num_items_in_batch)
+                break
             emb.requires_grad_(True)
-        before = None if emb.grad is None else emb.grad.detach().clone()
-        loss = clean_step(model, dict(inputs), num_items_in_batch)
-        grad = emb.grad.detach().clone() if before is None else emb.grad.detach() - before
+            try:
+                with trainer.compute_loss_context_manager():
+                    adv_loss = trainer.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
+                grad = torch.autograd.grad(adv_loss, emb)[0].detach()
+            finally:
+                emb.requires_grad_(not frozen)
+    finally:
+        with torch.no_grad():
+            emb.copy_(backup)
         if frozen:
             emb.grad = None
-            emb.requires_grad_(False)
-        backup = emb.detach().clone()
-        try:
-            for step in range(rounds):
-                norm = grad.norm()
-                if not (torch.isfinite(norm) and norm > 0):
-                    break
-                with torch.no_grad():
-                    emb.add_(grad, alpha=(epsilon if method == "fgm" else alpha) / norm.item())
-                    delta = emb - backup
-                    if method == "pgd" and delta.norm() > epsilon:  # back into the epsilon ball
-                        emb.copy_(backup + delta * (epsilon / delta.norm()))
-                if step == rounds - 1:
-                    clean_step(model, dict(inputs), num_items_in_batch)
-                    break
-                emb.requires_grad_(True)
-                try:
-                    with self.compute_loss_context_manager():
-                        adv_loss = self.compute_loss(model, dict(inputs), num_items_in_batch=num_items_in_batch)
-                    grad = torch.autograd.grad(adv_loss, emb)[0].detach()
-                finally:
-                    emb.requires_grad_(not frozen)
-        finally:
-            with torch.no_grad():
-                emb.copy_(backup)
-            if frozen:
-                emb.grad = None
-        return loss
-
-    trainer.training_step = types.MethodType(training_step, trainer)
+    return loss

@@ -22,13 +22,13 @@ import logging
 import resource
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
 
 from tailor.errors import TailorError
+from tailor.training.trainer import BatchObserver
 
 log = logging.getLogger("tailor")
 
@@ -86,12 +86,12 @@ def _significant(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-class Throughput(TrainerCallback):
+class Throughput(TrainerCallback, BatchObserver):
     """tokens/s, loss-bearing tokens/s, MFU and peak memory on every training log event; `summary()` for the run.
 
-    `attach(trainer)` must be called before `trainer.train()`: it wraps `trainer.get_batch_samples` (the Trainer's
-    one call per optimizer step that fetches the step's micro-batches) to count loss-bearing tokens and time steps,
-    measures the matmul peak (when `probe_seconds` > 0; 0 = no MFU) and starts the peak-memory window.
+    A BatchObserver of TailorTrainer: `attach` (when the trainer is built) measures the matmul peak (when
+    `probe_seconds` > 0; 0 = no MFU) and starts the peak-memory window; `on_batches` (the trainer's one fetch of
+    each optimizer step's micro-batches) counts loss-bearing tokens and starts the step's clock.
     """
 
     def __init__(self, probe_seconds: float = 0.5):
@@ -119,27 +119,21 @@ class Throughput(TrainerCallback):
             self.peak_flops = matmul_peak(device, dtype, self.probe_seconds)
             log.info("matmul peak on %s (%s, %d threads): %.1f GFLOP/s", device, str(dtype).replace("torch.", ""),
                      torch.get_num_threads(), self.peak_flops / 1e9)
-        fetch = trainer.get_batch_samples
-        shifted = getattr(trainer, "_loss_shifts_labels", True)
 
-        def get_batch_samples(_self, epoch_iterator, num_batches, device):
-            self._step_start = time.perf_counter()
-            for acc in (self._window, self._total):
-                if acc["tokens0"] is None:
-                    acc["tokens0"] = _self.state.num_input_tokens_seen or 0
-            batches, num_items = fetch(epoch_iterator, num_batches, device)
-            for b in batches:
-                count = _loss_bearing(b, shifted)
-                if count is not None:
-                    self._window["lb"] = count if self._window["lb"] is None else self._window["lb"] + count
-                ids = b.get("input_ids", b.get("inputs_embeds"))
-                if ids is not None:
-                    for acc in (self._window, self._total):
-                        acc["lengths"] += ids.shape[1]
-                        acc["batches"] += 1
-            return batches, num_items
-
-        trainer.get_batch_samples = types.MethodType(get_batch_samples, trainer)
+    def on_batches(self, trainer, batches: list, started: float) -> None:
+        self._step_start = started
+        for acc in (self._window, self._total):
+            if acc["tokens0"] is None:
+                acc["tokens0"] = trainer.state.num_input_tokens_seen or 0
+        for b in batches:
+            count = _loss_bearing(b, trainer.loss_shifts_labels)
+            if count is not None:
+                self._window["lb"] = count if self._window["lb"] is None else self._window["lb"] + count
+            ids = b.get("input_ids", b.get("inputs_embeds"))
+            if ids is not None:
+                for acc in (self._window, self._total):
+                    acc["lengths"] += ids.shape[1]
+                    acc["batches"] += 1
 
     def on_step_end(self, args, state, control, **kw):
         if self._step_start is None:
@@ -365,13 +359,6 @@ def telemetry_callbacks(recipe, model, tokenizer, main_process: bool = True) -> 
 def jsonl_extras(callbacks: list) -> list:
     """Row fields for metrics.jsonl that are not TensorBoard scalars (per-expert counts)."""
     return [c.jsonl_fields for c in callbacks if hasattr(c, "jsonl_fields")]
-
-
-def attach_telemetry(trainer, callbacks: list) -> None:
-    """Hook the callbacks that need the Trainer itself into it; call before trainer.train()."""
-    for c in callbacks:
-        if isinstance(c, Throughput):
-            c.attach(trainer)
 
 
 def telemetry_summary(callbacks: list, seconds: float) -> dict:

@@ -6,7 +6,7 @@ import pytest
 from rich.console import Console
 
 from tailor.errors import TailorError
-from tailor.training.distill_report import check_eval_data, report
+from tailor.evaluation.distill_report import check_eval_data, report
 
 
 def test_report_measures_both_on_the_same_data(tmp_path, llama_dir, qwen2_dir, chat_file):

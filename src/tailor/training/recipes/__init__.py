@@ -1,0 +1,34 @@
+"""Training recipes: one file per objective, each composing the shared phases (tailor.training.phases).
+
+    train.objective   recipe                      reads
+    pretrain, sft     recipes/lm.py:train         causal-LM tokens (packed with data.packing for sft)
+    classification    recipes/classification.py  {"text", "label"} rows, a label head on the base
+    (tailor distill)  recipes/distill.py          causal-LM tokens + a frozen teacher's soft targets
+
+Where new objectives go: a new file here with one `train(recipe, callbacks=None) -> TrainResult` that reads
+top to bottom like the ones above, its objective name in `RECIPES` (and in the config's train.objective), and,
+when its loss differs, a TailorTrainer subclass beside it (tailor.training.trainer). Preference optimization
+(DPO, ORPO, KTO, CPO/SimPO) goes in recipes/preference.py and RL with verifiable rewards (GRPO) in recipes/grpo.py,
+both building TRL's trainers; embedding models (contrastive loss) in recipes/contrastive.py.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from tailor.config import Recipe
+from tailor.errors import TailorError
+from tailor.training.recipes import classification, lm
+
+
+# train.objective -> recipe function.
+RECIPES: dict[str, Callable] = {"pretrain": lm.train, "sft": lm.train, "classification": classification.train}
+
+
+def recipe_for(recipe: Recipe) -> Callable:
+    """The recipe function that trains `recipe.train.objective`."""
+    objective = recipe.train.objective
+    if objective not in RECIPES:
+        raise TailorError(f"train.objective={objective} has no training recipe", where="train.objective",
+                          fix=f"use one of: {', '.join(RECIPES)}")
+    return RECIPES[objective]
