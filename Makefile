@@ -31,7 +31,7 @@ test: install
 # --strict turns every warning into a failure: broken links and anchors, pages missing from the nav.
 # The site lands in build/docs (gitignored); the configuration reference is generated from tailor.config.
 docs: install
-	$(OFFLINE) $(BIN)/mkdocs build --strict --site-dir build/docs
+	$(OFFLINE) NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/docs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build/docs
