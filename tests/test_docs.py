@@ -115,6 +115,15 @@ def test_configuration_reference_covers_every_setting():
     assert "<code>train.lr</code>" in page and "<code>data.clean[step=pii].kinds</code>" in page
 
 
+def test_configuration_reference_has_every_command():
+    from tailor import cli
+
+    page = _hooks().render_configuration()
+    for name in cli.COMMANDS:
+        assert f"### tailor {name} {{#command-{name.replace(' ', '-')}}}" in page, f"tailor {name} has no table"
+    assert "<code>--nproc NPROC</code>" in page and "[`train.*`](#trainconfig)" in page
+
+
 def test_module_tables_list_every_module():
     hooks = _hooks()
     tables = hooks.render_modules()

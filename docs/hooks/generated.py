@@ -1,8 +1,9 @@
 """MkDocs hook: the parts of the site generated from the code at build time, so they cannot drift from it.
 
 - reference/configuration.md, rendered from the schema in `tailor.config` (`describe_fields`, the
-  same rows each command's `--help` prints): settings are declared once, in the code, and a new
-  setting appears on the next `make docs`;
+  same rows each command's `--help` prints) and from the command table `tailor.cli.COMMANDS` (each
+  command's generated arguments): settings are declared once, in the code, and a new setting
+  appears on the next `make docs`;
 - the module tables of layout.md, one row per module of src/tailor with the first sentence of its
   docstring, read with `ast` (no import), so the page follows moves and renames by itself.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import ast
 import html
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 from mkdocs.exceptions import PluginError
@@ -81,16 +81,60 @@ def _prefixes(config) -> dict[str, str]:
     return out
 
 
-def _command_schemas(config) -> tuple[str, Mapping[str, type]] | None:
-    """A public mapping command name -> settings class, when tailor.config exposes one."""
-    from pydantic import BaseModel
+def _subparser(parser, words: list[str]):
+    """The argparse parser of a (possibly two-word) command, e.g. ["data", "prepare"]."""
+    import argparse
 
-    for attr in getattr(config, "__all__", ()):
-        value = getattr(config, attr, None)
-        if (isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value)
-                and all(isinstance(v, type) and issubclass(v, BaseModel) for v in value.values())):
-            return attr, value
-    return None
+    for word in words:
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[word]
+    return parser
+
+
+def _argument(action) -> str:
+    """How an argument is written: `RECIPE`, `key=value ...`, `--nproc NPROC`, `--force`."""
+    if not action.option_strings:
+        return str(action.metavar or action.dest.upper()) + (" ..." if action.nargs in ("*", "+") else "")
+    takes_value = action.nargs != 0
+    metavar = action.metavar or action.dest.upper()
+    return ", ".join(action.option_strings) + (f" {metavar}" if takes_value else "")
+
+
+def _sections_read(keys) -> str:
+    """Links to the reference sections whose settings a command takes as key=value."""
+    if keys.__name__ in SECTIONS:
+        return f"[{keys.__name__}](#{keys.__name__.lower()})"
+    links = []
+    for name, info in keys.model_fields.items():
+        ann = info.annotation
+        if isinstance(ann, type) and ann.__name__ in SECTIONS:
+            links.append(f"[`{name}.*`](#{ann.__name__.lower()})")
+    return ", ".join(links)
+
+
+def render_commands() -> list[str]:
+    """One table per command of `tailor.cli.COMMANDS`: its arguments as the generated parser has them."""
+    import argparse
+
+    from tailor import cli
+
+    parser = cli.build_parser()
+    lines = ["## Settings of each command\n",
+             "Each command's positionals and flags, as its `--help` shows them (generated from its settings "
+             "class in `tailor.config`), and the recipe sections it takes as `key=value`.\n"]
+    for name, command in cli.COMMANDS.items():
+        sub = _subparser(parser, name.split())
+        lines.append(f"### tailor {name} {{#command-{name.replace(' ', '-')}}}\n")
+        lines.append(cell(sub.description or "") + "\n")
+        rows = [a for a in sub._actions if not isinstance(a, argparse._HelpAction)]
+        if rows:
+            lines += ["| argument | description |", "|---|---|"]
+            lines += [f"| {_code(_argument(a))} | {cell(a.help or '')} |" for a in rows]
+            lines.append("")
+        keys = getattr(command, "keys", None)
+        if keys is not None:
+            lines.append(f"`key=value` settings: {_sections_read(keys)}.\n")
+    return lines
 
 
 def render_configuration() -> str:
@@ -112,15 +156,7 @@ def render_configuration() -> str:
             lines.append(cell(doc[0]) + "\n")
         lines.extend(_settings_table(config.describe_fields(section), prefix))
         lines.append("")
-    found = _command_schemas(config)
-    if found:
-        attr, schemas = found
-        lines.append("## Settings of each command\n")
-        lines.append(f"What each command reads (from `tailor.config.{attr}`); its `--help` shows the same.\n")
-        for command, schema in sorted(schemas.items()):
-            lines.append(f"### tailor {command} {{#command-{command.replace(' ', '-')}}}\n")
-            lines.extend(_settings_table(config.describe_fields(schema), ""))
-            lines.append("")
+    lines.extend(render_commands())
     return "\n".join(lines)
 
 
