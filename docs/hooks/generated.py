@@ -95,9 +95,10 @@ def _argument(action) -> str:
     """How an argument is written: `RECIPE`, `key=value ...`, `--nproc NPROC`, `--force`."""
     if not action.option_strings:
         return str(action.metavar or action.dest.upper()) + (" ..." if action.nargs in ("*", "+") else "")
-    takes_value = action.nargs != 0
-    metavar = action.metavar or action.dest.upper()
-    return ", ".join(action.option_strings) + (f" {metavar}" if takes_value else "")
+    if action.nargs == 0:
+        return ", ".join(action.option_strings)
+    many = " ..." if action.nargs in ("*", "+") else ""
+    return ", ".join(action.option_strings) + f" {action.metavar or action.dest.upper()}{many}"
 
 
 def _sections_read(keys) -> str:
