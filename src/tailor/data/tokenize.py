@@ -37,6 +37,17 @@ def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[
     return messages
 
 
+def _is_text(rec: dict) -> bool:
+    return "messages" not in rec and isinstance(rec.get("text"), str) and rec.get("label") is None
+
+
+def _text_encodings(tokenizer, texts: list[str]) -> list[dict]:
+    """Documents' tokens and EOS, loss on every token (one batched tokenizer call)."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+    return [{"input_ids": x + eos, "labels": x + eos, "chat": False} for x in ids]
+
+
 def encode_record(rec: dict, tokenizer, system_prompt: str | None = None) -> dict | str:
     """{"input_ids", "labels", "chat"} for a conversation or a text record, or why the record has no tokens."""
     if "messages" in rec:
@@ -44,18 +55,17 @@ def encode_record(rec: dict, tokenizer, system_prompt: str | None = None) -> dic
         if enc is None:
             return NO_LOSS_TOKEN
         return {"input_ids": enc["input_ids"], "labels": enc["labels"], "chat": True}
-    if isinstance(rec.get("text"), str) and rec.get("label") is None:
-        eos = tokenizer.eos_token_id
-        ids = tokenizer(rec["text"], add_special_tokens=False)["input_ids"] + ([eos] if eos is not None else [])
-        return {"input_ids": ids, "labels": list(ids), "chat": False}
+    if _is_text(rec):
+        return _text_encodings(tokenizer, [rec["text"]])[0]
     return NOT_TOKENIZED
 
 
 def _encode_batch(batch: dict, tokenizer, system_prompt: str | None) -> dict:
     out: dict[str, list] = {c: [] for c in (*COLUMNS, "status")}
-    for raw in batch["record"]:
-        rec = json.loads(raw)
-        enc = encode_record(rec, tokenizer, system_prompt)
+    records = [json.loads(raw) for raw in batch["record"]]
+    texts = iter(_text_encodings(tokenizer, [r["text"] for r in records if _is_text(r)]))
+    for rec in records:
+        enc = next(texts) if _is_text(rec) else encode_record(rec, tokenizer, system_prompt)
         ok = isinstance(enc, dict)
         out["input_ids"].append(enc["input_ids"] if ok else [])
         out["labels"].append(enc["labels"] if ok else [])

@@ -132,7 +132,7 @@ def training_datasets(prepared: Prepared, recipe: Recipe):
 
     train = view("train")
     if train is None:
-        raise TailorError(f"no {recipe.train.objective} training sequences in {where}: {report.summary()}", where=where,
+        raise TailorError(f"no usable training rows for {recipe.train.objective} in {where}: {report.summary()}", where=where,
                           fix="sft needs conversations with an assistant turn within data.max_length, pretrain any text; "
                               "check `tailor data inspect` on it")
     return train, view("eval"), report
