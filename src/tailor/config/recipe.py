@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from tailor.config.data import DataConfig
 from tailor.config.sections import (AdapterConfig, ChatTemplate, Device, DistillConfig, EvalConfig, InputPath,
-                                    ModelConfig, OutputPath, RefreshConfig, Section, TrainConfig, flag)
+                                    ModelConfig, OutputPath, RefreshConfig, Runtime, Section, TrainConfig, flag)
 
 
 class OutputRule(Section):
@@ -64,7 +64,7 @@ class ServeConfig(Section):
     registry: OutputPath | None = Field(None, description="Serve from this model registry (a registry file, sqlite:///PATH or a SQLAlchemy URL) instead of a model directory: its production version of registry_model, switching to each newly promoted one without dropping requests.", json_schema_extra=flag())
     registry_model: str | None = Field(None, description="Name of the model in `registry` whose production version is served (also the default request name).", json_schema_extra=flag())
     registry_poll_seconds: float = Field(5.0, gt=0, description="How often the registry's production alias is checked for a new version.")
-    runtime: bool = Field(True, description="CPU inference speed-ups of tailor.runtime (DeepSeek-V3 decode step, routed MoE experts, int8/int4 kernels), installed only with the tested transformers/torch versions; false = transformers' own code path.")
+    runtime: Runtime = True
 
 
 class Recipe(Section):

@@ -39,6 +39,7 @@ Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], Field(
 Device = Annotated[str | None, Field(description="Force a device (cpu, cuda, mps); default picks the best available.")]
 ChatTemplate = Annotated[str | None, Field(
     description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")]
+Runtime = Annotated[bool, Field(description="CPU inference speed-ups of tailor.runtime (DeepSeek-V3 decode step, routed MoE experts, int8/int4 kernels), installed only with the tested transformers/torch versions; false = transformers' own code path.")]
 TrustRemoteCode = Annotated[bool, Field(
     description="Allow custom modelling code shipped inside the model directory (off: it runs arbitrary Python).")]
 
@@ -186,7 +187,7 @@ class EvalConfig(Section):
     robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
     refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
     worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
-    runtime: bool = Field(True, description="CPU inference speed-ups of tailor.runtime (DeepSeek-V3 decode step, routed MoE experts, int8/int4 kernels), installed only with the tested transformers/torch versions; false = transformers' own code path.")
+    runtime: Runtime = True
 
     _one_file_is_a_list = field_validator("data", mode="before")(lambda v: [v] if isinstance(v, str) else v)
 
