@@ -138,7 +138,8 @@ def _opencc(convert: str, where: str) -> Callable[[str], str]:
 def _length_fn(st, tokenizer) -> Callable[[str], str | None]:
     if (st.min_tokens is not None or st.max_tokens is not None) and tokenizer is None:
         raise TailorError("the length step bounds tokens (min_tokens/max_tokens) but no tokenizer is available",
-                          where="data.clean[step=length]", fix="set model.tokenizer or model.path")
+                          where="data.clean[step=length]",
+                          fix="set model.tokenizer or model.path (the CLI and training load it; from Python pass tokenizer=...)")
     lo, hi, tlo, thi = st.min_chars, st.max_chars, st.min_tokens, st.max_tokens
 
     def check(joined: str) -> str | None:
