@@ -152,7 +152,7 @@ def run_job(spec: dict) -> dict:
         return {"fact_accuracy": res.metrics["fact_accuracy"], "answer_perplexity": res.metrics.get("answer_perplexity"),
                 "params": params, "eval_seconds": round(time.perf_counter() - t0, 1)}
     from tailor.models.presets import init_model
-    from tailor.training.distill import run as distill
+    from tailor.training.recipes.distill import distill
 
     student = out / "student-init"
     if not (student / "config.json").is_file():

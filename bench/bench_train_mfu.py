@@ -1,4 +1,4 @@
-"""Full fine-tuning MFU of a ~30M-parameter Llama-style model at sequence length 512, through `tailor.training.run.run`.
+"""Full fine-tuning MFU of a ~30M-parameter Llama-style model at sequence length 512, through `tailor.training.train`.
 
     .venv/bin/python bench/bench_train_mfu.py [--steps 10] [--warmup 2] [--batch-size 4] [--threads 2] [--min-mfu 0.6]
 
@@ -42,7 +42,7 @@ from tailor.config import load_recipe  # noqa: E402
 from tailor.models.presets import init_model  # noqa: E402
 from tailor.models.tokenizer import train_tokenizer  # noqa: E402
 from tailor.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
-from tailor.training.run import run  # noqa: E402
+from tailor.training import train as run  # noqa: E402
 
 MODEL = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
              max_position_embeddings=1024, tie_word_embeddings=True)
@@ -184,7 +184,7 @@ def main() -> int:
     print(f"device: {device}{gpu}")
     print(f"model: llama {params / 1e6:.1f}M parameters (hidden {args.hidden}, {args.layers} layers, vocab {len(tokenizer)}, tied), "
           f"{fpt / 1e6:.1f} MFLOP per trained token at seq_len {args.seq_len} (6N + causal attention)")
-    print(f"run: tailor.training.run.run, full fine-tuning, {result.metrics['precision']}, batch {args.batch_size} x "
+    print(f"run: tailor.training.train, full fine-tuning, {result.metrics['precision']}, batch {args.batch_size} x "
           f"{args.seq_len}, {len(timed)} timed steps after {args.warmup} warm-up; overrides: {' '.join(args.set) or '-'}")
     print(f"matmul probe ({len(clock.probes)} x {args.probe_seconds}s, {clock.probe['size']}^3 {probe_dtype}): median {statistics.median(clock.probes) / 1e9:.1f} "
           f"GFLOP/s, range {min(clock.probes) / 1e9:.1f}-{max(clock.probes) / 1e9:.1f}")

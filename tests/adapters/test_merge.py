@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 from tailor.adapters.merge import load_with_adapter, merge
 from tailor.config import load_recipe
 from tailor.errors import TailorError
-from tailor.training.run import run
+from tailor.training import train as run
 
 
 def test_merged_logits_equal_base_plus_adapter(tmp_path, deepseek_dir, chat_file, tokenizer):

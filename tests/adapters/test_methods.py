@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 from tailor.adapters.merge import load_with_adapter, merge
 from tailor.config import load_recipe
 from tailor.errors import TailorError
-from tailor.training.run import run
+from tailor.training import train as run
 
 IDS = [[5, 17, 42, 99, 7, 230, 11, 64]]
 

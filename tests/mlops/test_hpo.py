@@ -230,14 +230,14 @@ def test_foreign_trial_folders_are_refused(tmp_path, llama_dir, chat_file):
 
 def fake_training(monkeypatch, outcome):
     """Replace the training stage (these tests are about the search's bookkeeping, not training)."""
-    import tailor.training.run as training
+    import tailor.training as training
 
     def train(recipe, callbacks=None):
         loss = outcome(recipe.train.batch_size)
         return training.TrainResult(Path(recipe.train.output_dir), Path(recipe.train.output_dir) / "final", None,
                                     {"eval_loss": loss})
 
-    monkeypatch.setattr(training, "run", train)
+    monkeypatch.setattr(training, "train", train)
 
 
 def test_out_of_memory_and_diverged_trials_fail_and_the_search_goes_on(tmp_path, monkeypatch):

@@ -55,7 +55,7 @@ def _shuffled_answers(rows: list[dict]) -> list[dict]:
 def world(tmp_path, monkeypatch):
     from tailor.models.presets import init_model
     from tailor.models.tokenizer import train_tokenizer
-    from tailor.training.run import run as train
+    from tailor.training import train
 
     monkeypatch.setenv("TAILOR_REGISTRY", str(tmp_path / "registry.db"))
     domain = generate_store_domain(seed=0, languages=("en",), train_per_fact=10, eval_per_fact=2)
