@@ -121,8 +121,17 @@ def test_serve_flags_are_the_serve_sections_fields():
 
 
 def test_measure_default_is_declared_once():
+    import inspect
+
+    from tailor.compression.run import prune, quantize
+    from tailor.evaluation.distill_report import report
+    from tailor.evaluation.measure import measure
+    from tailor.export.report import export_with_report
+
     for cls in (C.QuantizeCommand, C.PruneCommand, C.ExportCommand, C.DistillCommand):
         assert cls.model_fields["max_examples"].default == C.MEASURE_MAX_EXAMPLES
+    for fn in (quantize, prune, report, measure, export_with_report):  # the stages' Python defaults agree
+        assert inspect.signature(fn).parameters["max_examples"].default == C.MEASURE_MAX_EXAMPLES, fn.__qualname__
 
 
 def test_recipe_paths_are_relative_to_the_recipe_file(tmp_path, monkeypatch):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tailor.config import MEASURE_MAX_EXAMPLES
 from tailor.errors import TailorError
 
 
@@ -26,7 +27,7 @@ def check_eval_data(paths: list[str] | None, max_examples: int) -> None:
 
 
 def report(teacher: str | Path, student: str | Path, out_dir: str | Path, eval_data: list[str] | None = None,
-           max_examples: int = 32, console=None) -> dict:
+           max_examples: int = MEASURE_MAX_EXAMPLES, console=None) -> dict:
     """Measure teacher and student, print the before/after table, write OUT/distill_report.json; returns it."""
     from tailor.evaluation.measure import before_after_table, measure_isolated
 
