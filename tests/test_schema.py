@@ -139,11 +139,11 @@ def test_recipe_paths_are_relative_to_the_recipe_file(tmp_path, monkeypatch):
     recipe = tmp_path / "cfg" / "r.yaml"
     recipe.write_text(yaml.safe_dump({
         "model": {"path": "models/base"},  # need not exist yet: the meaning does not depend on it
-        "data": {"train": "d.jsonl", "sources": [{"path": "raw/*.jsonl"}], "prepared_dir": "runs/data",
+        "data": {"train": "d.jsonl", "sources": [{"path": "raw/*.jsonl"}], "prepared_dir": "runs/data", "chat_template": "t.jinja",
                  "augment": {"eda": {"dictionary": "syn.tsv"}}},
         "eval": {"data": ["/abs/e.jsonl"]}, "distill": {"prompts": "q.txt"},
         "train": {"output_dir": "runs/out"},
-        "serve": {"adapters": {"a": "adapters/a"}},
+        "serve": {"adapters": {"a": "adapters/a"}, "chat_template": "chatml"},
         "refresh": {"registry": "sqlite:///x.db", "new_data": ["incoming"]}}))
     monkeypatch.chdir(tmp_path)
     r = load_recipe("cfg/r.yaml", ["data.eval=[e.jsonl]"])
@@ -153,6 +153,7 @@ def test_recipe_paths_are_relative_to_the_recipe_file(tmp_path, monkeypatch):
     assert r.distill.prompts == [str(cfg / "q.txt")] and r.serve.adapters == {"a": str(cfg / "adapters/a")}
     assert r.refresh.new_data == [str(cfg / "incoming")] and r.refresh.registry == "sqlite:///x.db"
     assert r.eval.data == ["/abs/e.jsonl"]
+    assert r.data.chat_template == str(cfg / "t.jinja") and r.serve.chat_template == "chatml", "a .jinja file is a path"
     assert r.data.eval == ["e.jsonl"], "a command-line path means the working directory"
     assert r.train.output_dir == "runs/out" and r.data.prepared_dir == "runs/data", "outputs: the working directory"
     save_recipe(r, tmp_path / "saved.yaml")

@@ -16,13 +16,13 @@ from pydantic import BaseModel
 from tailor.config.sections import PathRole
 
 
-def path_role(annotation: Any, metadata: list | None = None) -> str | None:
+def path_role(annotation: Any, metadata: list | None = None) -> PathRole | None:
     """The PathRole of a field's type (found inside Optional, list and dict values), or None for non-paths."""
     for m in metadata or ():
         if isinstance(m, PathRole):
-            return m.role
+            return m
     if get_origin(annotation) is Annotated:
-        found = [m.role for m in get_args(annotation)[1:] if isinstance(m, PathRole)]
+        found = [m for m in get_args(annotation)[1:] if isinstance(m, PathRole)]
         return found[0] if found else path_role(get_args(annotation)[0])
     for arg in get_args(annotation):
         role = path_role(arg)
@@ -62,12 +62,16 @@ def map_paths(data: Any, model: type[BaseModel], fn: Callable[[str, str], str]) 
         role = path_role(info.annotation, info.metadata)
         if role is None:
             continue
-        if isinstance(value, str):
-            out[key] = fn(role, value)
-        elif isinstance(value, list):
-            out[key] = [fn(role, v) if isinstance(v, str) else v for v in value]
+
+        def one(v: Any) -> Any:
+            return fn(role.role, v) if isinstance(v, str) and role.applies(v) else v
+
+        if isinstance(value, list):
+            out[key] = [one(v) for v in value]
         elif isinstance(value, dict):
-            out[key] = {k: fn(role, v) if isinstance(v, str) else v for k, v in value.items()}
+            out[key] = {k: one(v) for k, v in value.items()}
+        else:
+            out[key] = one(value)
     return out
 
 

@@ -19,8 +19,12 @@ class PathRole:
     On the command line every relative path is relative to the working directory; a saved recipe holds absolute paths.
     """
 
-    def __init__(self, role: Literal["input", "output"]):
+    def __init__(self, role: Literal["input", "output"], suffixes: tuple[str, ...] = ()):
         self.role = role
+        self.suffixes = suffixes  # when set, only values ending so are paths (a chat template: name or .jinja file)
+
+    def applies(self, value: str) -> bool:
+        return not self.suffixes or value.endswith(self.suffixes)
 
     def __repr__(self) -> str:
         return f"PathRole({self.role!r})"
@@ -37,7 +41,7 @@ OutputPath = Annotated[str, PathRole("output")]
 Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], Field(
     description="Weight dtype; auto = float32 on CPUs without bf16, bf16 on GPUs that have it.")]
 Device = Annotated[str | None, Field(description="Force a device (cpu, cuda, mps); default picks the best available.")]
-ChatTemplate = Annotated[str | None, Field(
+ChatTemplate = Annotated[str | None, PathRole("input", suffixes=(".jinja",)), Field(
     description="Override the tokenizer's chat template: a built-in name (deepseek, chatml) or a .jinja file.")]
 Runtime = Annotated[bool, Field(description="CPU inference speed-ups of tailor.runtime (DeepSeek-V3 decode step, routed MoE experts, int8/int4 kernels), installed only with the tested transformers/torch versions; false = transformers' own code path.")]
 TrustRemoteCode = Annotated[bool, Field(
