@@ -125,3 +125,16 @@ def test_a_prepared_directory_must_be_the_only_training_entry(tmp_path, tokenize
     recipe = load_recipe(None, [f"data.train=[{prepared.path}, {f}]", f"train.output_dir={tmp_path / 'run'}"])
     with pytest.raises(TailorError, match="only entry"):
         build_training_data(recipe, tokenizer)
+
+
+def test_processes_preparing_the_same_run_data_at_once_agree(tmp_path, tokenizer):
+    """Ranks of a distributed run may all prepare <output_dir>/data; each gets the same complete directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = write_jsonl(tmp_path / "chat.jsonl", [{"messages": c} for c in CONVERSATIONS] * 50)
+    recipe = load_recipe(None, [f"data.train=[{f}]", "data.max_length=64", f"train.output_dir={tmp_path / 'run'}"])
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: build_training_data(recipe, tokenizer), range(4)))
+    first = _rows(results[0][0])
+    assert all(_rows(train) == first for train, _, _ in results) and len(first[0]) == len(CONVERSATIONS) * 50
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [RUN_DATA]  # no temporary folder left behind

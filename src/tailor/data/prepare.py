@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -231,8 +232,8 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
         raise TailorError(f"no rows left after preparation:\n{report.to_text()}", where="data.sources",
                           fix="check the sources' format and the cleaning/length/language filters")
 
-    # A folder of this process's own: processes of one distributed run may prepare the same data at once.
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    # A folder of this call's own: the processes of one distributed run may prepare the same data at once.
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for s in SPLITS:
@@ -269,7 +270,7 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     # Replace the old directory only once the new one is complete; if another process finished the
     # same preparation first, its directory is as good as this one.
-    done = _cached(out, key)
+    done = None if force else _cached(out, key)
     if done is None:
         shutil.rmtree(out, ignore_errors=True)
         try:
