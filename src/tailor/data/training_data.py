@@ -61,11 +61,15 @@ def prepare_training_data(recipe: Recipe, tokenizer, *, translator=None) -> Prep
                       fix="set data.train to files or a prepared directory, or data.sources to inputs to prepare")
 
 
+def _require_tokens(prepared: Prepared) -> None:
+    if prepared.manifest.get("tokenizer") is None:
+        raise TailorError("the prepared dataset was not tokenized (no tokenizer was configured)", where=str(prepared.path),
+                          fix="prepare it again with model.tokenizer (or model.path) set")
+
+
 def _check_tokenizer(prepared: Prepared, tokenizer) -> None:
     where = str(prepared.path)
-    if prepared.manifest.get("tokenizer") is None:
-        raise TailorError("the prepared dataset was not tokenized (no tokenizer was configured)", where=where,
-                          fix="prepare it again with model.tokenizer (or model.path) set")
+    _require_tokens(prepared)
     used = tokenizer_dir(tokenizer)
     if used and used != prepared.manifest["tokenizer"]:
         raise TailorError(f"the dataset was tokenized with {prepared.manifest['tokenizer']}, but this run uses {used}",
@@ -110,9 +114,7 @@ def training_datasets(prepared: Prepared, recipe: Recipe):
 
     d = recipe.data
     where = str(prepared.path)
-    if prepared.manifest.get("tokenizer") is None:
-        raise TailorError("the prepared dataset was not tokenized (no tokenizer was configured)", where=where,
-                          fix="prepare it again with model.tokenizer (or model.path) set")
+    _require_tokens(prepared)
     report = load_report(prepared)
     sft = recipe.train.objective == "sft"
     packing = True if d.packing is None else d.packing
