@@ -118,6 +118,8 @@ def test_serve_flags_are_the_serve_sections_fields():
     s = settings_of("serve", build_parser().parse_args(["serve", "m", "max_batch_size=2", "--port", "9", "--host", "0.0.0.0"]))
     assert s.serve == {"port": 9, "host": "0.0.0.0"} and s.overrides == ["max_batch_size=2"] and s.model == "m"
     assert "dtype" not in ServeConfig.model_fields and ServeConfig().model.dtype == "auto"  # the model section, embedded
+    with pytest.raises(TailorError, match="serve.model.tokenizer"):
+        load_recipe(None, ["serve.model.tokenizer=/t"])  # not read by the server: refused, not ignored
 
 
 def test_measure_default_is_declared_once():

@@ -58,8 +58,10 @@ class ServeConfig(Section):
 
     @model_validator(mode="after")
     def _saved_model(self) -> "ServeConfig":
-        if self.model.preset:
-            raise ValueError("serve loads a saved model: set serve.model.path (or pass MODEL), not serve.model.preset")
+        if self.model.preset or self.model.tokenizer:
+            # the server reads path, dtype and trust_remote_code; the tokenizer is the one saved with the model
+            raise ValueError("serve loads a saved model with its own tokenizer: set serve.model.path (or pass MODEL), "
+                             "not serve.model.preset or serve.model.tokenizer")
         return self
     registry: OutputPath | None = Field(None, description="Serve from this model registry (a registry file, sqlite:///PATH or a SQLAlchemy URL) instead of a model directory: its production version of registry_model, switching to each newly promoted one without dropping requests.", json_schema_extra=flag())
     registry_model: str | None = Field(None, description="Name of the model in `registry` whose production version is served (also the default request name).", json_schema_extra=flag())
