@@ -86,11 +86,13 @@ def main() -> int:
     ap.add_argument("--min-ratio", type=float, default=0.0, help="exit 1 when the speed-up is below this")
     a = ap.parse_args()
 
-    from tailor.evaluation.run import load_for_eval
+    from tailor import runtime
+    from tailor.adapters.loading import load_any
 
     with tempfile.TemporaryDirectory() as tmp:
         if a.model:
-            model, tok = load_for_eval(a.model)
+            model, tok = load_any(a.model)
+            runtime.enable(model)  # as `tailor eval` loads it
             what = a.model
         else:
             model, tok = build_model(Path(tmp))

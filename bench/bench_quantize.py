@@ -14,10 +14,11 @@ process, float32 baseline first, in this one run; --threads fixes torch's thread
 on a shared machine more threads mostly measure the neighbours).
 
 The decode ratio to trust is the interleaved one: all models timed in turns in one process, through the
-same `model.generate` loop `tailor eval` uses (eager, no compilation). The quantized models run their MoE
-experts through tailor's decode path (`kernels.Int8Experts`); float32 is timed twice, as `tailor eval`
-loads it (transformers' grouped experts) and with the same expert path on float weights
-(`kernels.use_decode_experts`): `decode_speedup_same_runtime` is int8 against the latter.
+same `model.generate` loop `tailor eval` uses (eager, no compilation), each model with the speed-ups of
+`tailor.runtime.enable` as `tailor eval` installs them. The quantized models run their MoE experts through
+tailor's decode path (`runtime.quantized.Int8Experts`); float32 is timed twice, with the same expert path on
+float weights (`runtime.experts.use_decode_experts`, installed by enable) and with transformers' grouped
+experts: `decode_speedup_same_runtime` is int8 against the former.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def build_model(work: Path, steps: int) -> tuple[Path, Path]:
     from tailor.quickstart.store_domain import generate_store_domain, write_domain
     from tailor.models.presets import init_model
     from tailor.models.tokenizer import train_tokenizer
-    from tailor.training.run import run as train
+    from tailor.training import train
 
     domain = generate_store_domain(seed=0)
     files = write_domain(domain, work / "data")
@@ -59,18 +60,24 @@ def interleaved_decode(model_dirs: list, new_tokens: int, rounds: int, float_dec
     with `per_round` (a dict), every round's rates are stored in it too.
 
     Every model loads as `tailor eval` loads it, so MoE experts run tailor's decode path
-    (`kernels.experts_forward`) in float and quantized models alike. With `float_decode_experts` (a float
+    (`runtime.experts.experts_forward`) in float and quantized models alike. With `float_decode_experts` (a float
     model directory), that model is timed a second time (key "<dir>+transformers-experts") with
     transformers' own grouped experts, to show what the decode path alone is worth."""
     import statistics
 
-    from tailor.runtime.kernels import use_transformers_experts
+    from tailor import runtime
+    from tailor.adapters.loading import load_any
     from tailor.evaluation.measure import decode_speed
-    from tailor.evaluation.run import load_for_eval
+    from tailor.runtime.experts import use_transformers_experts
 
-    loaded = {str(d): load_for_eval(d) for d in model_dirs}
+    def load(path):
+        model, tokenizer = load_any(path)
+        runtime.enable(model)  # as `tailor eval` loads it
+        return model, tokenizer
+
+    loaded = {str(d): load(d) for d in model_dirs}
     if float_decode_experts is not None:
-        model, tokenizer = load_for_eval(float_decode_experts)
+        model, tokenizer = load(float_decode_experts)
         if use_transformers_experts(model):
             loaded[f"{float_decode_experts}+transformers-experts"] = (model, tokenizer)
     rates: dict[str, list[float]] = {k: [] for k in loaded}
@@ -187,7 +194,7 @@ def main() -> None:
               f"whole weight file x{ratios['size_on_disk']:.2f}")
     # Decode speed again, interleaved in this one process (float32, method, float32, method, ...), median of
     # the rounds: on a shared machine, load that changes between two processes shifts their ratio.
-    # All models run their MoE experts through tailor's decode path (kernels.experts_forward), as `tailor eval`
+    # All models run their MoE experts through tailor's decode path (runtime.experts.experts_forward), as `tailor eval`
     # loads them: the ratios compare int8 with float32 in one runtime, apples to apples. float32 is timed once
     # more with transformers' grouped experts, to show what that path alone is worth.
     t = time.perf_counter()

@@ -1,16 +1,16 @@
-"""Quantization: arithmetic, save/load round trips through load_model, the CLI, measurements and bad input."""
+"""Quantization: arithmetic, save/load round trips through load_causal_lm, the CLI, measurements and bad input."""
 
 import json
 
 import pytest
 import torch
 
-from tailor.runtime.kernels import Int8Experts
-from tailor.evaluation.measure import before_after_table, count_weights, measure
-from tailor.compression.quantize import (MANIFEST, WEIGHTS, check_method, dequantize_int4, quantize, quantize_int4,
-                                         quantize_int8)
+from tailor.adapters.loading import load_causal_lm
+from tailor.compression.quantize import MANIFEST, WEIGHTS, check_method, quantize, quantize_int4, quantize_int8
 from tailor.errors import TailorError
+from tailor.evaluation.measure import before_after_table, count_weights, measure
 from tailor.models.loading import count_parameters, load_model
+from tailor.runtime.quantized import Int8Experts, dequantize_int4
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
 
@@ -44,7 +44,7 @@ def test_deepseek_quantized_saves_and_loads_again(deepseek_dir, tmp_path, method
     assert not any("experts" in k for k in manifest["not_quantized"])
     assert manifest["expert_weight_bytes"]["ratio"] <= 0.30
     original = dict(load_model(deepseek_dir).named_parameters())
-    loaded = load_model(out)
+    loaded = load_causal_lm(out)
     for name in manifest["quantized_experts"]:
         parent, _, attr = name.rpartition(".")
         experts = loaded.get_submodule(parent)
@@ -58,11 +58,11 @@ def test_deepseek_quantized_saves_and_loads_again(deepseek_dir, tmp_path, method
     assert "lm_head" in manifest["quantized"]
     if method.startswith("int8"):
         assert manifest["linear_weight_bytes"]["ratio"] <= 0.30
-    model = load_model(out)
+    model = load_causal_lm(out)
     got = _logits(model)
     assert got.shape == ref.shape
     assert (got - ref).abs().max() < tol * ref.abs().max()
-    assert torch.equal(got, _logits(load_model(out)))  # loading is deterministic
+    assert torch.equal(got, _logits(load_causal_lm(out)))  # loading is deterministic
     total, _ = count_weights(model)
     assert total == count_parameters(load_model(deepseek_dir))[1]  # a quantized weight counts as the weights it stands for
     with pytest.raises(OSError):  # plain from_pretrained must not load a half-initialised model
@@ -82,7 +82,7 @@ def test_decoding_defaults_come_from_generation_config(llama_dir, tmp_path):
 
     load_tokenizer(llama_dir).save_pretrained(src)
     quantize(src, "int8-weight", tmp_path / "q")
-    got, want = load_model(tmp_path / "q").generation_config, load_model(src).generation_config
+    got, want = load_causal_lm(tmp_path / "q").generation_config, load_model(src).generation_config
     assert got.use_cache is not False and got.to_dict() == want.to_dict()
 
 
@@ -90,7 +90,7 @@ def test_tied_lm_head_is_kept_and_int4_group_size_checked(qwen2_dir, tmp_path):
     manifest = quantize(qwen2_dir, "int4-weight", tmp_path / "q", group_size=32)
     assert "lm_head" not in manifest["quantized"]
     assert "tied" in manifest["not_quantized"]["lm_head.weight"]
-    model = load_model(tmp_path / "q")
+    model = load_causal_lm(tmp_path / "q")
     assert model.lm_head.weight is model.model.embed_tokens.weight
     assert torch.isfinite(_logits(model)).all()
     with pytest.raises(TailorError, match="even number"):
@@ -111,13 +111,15 @@ def test_bad_methods_and_directories(llama_dir, tmp_path):
     quantize(llama_dir, "int8-dynamic", out)
     with pytest.raises(TailorError, match="cannot be trained"):
         load_model(out, for_training=True)
+    with pytest.raises(TailorError, match="load it with tailor.adapters.loading.load_any"):
+        load_model(out)  # models/ loads what transformers loads; tailor's int8 layers are rebuilt by the runtime
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({**manifest, "method": "fp3"}))
     with pytest.raises(TailorError, match="unknown method"):
-        load_model(out)
+        load_causal_lm(out)
     (out / MANIFEST).write_text(json.dumps({**manifest, "quantized": manifest["quantized"] + ["model.extra"]}))
     with pytest.raises(TailorError, match="lacks the quantized weights of model.extra"):
-        load_model(out)
+        load_causal_lm(out)
 
 
 def test_measure_and_table(llama_dir, chat_file, tmp_path):

@@ -32,9 +32,9 @@ def test_sampling_is_reproducible_with_a_seed(llama_dir, eval_file):
 
 def test_answer_nll_counts_only_assistant_tokens(llama_dir, tokenizer):
     from tailor.data.templates import encode_conversation
-    from tailor.evaluation.run import load_for_eval
+    from tailor.adapters.loading import load_any
 
-    model, tok = load_for_eval(llama_dir)
+    model, tok = load_any(llama_dir)
     total, count, per_ex = answer_nll(model, tok, CONVERSATIONS, batch_size=2)
     expected = sum(sum(1 for lab in encode_conversation(tok, c, 1024)["labels"][1:] if lab != -100) for c in CONVERSATIONS)
     assert count == expected and len(per_ex) == len(CONVERSATIONS) and total > 0

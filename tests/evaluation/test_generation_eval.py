@@ -10,14 +10,15 @@ from tailor.config import EvalConfig
 from tailor.data.templates import encode_conversation, encode_prompt
 from tailor.evaluation import efficiency
 from tailor.evaluation.robustness import perturb, typo
-from tailor.evaluation.run import load_for_eval, run
+from tailor.adapters.loading import load_any
+from tailor.evaluation.run import run
 from tailor.models.generation import decoding_kwargs, generate
 from tests.conftest import CONVERSATIONS, write_jsonl
 
 
 @pytest.fixture(scope="module")
 def loaded(llama_dir):
-    return load_for_eval(llama_dir)
+    return load_any(llama_dir)
 
 
 @pytest.fixture

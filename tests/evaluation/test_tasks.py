@@ -9,7 +9,8 @@ import torch
 from tailor.cli import main
 from tailor.config import EvalConfig, build
 from tailor.errors import TailorError
-from tailor.evaluation.run import load_for_eval, run
+from tailor.adapters.loading import load_any
+from tailor.evaluation.run import run
 from tailor.evaluation.scoring import encode_turn
 from tests.conftest import CORPUS, write_jsonl
 
@@ -22,7 +23,7 @@ RET_ROWS = [{"query": "How long can I return a laptop?", "candidates": ["30 days
 
 @pytest.fixture(scope="module")
 def loaded(llama_dir):
-    return load_for_eval(llama_dir)
+    return load_any(llama_dir)
 
 
 def _logprob(model, ids: list[int], labels: list[int]) -> float:

@@ -18,7 +18,7 @@ HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
 @pytest.fixture
 def in_process(monkeypatch):
     """The same measurements without the fresh processes (a few seconds of imports each); the onnx test keeps them."""
-    from tailor.compression import measure
+    from tailor.evaluation import measure
     from tailor.export import report
 
     monkeypatch.setattr(measure, "measure_isolated", measure.measure)

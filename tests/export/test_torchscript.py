@@ -25,3 +25,13 @@ def test_traced_module_greedy_matches(arch, request, tmp_path, reference):
         with torch.jit.optimized_execution(False):
             got = load_torchscript(out)(ids, mask)
     torch.testing.assert_close(got[mask.bool()], ref[mask.bool()], atol=1e-4, rtol=1e-4)
+
+
+def test_export_loads_the_plain_model_without_an_undo_step(deepseek_dir):
+    # Loaders install no speed-up (that is tailor.runtime.enable, which export never calls), so what export
+    # traces is transformers' own code, with no undo step before tracing.
+    from tailor import runtime
+    from tailor.export.common import load_for_export
+
+    model, _ = load_for_export(deepseek_dir)
+    assert runtime.installed(model) == [] and all("forward" not in m.__dict__ for m in model.modules())

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import tailor.runtime.decode_step as fast_decode
-from tailor.runtime.decode_step import use_fast_decode, use_transformers_decode
 from tailor.models.loading import load_model
+from tailor.runtime.decode_step import use_fast_decode, use_transformers_decode
+from tests.runtime.common import enabled
 
 IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
 
@@ -25,9 +26,10 @@ def fast_steps(monkeypatch):
 
 
 def _pair(path):
-    """(fast, reference): two loads of `path`, the second with transformers' forward restored."""
-    fast, ref = load_model(path), load_model(path)
-    assert "_transformers_model_forward" in fast.model.__dict__  # load_model installed the fast path
+    """(fast, reference): two loads of `path` with the runtime enabled, the second with transformers' forward
+    restored."""
+    fast, ref = enabled(path), enabled(path)
+    assert "_transformers_model_forward" in fast.model.__dict__  # runtime.enable installed the fast path
     assert use_transformers_decode(ref) == 1 and use_transformers_decode(ref) == 0
     return fast, ref
 
@@ -130,7 +132,7 @@ def test_other_calls_take_transformers_path_with_the_same_results(deepseek_dir, 
 
 
 def test_output_attentions_and_hooks_fall_back(deepseek_dir, fast_steps):
-    fast, ref = load_model(deepseek_dir), load_model(deepseek_dir)
+    fast, ref = enabled(deepseek_dir), enabled(deepseek_dir)
     use_transformers_decode(ref)
     for m in (fast, ref):
         m.set_attn_implementation("eager")
@@ -152,18 +154,19 @@ def test_output_attentions_and_hooks_fall_back(deepseek_dir, fast_steps):
     assert len(seen) == 3 and not fast_steps  # the hook ran: the layers were called as modules
 
 
-def test_only_deepseek_v3_inference_loads_get_the_fast_path(deepseek_dir, llama_dir):
+def test_only_deepseek_v3_models_get_the_fast_path(deepseek_dir, llama_dir):
     assert use_fast_decode(load_model(llama_dir)) == 0  # another architecture: nothing replaced
-    assert "_transformers_model_forward" not in load_model(llama_dir).model.__dict__
+    assert "_transformers_model_forward" not in enabled(llama_dir).model.__dict__
     trained = load_model(deepseek_dir, for_training=True)
     assert "_transformers_model_forward" not in trained.model.__dict__
-    fast = load_model(deepseek_dir)
+    assert "_transformers_model_forward" not in load_model(deepseek_dir).model.__dict__  # loaders install nothing
+    fast = enabled(deepseek_dir)
     assert use_fast_decode(fast) == 0  # already installed: idempotent
 
 
 def test_int8_weight_model_matches_its_own_slow_path(deepseek_dir, tmp_path, fast_steps):
-    from tailor.runtime.kernels import Int8WeightLinear
     from tailor.compression.quantize import quantize
+    from tailor.runtime.quantized import Int8WeightLinear
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
     fast, ref = _pair(tmp_path / "q")
@@ -193,7 +196,7 @@ def test_serving_engine_gives_the_same_answers_with_the_fast_path(deepseek_dir, 
 
 @pytest.mark.parametrize("flag", ["jit.is_tracing", "compiler.is_compiling", "compiler.is_exporting"])
 def test_tracing_compiling_and_exporting_record_transformers_graph(deepseek_dir, fast_steps, monkeypatch, flag):
-    fast = load_model(deepseek_dir)
+    fast = enabled(deepseek_dir)
     owner, name = flag.split(".")
     monkeypatch.setattr(getattr(torch, owner), name, lambda: True)
     assert "_transformers_model_forward" in fast.model.__dict__  # installed, and declines while the flag is up
@@ -256,7 +259,7 @@ def test_kept_expansion_follows_every_change_to_the_cache(deepseek_dir, fast_ste
 
 
 def test_a_router_replaced_after_install_falls_back(deepseek_dir, fast_steps):
-    """peft wraps the router (LoRA on it) after load_model installed the step; reading the old module's weight
+    """peft wraps the router (LoRA on it) after runtime.enable installed the step; reading the old module's weight
     would skip the adapter (seen in the quickstart: 'ParamWrapper' has no e_score_correction_bias)."""
 
     class Wrapped(torch.nn.Module):  # like peft's wrapper: the original inside, other attributes

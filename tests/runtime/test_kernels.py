@@ -3,10 +3,12 @@
 import pytest
 import torch
 
-from tailor.runtime.kernels import (Int8Experts, experts_forward, int8_linear, int8pack_ok, own_int8,
-                                        use_decode_experts)
 from tailor.compression.quantize import quantize_int8
 from tailor.models.loading import load_model
+from tailor.runtime.experts import experts_forward, use_decode_experts
+from tailor.runtime.kernels import int8_linear, int8pack_ok, own_int8, use_kernels
+from tailor.runtime.quantized import Int8Experts
+from tests.runtime.common import enabled
 
 
 def _rel(a, b):
@@ -61,11 +63,12 @@ IDS = torch.tensor([[1, 5, 7, 9, 11, 20, 33, 40]])
 
 
 def test_decode_experts_path_equals_transformers_experts(deepseek_dir, llama_dir):
-    from tailor.runtime.kernels import use_transformers_experts
+    from tailor.runtime.experts import use_transformers_experts
 
-    fast = load_model(deepseek_dir)  # inference loads take the decode path already
+    fast = enabled(deepseek_dir)  # runtime.enable installed the decode path
     assert use_decode_experts(fast) == 0 and "_transformers_forward" in fast.model.layers[-1].mlp.experts.__dict__
-    ref = load_model(deepseek_dir)
+    assert "_transformers_forward" not in load_model(deepseek_dir).model.layers[-1].mlp.experts.__dict__
+    ref = enabled(deepseek_dir)
     assert use_transformers_experts(ref) >= 1 and use_transformers_experts(ref) == 0
     assert use_decode_experts(load_model(llama_dir)) == 0  # dense: nothing to replace
     assert "_transformers_forward" not in load_model(deepseek_dir, for_training=True).model.layers[-1].mlp.experts.__dict__
@@ -87,6 +90,7 @@ def _int8_experts(experts):
     with torch.no_grad():  # the float module now holds exactly the weights the int8 one stands for
         experts.gate_up_proj.copy_(module.gate_up_qweight.float() * module.gate_up_scale.unsqueeze(-1))
         experts.down_proj.copy_(module.down_qweight.float() * module.down_scale.unsqueeze(-1))
+    assert use_kernels(module) == 1  # the int8 kernels, as runtime.enable switches them on
     return module
 
 
@@ -115,8 +119,8 @@ def test_quantized_moe_runs_in_bfloat16_and_after_a_move(deepseek_dir, tmp_path)
     from tailor.compression.quantize import quantize
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
-    f32 = load_model(tmp_path / "q")
-    bf16 = load_model(tmp_path / "q", dtype="bfloat16")
+    f32 = enabled(tmp_path / "q")
+    bf16 = enabled(tmp_path / "q", dtype="bfloat16")
     with torch.no_grad():
         a, b = f32(IDS).logits, bf16(IDS).logits.float()
     assert torch.isfinite(b).all() and _rel(b, a) < 0.1
@@ -127,11 +131,13 @@ def test_quantized_moe_runs_in_bfloat16_and_after_a_move(deepseek_dir, tmp_path)
 
 @pytest.mark.parametrize("out_features,group", [(48, 32), (40, 32), (48, 16)])  # 40: padded rows; 16: dequantized
 def test_int4_linear_matches_the_dequantized_float_product(out_features, group):
-    from tailor.compression.quantize import Int4WeightLinear, dequantize_int4, quantize_int4
+    from tailor.compression.quantize import quantize_int4
+    from tailor.runtime.quantized import Int4WeightLinear, dequantize_int4
 
     torch.manual_seed(0)
     packed, scale = quantize_int4(torch.randn(out_features, 128), group)
     layer = Int4WeightLinear(packed, scale, torch.randn(out_features))
+    use_kernels(layer)
     x = torch.randn(2, 3, 128)
     want = torch.nn.functional.linear(x, dequantize_int4(packed, scale), layer.bias)
     got = layer(x)
@@ -154,8 +160,9 @@ def test_int8_weight_model_runs_on_a_gpu_through_the_dequantizing_path(deepseek_
     from tailor.compression.quantize import quantize
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
-    cpu = load_model(tmp_path / "q", device="cpu")
-    gpu = load_model(tmp_path / "q", device="cuda", dtype="float32")
+    cpu = enabled(tmp_path / "q", device="cpu")
+    gpu = enabled(tmp_path / "q", device="cuda", dtype="float32")
+    assert cpu.model.layers[0].self_attn.o_proj.kernels and not gpu.model.layers[0].self_attn.o_proj.kernels
     with torch.no_grad():
         a, b = cpu(IDS).logits, gpu(IDS.cuda()).logits.cpu()
     assert _rel(b, a) < 2e-2  # the CPU side rounds activations to bf16 inside its kernel
@@ -180,7 +187,7 @@ def test_quantized_moe_serves_batched_rows_as_it_answers_them_alone(deepseek_dir
     from tests.conftest import engine_answers
 
     quantize(deepseek_dir, "int8-weight", tmp_path / "q")
-    model, tok = load_model(tmp_path / "q"), load_tokenizer(tmp_path / "q")
+    model, tok = enabled(tmp_path / "q"), load_tokenizer(tmp_path / "q")
     prompts = [tok.encode(t) for t in ("hello", "How long can I return a laptop?", "Shipping takes", "tents?",
                                        "Our store opens at")]
     alone, batched = engine_answers(model, tok, prompts)

@@ -7,24 +7,23 @@ Methods (`METHODS`):
   fly, so matrix products run in int8. CPU only.
 - int8-weight: int8 per-output-channel weights kept int8 in memory. On CPU the products run in
   `torch._weight_int8pack_mm` (weight-only int8, bfloat16 activations inside the kernel; see
-  `tailor.runtime.kernels`); elsewhere the weight is dequantized inside the layer.
+  `tailor.runtime.kernels`, once `tailor.runtime.enable` switched them on); elsewhere the weight is
+  dequantized inside the layer.
 - int4-weight: int4 weights in groups of `group_size` input channels (one scale per group), two
   weights packed per byte. On CPU the products run in `torch._weight_int4pack_mm_for_cpu` where the
-  shape allows (`kernels.int4_linear`); elsewhere the weight is dequantized inside the layer.
+  shape allows (`tailor.runtime.kernels.int4_linear`); elsewhere the weight is dequantized inside the layer.
 - bnb-8bit / bnb-4bit: bitsandbytes through transformers' `BitsAndBytesConfig`; CUDA only.
 
 The tailor methods write config.json, tokenizer files, `model.quantized.safetensors` (int8 or packed
 uint8 weights plus float scales; every other tensor as it was) and `tailor_quantization.json` (the
-method and which weights were and were not quantized, with reasons). `load_quantized` rebuilds the
-model from config.json and puts the quantized layers back; `tailor.models.loading.load_model` calls
-it when that file is present, so `tailor chat`/`tailor eval` accept the directory. The weight file is
-deliberately not named model.safetensors: plain `from_pretrained` then fails loudly instead of loading
-a half-initialised model.
+method and which weights were and were not quantized, with reasons). The layers that run them and their
+loader live in `tailor.runtime.quantized` (`load_quantized`); `tailor.adapters.loading.load_any` calls it
+when that file is present, so `tailor chat`/`tailor eval` accept the directory.
 
 `nn.Linear` layers are quantized as the method says. DeepSeek-V3 MoE experts in transformers 5 are
 fused 3-D parameters used inside one module's forward: every tailor method stores them int8 (one scale
 per expert output row, listed under `quantized_experts`), and at load they become
-`kernels.Int8Experts`, which keeps them int8 in memory and, for the few tokens of a decoding step, runs
+`tailor.runtime.quantized.Int8Experts`, which keeps them int8 in memory and, for the few tokens of a decoding step, runs
 only the routed experts' int8 products. Expert layouts that module does not cover (their own gate,
 biases, transposed weights) are dequantized to float at load instead. The router, embeddings and an
 lm_head tied to the embeddings stay in float and are listed under `not_quantized` with the reason.
@@ -39,15 +38,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tailor.runtime.kernels import Int8Experts, Int8WeightLinear, int4_linear, is_fused_experts
 from tailor.errors import TailorError
-
-MANIFEST = "tailor_quantization.json"
-WEIGHTS = "model.quantized.safetensors"
-FORMAT_VERSION = 1
-_TAILOR = ("int8-dynamic", "int8-weight", "int4-weight")
-_BNB = ("bnb-8bit", "bnb-4bit")
-METHODS = _TAILOR + _BNB
+from tailor.runtime.quantized import BNB_METHODS as _BNB, FORMAT_VERSION, MANIFEST, METHODS, WEIGHTS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,52 +61,6 @@ def quantize_int4(w: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch
     scale = (g.abs().amax(dim=-1) / 7).clamp(min=1e-12)
     q = (torch.round(g / scale.unsqueeze(-1)).clamp(-8, 7) + 8).to(torch.uint8).reshape(out_f, in_f)
     return q[:, 0::2] | (q[:, 1::2] << 4), scale
-
-
-def dequantize_int4(packed: torch.Tensor, scale: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
-    """Inverse of `quantize_int4` (up to rounding): a [out, in] weight in `dtype`."""
-    out_f = packed.shape[0]
-    q = torch.stack((packed & 0xF, packed >> 4), dim=-1).reshape(out_f, -1).to(dtype) - 8
-    groups = scale.shape[1]
-    return (q.reshape(out_f, groups, -1) * scale.to(dtype).unsqueeze(-1)).reshape(out_f, -1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Runtime layers
-
-
-class Int4WeightLinear(nn.Module):
-    """A Linear whose weight is stored as packed int4 with one scale per group of input channels."""
-
-    def __init__(self, qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        super().__init__()
-        self.out_features, self.in_features = qweight.shape[0], qweight.shape[1] * 2
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scale", scale)
-        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return int4_linear(self, x, dequantize_int4)
-
-
-def _dynamic_linear(qweight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
-    out_f, in_f = qweight.shape
-    layer = DynamicLinear(in_f, out_f, bias_=bias is not None, dtype=torch.qint8)
-    # Re-quantizing q * scale with the same scales gives back q exactly.
-    w = torch.quantize_per_channel(qweight.float() * scale.unsqueeze(-1), scale.double(),
-                                   torch.zeros(out_f, dtype=torch.long), axis=0, dtype=torch.qint8)
-    layer.set_weight_bias(w, bias.float() if bias is not None else None)
-    return layer
-
-
-def _runtime_layer(method: str, qweight, scale, bias) -> nn.Module:
-    if method == "int8-dynamic":
-        return _dynamic_linear(qweight, scale, bias)
-    if method == "int8-weight":
-        return Int8WeightLinear(qweight, scale, bias)
-    return Int4WeightLinear(qweight, scale, bias)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,87 +222,3 @@ def _quantize_bnb(model_dir, method: str, out: Path, trust_remote_code: bool) ->
                                      f"and embeddings stay in the compute dtype)" for n, d in kept.items()}}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     return manifest
-
-
-# ---------------------------------------------------------------------------------------------
-# Load
-
-
-def read_manifest(model_dir: str | Path) -> dict | None:
-    """The directory's tailor_quantization.json, or None when it is not a quantized model."""
-    path = Path(model_dir) / MANIFEST
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TailorError(f"{MANIFEST} is not valid JSON: {e}", where=str(path)) from None
-    if manifest.get("method") not in METHODS:
-        raise TailorError(f"{MANIFEST} names an unknown method {manifest.get('method')!r}", where=str(path),
-                          fix=f"re-quantize with tailor quantize --method one of {', '.join(METHODS)}")
-    return manifest
-
-
-def load_quantized(model_dir: str | Path, manifest: dict, config, dtype: torch.dtype, device: torch.device):
-    """Rebuild a tailor-quantized model from its directory (called by `load_model`)."""
-    from accelerate import init_empty_weights
-    from safetensors.torch import load_file
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
-    p = Path(model_dir)
-    method = manifest["method"]
-    if method == "int8-dynamic" and device.type != "cpu":
-        raise TailorError(f"{p} holds int8-dynamic layers, which run on CPUs only", where=str(p),
-                          fix="load it with device=cpu, or quantize with int8-weight / int4-weight for GPUs")
-    if method == "int8-dynamic" and dtype != torch.float32:
-        raise TailorError(f"{p} holds int8-dynamic layers, which take float32 activations, not {dtype}",
-                          where="dtype", fix="load it with dtype=float32 (or auto)")
-    if not (p / WEIGHTS).is_file():
-        raise TailorError(f"{WEIGHTS} is missing from the quantized model {p}", where=str(p))
-    tensors = load_file(str(p / WEIGHTS))
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    layers = {}
-    for name in manifest["quantized"]:
-        try:
-            q, s = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
-        except KeyError:
-            raise TailorError(f"{WEIGHTS} lacks the quantized weights of {name}", where=str(p),
-                              fix="the directory is incomplete: quantize the model again") from None
-        layers[name] = _runtime_layer(method, q, s, tensors.pop(f"{name}.bias", None))
-    int8_experts, expert_q = {}, {}
-    for name in manifest.get("quantized_experts", []):
-        try:
-            expert_q[name] = tensors.pop(f"{name}.qweight"), tensors.pop(f"{name}.scale")
-        except KeyError:
-            raise TailorError(f"{WEIGHTS} lacks the quantized expert weights {name}", where=str(p),
-                              fix="the directory is incomplete: quantize the model again") from None
-    for name, (q, s) in expert_q.items():
-        parent, _, attr = name.rpartition(".")
-        module = model.get_submodule(parent)
-        if (is_fused_experts(module) and f"{parent}.gate_up_proj" in expert_q and f"{parent}.down_proj" in expert_q):
-            int8_experts[parent] = module  # runs int8 (Int8Experts), set up below
-        else:  # an expert layout the int8 forward does not cover: float, as transformers runs it
-            tensors[name] = q.float() * s.float().unsqueeze(-1)
-    result = model.load_state_dict(tensors, strict=False, assign=True)
-    replaced = {f"{name}.{k}" for name in layers for k in ("weight", "bias")}
-    replaced |= {f"{name}.{k}" for name in int8_experts for k in ("gate_up_proj", "down_proj")}
-    missing = [k for k in result.missing_keys if k not in replaced and k not in manifest.get("tied", {})]
-    if missing or result.unexpected_keys:
-        raise TailorError(f"{WEIGHTS} does not match config.json: missing {missing[:3]}, unexpected "
-                          f"{result.unexpected_keys[:3]}", where=str(p), fix="quantize the model again")
-    for name, layer in layers.items():
-        model.set_submodule(name, layer)
-    for name, module in int8_experts.items():
-        model.set_submodule(name, Int8Experts(module, expert_q[f"{name}.gate_up_proj"], expert_q[f"{name}.down_proj"]))
-    for alias, source in manifest.get("tied", {}).items():
-        parent, _, attr = alias.rpartition(".")
-        src_parent, _, src_attr = source.rpartition(".")
-        setattr(model.get_submodule(parent), attr, getattr(model.get_submodule(src_parent), src_attr))
-    if (p / "generation_config.json").is_file():
-        # from_config derives decoding defaults from config.json (where training may have left use_cache=false,
-        # which makes every decoding step re-read the whole sequence); from_pretrained reads this file instead.
-        model.generation_config = GenerationConfig.from_pretrained(p, local_files_only=True)
-    model.to(dtype).to(device)
-    return model
-

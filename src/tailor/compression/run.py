@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tailor.config import MEASURE_MAX_EXAMPLES
+
 
 @dataclass
 class CompressionResult:
@@ -38,9 +40,9 @@ def _finish(out: Path, title: str, details: dict, before: dict | None, after: di
 
 
 def quantize(model_dir, method: str, out_dir, eval_data: list[str] | None = None, group_size: int = 32,
-             measure: bool = True, max_examples: int = 32, console=None) -> CompressionResult:
+             measure: bool = True, max_examples: int = MEASURE_MAX_EXAMPLES, console=None) -> CompressionResult:
     """Quantize `model_dir` into `out_dir` with `method`; measure before and after unless measure=False."""
-    from tailor.compression import measure as M
+    from tailor.evaluation import measure as M
     from tailor.compression.quantize import check_method
     from tailor.compression.quantize import quantize as do_quantize
 
@@ -53,10 +55,10 @@ def quantize(model_dir, method: str, out_dir, eval_data: list[str] | None = None
 
 def prune(model_dir, method: str, out_dir, amount: float = 0.2, scope: str = "global",
           calibration_data: list[str] | None = None, recover_steps: int = 0, recover_data: list[str] | None = None,
-          eval_data: list[str] | None = None, measure: bool = True, max_examples: int = 32,
+          eval_data: list[str] | None = None, measure: bool = True, max_examples: int = MEASURE_MAX_EXAMPLES,
           console=None) -> CompressionResult:
     """Prune `model_dir` into `out_dir`; optional recovery fine-tuning; measure before and after."""
-    from tailor.compression import measure as M
+    from tailor.evaluation import measure as M
     from tailor.compression.prune import check_args
     from tailor.compression.prune import prune as do_prune
 

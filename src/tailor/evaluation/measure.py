@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from tailor.config import EvalConfig
+from tailor.config import MEASURE_MAX_EXAMPLES, EvalConfig
 from tailor.errors import TailorError
 
 ROWS = (  # key, label, lower is better
@@ -65,8 +65,7 @@ def count_weights(model) -> tuple[int, int]:
     """(parameters, non-zero parameters), quantized layers counted as the float weights they replace."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    from tailor.runtime.kernels import Int8Experts
-    from tailor.compression.quantize import Int4WeightLinear, Int8WeightLinear
+    from tailor.runtime.quantized import Int4WeightLinear, Int8Experts, Int8WeightLinear
 
     total = nonzero = 0
     seen = set()  # shared (tied) parameters count once
@@ -132,24 +131,32 @@ def task_of(paths: list[str]) -> str:
         return "lm"
 
 
-def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max_examples: int = 32,
+def measure(model_dir: str | Path, eval_data: list[str] | str | None = None, max_examples: int = MEASURE_MAX_EXAMPLES,
             max_new_tokens: int = 32, decode_tokens: int = 32, model=None, tokenizer=None,
-            threads: int | None = None) -> dict:
-    """Size, parameters, peak memory, decode speed, and (with eval_data) perplexity and the main metric."""
+            threads: int | None = None, runtime: bool = True) -> dict:
+    """Size, parameters, peak memory, decode speed, and (with eval_data) perplexity and the main metric.
+
+    A model loaded here gets the CPU speed-ups of `tailor.runtime.enable` unless `runtime` is False, as
+    `tailor eval` loads it; `runtime_patches` in the result names those installed."""
     # Imported before the memory baseline: code loaded once per process is not the model's footprint.
     import transformers.generation.utils  # noqa: F401
     from transformers import AutoModelForCausalLM  # noqa: F401
 
-    from tailor.evaluation.run import load_for_eval, run
+    from tailor import runtime as speedups
+    from tailor.adapters.loading import load_any
+    from tailor.evaluation.run import run
 
     if threads:
         torch.set_num_threads(threads)
     rss0 = rss_reset()
     t0 = time.perf_counter()
     if model is None:
-        model, tokenizer = load_for_eval(model_dir)
+        model, tokenizer = load_any(model_dir)
+        if runtime:
+            speedups.enable(model)
     result = {"model_dir": str(model_dir), "size_on_disk_mb": weights_size(model_dir) / 2**20,
-              "load_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+              "load_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads(),
+              "runtime_patches": speedups.installed(model)}
     result["parameters"], result["nonzero_parameters"] = count_weights(model)
     result["device"] = next(model.parameters()).device.type
     result.update(decode_speed(model, tokenizer, new_tokens=decode_tokens))

@@ -1,7 +1,8 @@
 """The evaluation stage: one entry point for every task, the same prompt path as training and serving.
 
 `run(model_dir, data, cfg)` evaluates a model directory, an adapter directory (its base is found
-from adapter_config.json) or a base plus `adapter=`, on one of four tasks (`eval.task`):
+from adapter_config.json) or a base plus `adapter=`, loaded by `tailor.adapters.loading.load_any` with
+the CPU speed-ups of `tailor.runtime.enable` unless eval.runtime=false, on one of four tasks (`eval.task`):
 
 - generation (default): answers generated in batches, scored by exact match, normalized exact
   match, token F1, fact accuracy (the answer contains the record's `answer`), BLEU, chrF, ROUGE,
@@ -50,26 +51,6 @@ class EvalResult:
     files: dict = field(default_factory=dict)  # name -> path written (with out_dir)
 
 
-def load_for_eval(model_dir: str | Path, adapter: str | Path | None = None, dtype: str = "auto",
-                  trust_remote_code: bool = False):
-    """(model, tokenizer) for a model dir, an adapter dir, or a base plus an adapter; a sequence classifier (or an
-    adapter trained on one) loads as AutoModelForSequenceClassification."""
-    from tailor.adapters.merge import is_adapter_dir, load_with_adapter, tokenizer_dir
-    from tailor.models.loading import is_sequence_classifier, load_classifier, load_model, load_tokenizer
-
-    head = adapter or model_dir
-    if is_sequence_classifier(head):
-        model = load_classifier(head, base=model_dir if adapter else None, dtype=dtype, trust_remote_code=trust_remote_code)
-        tok_dir = tokenizer_dir(head, model_dir if adapter else None) if is_adapter_dir(head) else head
-        return model, load_tokenizer(tok_dir, trust_remote_code=trust_remote_code)
-    if adapter:
-        return load_with_adapter(adapter, base=model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    if is_adapter_dir(model_dir):
-        return load_with_adapter(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    model = load_model(model_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    return model, load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-
-
 def check_task(task: str) -> str:
     """The task name, or an error naming the nearest valid one."""
     if task not in TASKS:
@@ -114,7 +95,12 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
                           f"'{cfg.task}' does not apply", where="eval.task / --task",
                           fix="evaluate it with --task classification on {text, label} rows")
     if model is None:
-        model, tokenizer = load_for_eval(model_dir, adapter)
+        from tailor import runtime
+        from tailor.adapters.loading import load_any
+
+        model, tokenizer = load_any(model_dir, adapter)
+        if cfg.runtime:  # CPU speed-ups (eval.runtime=false: transformers' own path)
+            runtime.enable(model)
     set_chat_template(tokenizer, chat_template)
     device = next(model.parameters()).device
     t0 = efficiency.start(device)
@@ -125,8 +111,10 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
         metrics, examples = module.evaluate(model, tokenizer, records, cfg)
     seconds = time.perf_counter() - t0
     if cfg.efficiency:
+        from tailor.runtime import installed
+
         eff = {"seconds": seconds, "examples_per_second": len(examples) / seconds if seconds else float("nan"),
-               "device": str(device)}
+               "device": str(device), "runtime": installed(model)}
         if cfg.task == "generation":
             eff["generation_seconds"] = metrics.pop("_generation_seconds")
             eff["answers_per_second"] = len(examples) / eff["generation_seconds"] if eff["generation_seconds"] else float("nan")

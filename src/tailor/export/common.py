@@ -16,10 +16,11 @@ def load_for_export(model_path: str | Path):
     """(model, tokenizer) in float32 on CPU, eval mode; an adapter directory is merged into its base.
 
     float32 because the exported graphs must reproduce PyTorch's greedy tokens, and merging LoRA
-    deltas in full precision loses nothing before a format casts down (f16, q8_0).
+    deltas in full precision loses nothing before a format casts down (f16, q8_0). No runtime speed-up is
+    installed (tailor.runtime.enable is never called here): a traced graph holds transformers' own code.
     """
-    from tailor.adapters.merge import is_adapter_dir, load_with_adapter
-    from tailor.models.loading import is_model_dir, load_model, load_tokenizer
+    from tailor.adapters.loading import is_adapter_dir, load_causal_lm, load_with_adapter
+    from tailor.models.loading import is_model_dir, load_tokenizer
 
     path = Path(model_path)
     if not path.exists():
@@ -28,27 +29,20 @@ def load_for_export(model_path: str | Path):
         model, tokenizer = load_with_adapter(path, dtype="float32")
         model = model.merge_and_unload()
     elif is_model_dir(path):
-        model, tokenizer = load_model(path, dtype="float32", device="cpu"), load_tokenizer(path)
+        model, tokenizer = load_causal_lm(path, dtype="float32", device="cpu"), load_tokenizer(path)
     else:
         raise TailorError(
             f"{path} is neither a model directory (config.json) nor an adapter directory (adapter_config.json)",
             where=str(path),
             fix="pass a directory saved by `tailor train`, `tailor merge` or `tailor model init`",
         )
-    from tailor.runtime.kernels import use_transformers_experts
-    from tailor.runtime.decode_step import use_transformers_decode
-
-    # Inference loads run tailor's decode shortcuts, whose Python control flow depends on the data (routed
-    # experts, cache state): an exported graph must hold transformers' own tensor code instead.
-    use_transformers_experts(model)
-    use_transformers_decode(model)
     model.to("cpu").eval()
     return model, tokenizer
 
 
 def stored_dtype(model_path: str | Path) -> torch.dtype:
     """The dtype the checkpoint (or an adapter's base) was saved in; float32 when it does not say."""
-    from tailor.adapters.merge import adapter_base, is_adapter_dir
+    from tailor.adapters.loading import adapter_base, is_adapter_dir
 
     path = Path(model_path)
     if is_adapter_dir(path):

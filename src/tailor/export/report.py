@@ -36,7 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from tailor.config import EvalConfig
+from tailor.config import MEASURE_MAX_EXAMPLES, EvalConfig
 from tailor.errors import TailorError
 
 RUNTIMES = {"safetensors": "transformers (PyTorch)", "onnx": "ONNX Runtime", "torchscript": "TorchScript",
@@ -231,7 +231,7 @@ def _speed(runtime, prompt: list[int], n: int, repeats: int = 3) -> dict:
 
 
 def measure_runtime(fmt: str, out: str | Path, tokenizer_dir: str | Path, eval_data: list[str] | None = None,
-                    max_examples: int = 32, max_new_tokens: int = 32, decode_tokens: int = 32,
+                    max_examples: int = MEASURE_MAX_EXAMPLES, max_new_tokens: int = 32, decode_tokens: int = 32,
                     threads: int | None = None) -> dict:
     """The after-figures of an onnx, torchscript or gguf export, measured in its own runtime (this process)."""
     from tailor.evaluation.measure import SPEED_PROMPT, rss_reset, status_kb
@@ -306,12 +306,12 @@ def measure_runtime_isolated(fmt: str, out: str | Path, tokenizer_dir: str | Pat
 @torch.no_grad()
 def torch_greedy(model_dir: str | Path, records: list[dict], max_new_tokens: int = 32) -> list[list[int]]:
     """PyTorch's greedy tokens (batch of one, up to and including eos) for each eval prompt, the model loaded
-    as `tailor eval` loads it."""
+    as `tailor eval` loads it, without runtime speed-ups: the reference is transformers' own path."""
+    from tailor.adapters.loading import load_any
     from tailor.data.templates import encode_prompt
-    from tailor.evaluation.run import load_for_eval
     from tailor.models.generation import decoding_kwargs
 
-    model, tok = load_for_eval(model_dir)
+    model, tok = load_any(model_dir)
     device = next(model.parameters()).device
     kwargs = decoding_kwargs(tok, max_new_tokens)
     out = []
@@ -327,7 +327,7 @@ def torch_greedy(model_dir: str | Path, records: list[dict], max_new_tokens: int
 
 
 def _tokenizer_dir(model_path: str | Path) -> Path:
-    from tailor.adapters.merge import is_adapter_dir, tokenizer_dir
+    from tailor.adapters.loading import is_adapter_dir, tokenizer_dir
 
     return tokenizer_dir(model_path) if is_adapter_dir(model_path) else Path(model_path)
 
@@ -359,7 +359,7 @@ def table(before: dict, after: dict, title: str, console=None) -> list[dict]:
 
 
 def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, eval_data: list[str] | None = None,
-                       max_examples: int = 32, measure: bool = True, console=None, **options) -> ExportReport:
+                       max_examples: int = MEASURE_MAX_EXAMPLES, measure: bool = True, console=None, **options) -> ExportReport:
     """Export MODEL to OUT in `fmt` and (unless measure=False) measure the source model in PyTorch and the
     artifact in its own runtime, print one before/after table and write OUT/export_report.json."""
     from tailor.evaluation.measure import measure_isolated

@@ -182,7 +182,9 @@ def load_model(
 ):
     """Load a causal LM from a local checkpoint directory onto `device` in the resolved dtype.
 
-    The model is returned in eval mode unless `for_training`.
+    The model is what transformers returns, untouched (no speed-up installed: that is `tailor.runtime.enable`),
+    in eval mode unless `for_training`. A directory written by `tailor quantize` (int8/int4) is refused here;
+    `tailor.adapters.loading.load_any` loads it.
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -203,23 +205,15 @@ def load_model(
                           fix="evaluate it with `tailor eval MODEL --task classification`, or load it with "
                               "transformers' AutoModelForSequenceClassification / pipeline('text-classification')")
 
+    if tailor_quantized(p):
+        if for_training:
+            raise TailorError(f"{p} is quantized by `tailor quantize`; its weights cannot be trained", where=str(p),
+                              fix="train the float model it was made from, then quantize again")
+        raise TailorError(f"{p} was quantized by `tailor quantize`: its int8/int4 layers are rebuilt by tailor's "
+                          "runtime, not by transformers", where=str(p),
+                          fix="load it with tailor.adapters.loading.load_any (what tailor eval, chat and serve use)")
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target, for_training=for_training)
-    quantized = _tailor_quantization(p, for_training)
-    if quantized is not None:
-        from tailor.compression.quantize import load_quantized
-
-        if device in (None, "", "auto") and quantized["method"] == "int8-dynamic" and target.type != "cpu":
-            target = torch.device("cpu")  # its kernels are CPU-only; an explicit GPU request still errors
-            torch_dtype = resolve_dtype(dtype, target, for_training=for_training)  # auto: float32, not the GPU's bf16
-        config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
-        model = load_quantized(p, quantized, config, torch_dtype, target)
-        model.train(False)
-        if target.type == "cpu":
-            from tailor.runtime.decode_step import use_fast_decode
-
-            use_fast_decode(model)  # the same lean decoding step as float models; the int8 modules are called as they are
-        return model
     bnb = (raw.get("quantization_config") or {}).get("quant_method") == "bitsandbytes"
     if bnb and target.type != "cuda":
         raise TailorError(f"{p} holds bitsandbytes-quantized weights, which run on CUDA GPUs only (device: {target})",
@@ -241,16 +235,6 @@ def load_model(
         raise TailorError(f"could not load the model in {p}: {e}", where=str(p)) from None
     if not bnb:
         model.to(target)
-    if not for_training and target.type == "cpu":
-        from tailor.runtime.kernels import use_decode_experts
-        from tailor.runtime.decode_step import use_fast_decode
-
-        # Fused MoE experts: a decoding step runs only the routed experts instead of transformers' grouped walk
-        # over all of them (1.16x decode on the quickstart model, same outputs; training keeps transformers' path).
-        # CPU only: their Python control flow reads routing decisions back to the host, a sync per layer on a GPU,
-        # where transformers' grouped kernels are the faster path (and these shortcuts were measured on CPUs).
-        use_decode_experts(model)
-        use_fast_decode(model)  # DeepSeek-V3: a lean step for one decoded token of one sequence (fast_decode.py)
     model.train(for_training)
     return model
 
@@ -302,7 +286,7 @@ def load_classifier(path, base=None, dtype: str = "auto", trust_remote_code: boo
     if raw["model_type"] not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES and "auto_map" not in raw:
         raise TailorError(f"model type '{raw['model_type']}' has no sequence-classification class in transformers",
                           where=str(p / "config.json"), fix="use a Llama, Qwen2 or DeepSeek-V3 family model")
-    if _tailor_quantization(p, for_training) is not None:
+    if tailor_quantized(p):
         raise TailorError(f"{p} is quantized by tailor; only float checkpoints load as classifiers", where=str(p),
                           fix="use the float model it was made from")
     target = resolve_device(device)
@@ -338,17 +322,22 @@ def _load_classifier_adapter(p: Path, base, dtype, trust_remote_code, device, fo
     return PeftModel.from_pretrained(model, str(p), is_trainable=for_training)
 
 
-def _tailor_quantization(p: Path, for_training: bool) -> dict | None:
-    """The manifest of a model quantized by `tailor quantize` (rebuilt by tailor, not by transformers), or None."""
-    from tailor.compression.quantize import read_manifest
+# Written by `tailor quantize` next to the weights: the method and which weights were quantized. Its name is declared
+# here, the earliest stage that must recognise such a directory (tailor.runtime.quantized reads the file).
+QUANTIZED_MANIFEST = "tailor_quantization.json"
 
-    manifest = read_manifest(p)
-    if manifest is None or manifest["method"].startswith("bnb-"):  # bnb dirs load through transformers
-        return None
-    if for_training:
-        raise TailorError(f"{p} is quantized ({manifest['method']}); its weights cannot be trained",
-                          where=str(p), fix="train the float model it was made from, then quantize again")
-    return manifest
+
+def tailor_quantized(path) -> bool:
+    """True for a directory quantized by `tailor quantize` with a tailor method (int8/int4: rebuilt by
+    tailor.runtime.quantized); bitsandbytes directories load through transformers and give False."""
+    try:
+        manifest = json.loads((Path(path) / QUANTIZED_MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return False
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TailorError(f"{QUANTIZED_MANIFEST} is not valid JSON: {e}", where=str(Path(path) / QUANTIZED_MANIFEST),
+                          fix="quantize the model again") from None
+    return not str(manifest.get("method", "")).startswith("bnb-")
 
 
 def resolve_device(device: str | None = None) -> torch.device:

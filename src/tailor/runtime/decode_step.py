@@ -3,8 +3,9 @@
 transformers' DeepSeek-V3 code runs ~1,700 small tensor operations per decoded token on the quickstart model
 (mask building, output capture, rotary tables, RMSNorm dtype round trips, split/transpose/copy to assemble
 MLA keys, the grouped top-k router) around only ~50 matrix products; at this size the small operations take
-longer than the products, so they cap what int8 kernels can gain. `use_fast_decode` replaces the forward of
-each `DeepseekV3Model` in a model with `fast_forward`, which computes the same step with fewer operations
+longer than the products, so they cap what int8 kernels can gain. `use_fast_decode` (installed by
+`tailor.runtime.enable`, never by a loader) replaces the forward of each `DeepseekV3Model` instance in a model
+with `fast_forward`, which computes the same step with fewer operations
 when the call is the common single-stream decoding case (`_fast_case`): batch 1, one new token, a plain
 DynamicCache that already holds the prompt, no padding in the attention mask, eval mode, gradients off,
 float32 activations, no outputs to record (attentions, hidden states, router logits), no hooks on the layers,
@@ -28,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tailor.runtime.instance import install_forward, restore_forward
+
 
 def _output_capturing(hook) -> bool:
     # transformers installs these on the layers and the router the first time any output_* is asked for, and
@@ -36,6 +39,14 @@ def _output_capturing(hook) -> bool:
             and getattr(hook, "__name__", None) == "output_capturing_hook")
 
 
+# The private names of transformers and torch this step reads (checked before it installs); beyond these it reads
+# DeepSeek-V3 module attributes (`_claims` checks them per model) and each cache layer's keys.
+PRIVATE_NAMES = ("transformers.utils.output_capturing.install_output_capuring_hook",
+                 "transformers.cache_utils.DynamicLayer",
+                 "transformers.cache_utils.DynamicCache.get_seq_length",
+                 "transformers.configuration_utils.PreTrainedConfig._attn_implementation",
+                 "torch.nn.modules.module._global_forward_hooks",
+                 "torch.nn.modules.module._global_forward_pre_hooks")
 _RECORD_FLAGS = ("output_attentions", "output_hidden_states", "output_router_logits")
 _ROUTER_ATTRS = ("weight", "e_score_correction_bias", "num_group", "topk_group", "top_k", "norm_topk_prob",
                  "routed_scaling_factor")
@@ -185,7 +196,8 @@ def _fast_case(model, input_ids, attention_mask, position_ids, past_key_values, 
     if config._attn_implementation not in ("eager", "sdpa"):  # (attention dropout only runs in training mode)
         return None
     layers = past_key_values.layers
-    if len(layers) != len(model.layers) or any(type(c) is not DynamicLayer or not c.is_initialized for c in layers):
+    if len(layers) != len(model.layers) or any(type(c) is not DynamicLayer or not getattr(c, "is_initialized", False)
+                                               for c in layers):
         return None
     past = past_key_values.get_seq_length()
     if past == 0:
@@ -266,19 +278,21 @@ def use_fast_decode(model: nn.Module) -> int:
             # The modules fast_forward inlines instead of calling: a hook on one of them, or one replaced
             # later (peft wrapping it), means fall back.
             module.__dict__["_fast_modules"] = _inlined(module)
-            module.__dict__["_transformers_model_forward"] = module.forward
-            module.forward = fast_forward.__get__(module)
+            install_forward(module, "_transformers_model_forward", fast_forward)
             n += 1
     return n
+
+
+def installed_on(module: nn.Module) -> bool:
+    """Whether `use_fast_decode` replaced this module's forward."""
+    return "_transformers_model_forward" in module.__dict__
 
 
 def use_transformers_decode(model: nn.Module) -> int:
     """Undo `use_fast_decode`: transformers' own forward again (benchmarks and tests compare the two)."""
     n = 0
     for module in model.modules():
-        original = module.__dict__.pop("_transformers_model_forward", None)
-        if original is not None:
-            module.forward = original
+        if restore_forward(module, "_transformers_model_forward"):
             module.__dict__.pop("_fast_modules", None)
             module.__dict__.pop("_fast_rope", None)
             n += 1

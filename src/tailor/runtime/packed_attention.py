@@ -15,8 +15,15 @@ import torch
 import torch.nn.functional as F
 
 from tailor.errors import TailorError
+from tailor.runtime import guard
 
 NAME = "tailor_packed_sdpa"
+# The libraries whose internals this reads (guard.TESTED ranges) and the private names it needs.
+LIBRARIES = ("transformers",)
+PRIVATE_NAMES = ("transformers.integrations.sdpa_attention.sdpa_attention_forward",
+                 "transformers.integrations.sdpa_attention.repeat_kv", "transformers.masking_utils.sdpa_mask",
+                 "transformers.masking_utils.AttentionMaskInterface", "transformers.AttentionInterface",
+                 "transformers.configuration_utils.PreTrainedConfig._attn_implementation")
 _registered = False
 
 
@@ -89,8 +96,13 @@ def register() -> None:
 def use_packed_attention(model) -> bool:
     """Switch a model that uses sdpa to per-sample packed attention; returns whether it did.
 
-    Models with sliding-window layers keep sdpa (their window lives in the mask this implementation drops).
+    Models with sliding-window layers keep sdpa (their window lives in the mask this implementation drops), and so
+    does every model outside the tested transformers range (with one warning per process, `guard.warn_once`).
     """
+    why = guard.refusal(LIBRARIES, PRIVATE_NAMES)
+    if why:
+        guard.warn_once(f"tailor.runtime: packed attention is off, sdpa with a block-diagonal mask runs ({why})")
+        return False
     config = model.config
     if getattr(config, "_attn_implementation", None) != "sdpa":
         return False

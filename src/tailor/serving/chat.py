@@ -14,6 +14,18 @@ from tailor.models.generation import decoding_kwargs
 HELP = "commands: /reset clears the conversation, /exit (or Ctrl-D) quits"
 
 
+def load_chat_model(model_dir, adapter=None, runtime: bool = True):
+    """(model, tokenizer) for `tailor chat`: what `tailor eval` accepts (model, quantized model, adapter, base +
+    adapter), with the CPU speed-ups of `tailor.runtime.enable` unless `runtime` is False."""
+    from tailor import runtime as speedups
+    from tailor.adapters.loading import load_any
+
+    model, tokenizer = load_any(model_dir, adapter)
+    if runtime:
+        speedups.enable(model)
+    return model, tokenizer
+
+
 def stream_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, do_sample: bool = False,
                   temperature: float = 0.7, top_p: float = 0.9, on_text: Callable[[str], None] | None = None) -> str:
     """Generate one assistant turn, passing text pieces to on_text as they are decoded."""
