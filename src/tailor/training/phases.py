@@ -4,9 +4,10 @@
     model, tokenizer, base_dir = load_causal_lm(...) (or the recipe's own loading)
     data = TrainingData(...)                         the recipe's own datasets and collator
     model, parameters = prepare_model(recipe, model) dropout, adapter, parameter counts
-    args = training_arguments(...)                   tailor.training.args
-    callbacks = run_callbacks(...)                  telemetry, metrics.jsonl, TensorBoard, yours, early stopping, EMA
-    trainer = TailorTrainer(...) (or a subclass);  show_progress(trainer, name)
+    trainer = build_trainer(TailorTrainer or a subclass, ...)
+                                                     TrainingArguments (tailor.training.args), callbacks (telemetry,
+                                                     metrics.jsonl, TensorBoard, yours, early stopping, EMA),
+                                                     adversarial steps, the progress display
     output = fit(trainer, recipe, run, data)         resume checks, checkpoint manifests, trainer.train()
     return finish(trainer, recipe, run, data, ...)   final/, final_ema/, train_summary.json -> TrainResult
 
@@ -21,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
@@ -29,6 +30,9 @@ from tailor.config import Recipe, save_recipe
 from tailor.errors import TailorError
 from tailor.training.checkpoints import latest_checkpoint
 from tailor.training.distributed import is_main_process
+
+if TYPE_CHECKING:
+    from tailor.training.trainer import TailorTrainer
 
 log = logging.getLogger("tailor")
 
@@ -143,6 +147,23 @@ def prepare_model(recipe: Recipe, model):
     if t.gradient_checkpointing:
         model.config.use_cache = False
     return model, (trainable, total)
+
+
+def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenizer, data: TrainingData,
+                  callbacks: list | None, **objective) -> "TailorTrainer":
+    """`trainer_class` (TailorTrainer or an objective's subclass, whose own settings are `objective`) built with the
+    run's TrainingArguments, data, callbacks and train.adversarial, showing progress as a bar or log lines."""
+    from tailor.training.args import training_arguments
+    from tailor.training.regularize import Adversarial
+
+    t = recipe.train
+    args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None)
+    trainer = trainer_class(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                            data_collator=data.collator, processing_class=tokenizer,
+                            callbacks=run_callbacks(recipe, model, tokenizer, run.out, callbacks),
+                            adversarial=Adversarial.from_config(t), **objective)
+    show_progress(trainer, t.objective)
+    return trainer
 
 
 def run_callbacks(recipe: Recipe, model, tokenizer, out: Path, callbacks: list | None) -> list:

@@ -17,10 +17,8 @@ from pathlib import Path
 from tailor.config import Recipe
 from tailor.errors import TailorError
 from tailor.training import phases
-from tailor.training.args import training_arguments
 from tailor.training.classification import ClassificationTrainer, class_weights, label_set, read_rows
 from tailor.training.phases import TrainingData, TrainResult
-from tailor.training.regularize import Adversarial
 
 log = logging.getLogger("tailor")
 
@@ -50,15 +48,10 @@ def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     data = TrainingData(train_ds, val_ds, DataCollatorWithPadding(tokenizer), report)
     log.info("data: %s", report.summary())
     model, parameters = phases.prepare_model(recipe, model)
-    args = training_arguments(t, run.out, run.device, run.precision, has_validation=val_ds is not None)
     summary = {"labels": labels, "class_weights": weights, "train_rows_per_label": {lab: counts[lab] for lab in labels},
                "validation_rows": len(val_rows), "truncated_train_rows": cut}
-    trainer = ClassificationTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                                    data_collator=data.collator, processing_class=tokenizer,
-                                    callbacks=phases.run_callbacks(recipe, model, tokenizer, run.out, callbacks),
-                                    adversarial=Adversarial.from_config(t), labels=labels, class_weights=weights,
-                                    label_smoothing=t.label_smoothing, summary=summary)
-    phases.show_progress(trainer, t.objective)
+    trainer = phases.build_trainer(ClassificationTrainer, recipe, run, model, tokenizer, data, callbacks, labels=labels,
+                                   class_weights=weights, label_smoothing=t.label_smoothing, summary=summary)
     fitted = phases.fit(trainer, recipe, run, data)
     return phases.finish(trainer, recipe, run, data, tokenizer, base_dir, parameters, fitted)
 

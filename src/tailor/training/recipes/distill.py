@@ -16,12 +16,10 @@ from pathlib import Path
 from tailor.config import Recipe
 from tailor.errors import TailorError
 from tailor.training import distill_prompts, phases
-from tailor.training.args import training_arguments
 from tailor.training.checkpoints import latest_checkpoint
 from tailor.training.distill import DistillTrainer, check_same_vocab, drop_layers, kept_layers, load_teacher
 from tailor.training.phases import TrainResult
 from tailor.training.recipes.lm import lm_data
-from tailor.training.regularize import Adversarial
 
 
 def distill(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
@@ -43,13 +41,9 @@ def distill(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     student, tokenizer, base_dir = load_student(recipe, run, teacher, teacher_tokenizer)
     data = lm_data(recipe, tokenizer, student)
     student, parameters = phases.prepare_model(recipe, student)
-    args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None)
-    trainer = DistillTrainer(model=student, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                             data_collator=data.collator, processing_class=tokenizer,
-                             callbacks=phases.run_callbacks(recipe, student, tokenizer, run.out, callbacks),
-                             adversarial=Adversarial.from_config(t), teacher=teacher, temperature=d.temperature,
-                             alpha=d.alpha, hidden_weight=d.hidden_weight, extra_summary=prompts_report)
-    phases.show_progress(trainer, t.objective)
+    trainer = phases.build_trainer(DistillTrainer, recipe, run, student, tokenizer, data, callbacks, teacher=teacher,
+                                   temperature=d.temperature, alpha=d.alpha, hidden_weight=d.hidden_weight,
+                                   extra_summary=prompts_report)
     fitted = phases.fit(trainer, recipe, run, data)
     return phases.finish(trainer, recipe, run, data, tokenizer, base_dir, parameters, fitted)
 

@@ -3,9 +3,9 @@
     tailor train recipe.yaml            # train.objective: pretrain | sft
 
 The recipe reads top to bottom: start the run, load the model, build the data (SFT with data.packing packs
-samples into rows with per-sample attention), apply dropout and the adapter, build TrainingArguments and the
-callbacks, train, save. `start=` hands in a model already loaded (model, tokenizer, base_dir) instead of
-loading model.path / model.preset: refresh continues from a production model merged in memory that way.
+samples into rows with per-sample attention), apply dropout and the adapter, build the trainer (TrainingArguments,
+callbacks), train, save. `start=` hands in a model already loaded (model, tokenizer, base_dir) instead of loading
+model.path / model.preset: refresh continues from a production model merged in memory that way.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import logging
 
 from tailor.config import Recipe
 from tailor.training import phases
-from tailor.training.args import training_arguments
 from tailor.training.phases import TrainingData, TrainResult
-from tailor.training.regularize import Adversarial
 from tailor.training.trainer import TailorTrainer
 
 log = logging.getLogger("tailor")
@@ -25,17 +23,11 @@ log = logging.getLogger("tailor")
 def train(recipe: Recipe, callbacks: list | None = None, *, start: tuple | None = None) -> TrainResult:
     """Pretrain or fine-tune a causal LM as the recipe says; writes checkpoints, final/, metrics.jsonl,
     train_summary.json and config.yaml to train.output_dir. `callbacks` join the Trainer's."""
-    t = recipe.train
     run = phases.start(recipe)
     model, tokenizer, base_dir = start or phases.load_causal_lm(recipe, run.out)
     data = lm_data(recipe, tokenizer, model)
     model, parameters = phases.prepare_model(recipe, model)
-    args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None)
-    trainer = TailorTrainer(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                            data_collator=data.collator, processing_class=tokenizer,
-                            callbacks=phases.run_callbacks(recipe, model, tokenizer, run.out, callbacks),
-                            adversarial=Adversarial.from_config(t))
-    phases.show_progress(trainer, t.objective)
+    trainer = phases.build_trainer(TailorTrainer, recipe, run, model, tokenizer, data, callbacks)
     fitted = phases.fit(trainer, recipe, run, data)
     return phases.finish(trainer, recipe, run, data, tokenizer, base_dir, parameters, fitted)
 
