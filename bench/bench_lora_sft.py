@@ -5,7 +5,7 @@
 (A) is the recipe most guides show: `get_peft_model(model, LoraConfig(...))`, `Trainer` with
 `DataCollatorForSeq2Seq` padding every batch of --batch-size samples to its longest sample (or, with
 --baseline-padding max_length, to data.max_length as guides that tokenize with padding="max_length" do), in
-random order. (B) is `tailor.training.run.run` with `data.packing=true`: samples packed into rows of
+random order. (B) is `tailor.training.train` with `data.packing=true`: samples packed into rows of
 data.max_length with block-diagonal attention (no attention across samples), as many rows per step as give
 about the same number of optimizer steps as (A). Both start from the same base weights, the same LoRA
 settings (r 16, alpha 32, all-linear, seeded), the same tokenized samples (tailor's chat template with loss on
@@ -41,7 +41,9 @@ from transformers import TrainerCallback  # noqa: E402
 
 from bench_packing import DEFAULT_DATA, synthetic_records  # noqa: E402
 from tailor.config import load_recipe  # noqa: E402
-from tailor.data.dataset import PadCollator, record_text, sft_dataset  # noqa: E402
+from tailor.data.packing import PadCollator  # noqa: E402
+from tailor.data.records import record_text  # noqa: E402
+from tailor.data.tokenize import sft_dataset  # noqa: E402
 from tailor.data.loading import load_records  # noqa: E402
 from tailor.data.packing import pack_dataset  # noqa: E402
 from tailor.models.presets import init_model  # noqa: E402
@@ -181,7 +183,7 @@ def main() -> int:
         return t
 
     # (B) tailor: the recipe path with packing.
-    from tailor.training.run import run
+    from tailor.training import train as run
 
     recipe = load_recipe(None, [
         f"model.path={tmp / 'base'}", f"data.train=[{tmp / 'train.jsonl'}]", f"data.eval=[{tmp / 'eval.jsonl'}]",

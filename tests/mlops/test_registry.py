@@ -260,7 +260,7 @@ def test_continuing_an_adapter_loads_it_exactly_and_trainable(tmp_path, llama_di
         assert torch.allclose(fresh.eval()(ids).logits, reference.eval()(ids).logits, atol=1e-6)
         assert not torch.allclose(fresh(ids).logits, load_model(llama_dir)(ids).logits, atol=1e-3)
     assert all(p.requires_grad for n, p in fresh.named_parameters() if "lora_" in n)
-    merged, _, base = _merged(str(tmp_path / "adapter"), str(llama_dir))(None, None)  # last-n-layers on an adapter
+    merged, _, base = _merged(str(tmp_path / "adapter"), str(llama_dir))  # last-n-layers on an adapter
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, reference(ids).logits, atol=1e-5) and merged.training
     assert base == llama_dir and not any("lora_" in n for n, _ in merged.named_parameters())

@@ -15,7 +15,7 @@
 
 Structured methods save a smaller model whose config.json describes the new shapes; it loads with
 plain `AutoModelForCausalLM.from_pretrained`. With recover_steps, a short full fine-tuning through
-`tailor.training.run.run` follows (magnitude masks are re-applied after every optimizer step, so
+`tailor.training.train` follows (magnitude masks are re-applied after every optimizer step, so
 pruned weights stay zero).
 """
 
@@ -194,7 +194,7 @@ def _prune_channels(model, sd: dict, config, amount: float) -> dict:
 @torch.no_grad()
 def expert_usage(model, tokenizer, paths: list[str], max_examples: int = 256, max_length: int = 256) -> dict[int, torch.Tensor]:
     """Tokens routed to each expert, per MoE layer, over calibration records (text or chat)."""
-    from tailor.data.dataset import record_text
+    from tailor.data.records import record_text
     from tailor.data.loading import LoadReport, load_records, require_rows
 
     report = LoadReport()
@@ -316,7 +316,7 @@ def _recover(out: Path, steps: int, data: list[str], masks, seed: int) -> dict:
     """Short full fine-tuning of the pruned model in `out`; the result replaces it."""
     from tailor.config import Recipe, build
     from tailor.evaluation.measure import task_of
-    from tailor.training.run import run as train
+    from tailor.training import train
 
     objective = "sft" if task_of(list(data)) == "generation" else "pretrain"
     run_dir = out / "recovery"

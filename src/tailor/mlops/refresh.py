@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from transformers import TrainerCallback
+
 from tailor.config import AdapterConfig, Recipe, build, merge_settings
 from tailor.errors import TailorError
 from tailor.mlops import drift
@@ -146,7 +148,7 @@ def _read_jsonl(path: str | Path) -> list[dict]:
 
 
 def _tokenizer_dir(mv: ModelVersion) -> str:
-    from tailor.adapters.merge import tokenizer_dir
+    from tailor.adapters.loading import tokenizer_dir
 
     return str(tokenizer_dir(mv.path, mv.base_path)) if mv.base_path else mv.path
 
@@ -264,33 +266,30 @@ def _adapter_settings(production: ModelVersion) -> dict:
             "target_modules": sorted(targets) if isinstance(targets, list) else targets}
 
 
-def _continuing(adapter_dir: str):
-    """make_trainer hook: production's adapter weights go into the freshly built LoRA before training starts."""
-    def make_trainer(**kwargs):
-        from transformers import Trainer
+class ContinueAdapter(TrainerCallback):
+    """Production's adapter weights go into the freshly built LoRA when the Trainer is built (on_init_end): before
+    a resumed run loads its checkpoint over them, and before the first step of a new one."""
 
-        load_adapter_weights(kwargs["model"], adapter_dir)
-        return Trainer(**kwargs)
+    def __init__(self, adapter_dir: str):
+        self.adapter_dir = adapter_dir
 
-    return make_trainer
+    def on_init_end(self, args, state, control, model=None, **kw):
+        load_adapter_weights(model, self.adapter_dir)
 
 
 def _merged(adapter_dir: str, base: str):
-    """load hook: production's adapter folded into its base, so the last blocks of that model train."""
-    def load(_recipe, _out):
-        from tailor.adapters.merge import load_with_adapter
+    """(model, tokenizer, base): production's adapter folded into its base, so the last blocks of that model train."""
+    from tailor.adapters.loading import load_with_adapter
 
-        model, tokenizer = load_with_adapter(adapter_dir, base)
-        return model.merge_and_unload().train(), tokenizer, Path(base)
-
-    return load
+    model, tokenizer = load_with_adapter(adapter_dir, base)
+    return model.merge_and_unload().train(), tokenizer, Path(base)
 
 
 def train_candidate(recipe: Recipe, production: ModelVersion, mix: dict, work: Path) -> dict:
     """Step 4: incremental training from production on the mix; resumes its own checkpoints after a crash."""
-    from tailor.adapters.merge import adapter_base, is_adapter_dir
-    from tailor.training.run import latest_checkpoint
-    from tailor.training.run import run as train
+    from tailor.adapters.loading import adapter_base, is_adapter_dir
+    from tailor.training.checkpoints import latest_checkpoint
+    from tailor.training.recipes.lm import train
 
     cfg = recipe.refresh
     out = work / "train"
@@ -301,21 +300,21 @@ def train_candidate(recipe: Recipe, production: ModelVersion, mix: dict, work: P
     base = production.base_path or (adapter_base(production.path) if is_adapter else None)
     settings = {"data": {"train": [mix["path"]], "eval": [], "sources": [], "val_ratio": 0.0},
                 "train": {"output_dir": str(out), "resume": ckpt is not None}}
-    loader, trainer_factory = None, None
+    start, callbacks = None, None
     if cfg.mode == "continue-adapter":
         if not is_adapter:
             raise TailorError(f"{production.name} v{production.version} is a full model, not an adapter", where="refresh.mode",
                               fix="use refresh.mode=last-n-layers to train its last blocks")
         settings["model"] = {"path": base, "tokenizer": _tokenizer_dir(production)}
         settings["adapter"] = _adapter_settings(production)
-        trainer_factory = _continuing(production.path)
+        callbacks = [ContinueAdapter(production.path)]
     else:
         settings["adapter"] = {"method": "freeze", "freeze_last_n": cfg.last_n_layers}
         settings["model"] = {"path": base if is_adapter else production.path, "tokenizer": _tokenizer_dir(production)}
         if is_adapter:
-            loader = _merged(production.path, base)
+            start = _merged(production.path, base)
     train_recipe = build(Recipe, merge_settings(recipe.model_dump(mode="json"), settings), "tailor refresh (training)")
-    result = train(train_recipe, load=loader, make_trainer=trainer_factory)
+    result = train(train_recipe, callbacks, start=start)
     m = result.metrics
     return {"path": str(result.final_dir.resolve()), "base_path": str(Path(result.base_dir).resolve()) if result.base_dir else None,
             "steps": m["steps"], "train_loss": m["train_loss"], "seconds": m["seconds"],

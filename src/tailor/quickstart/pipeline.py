@@ -42,7 +42,7 @@ def run(cfg: QuickstartConfig, console=None) -> QuickstartResult:
     from tailor.models.loading import count_parameters
     from tailor.models.presets import init_model
     from tailor.models.tokenizer import train_tokenizer
-    from tailor.training.run import run as train
+    from tailor.training import train
 
     console = console or Console()
     out = Path(cfg.out_dir)
@@ -119,11 +119,11 @@ def _merge_check(adapter_dir: Path, merged_dir: Path, tokenizer) -> float:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tailor.evaluation.run import load_for_eval
+    from tailor.adapters.loading import load_any
 
     ids = tokenizer("Return policy / 退货政策", return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        with_adapter, _ = load_for_eval(adapter_dir)
+        with_adapter, _ = load_any(adapter_dir)
         device = next(with_adapter.parameters()).device
         a = with_adapter.eval()(ids.to(device)).logits.float().cpu()
         b = AutoModelForCausalLM.from_pretrained(merged_dir).eval()(ids).logits.float()
