@@ -8,8 +8,8 @@ loads with plain `AutoModelForSequenceClassification` and `pipeline("text-classi
 
 The loss is cross-entropy with optional class weights (train.class_weights: none, balanced = scikit-learn's
 n_rows / (n_classes * rows of the class), or one weight per label) and train.label_smoothing. Validation reports
-the evaluation stage's classification metrics (accuracy, macro precision/recall/F1 as eval_f1, AUC-ROC, ECE,
-per-class recall and F1), so early stopping can watch eval_f1.
+the classification metrics `tailor eval` reports too (tailor.training.metrics: accuracy, macro precision/recall/F1
+as eval_f1, AUC-ROC, ECE, per-class recall and F1), so early stopping can watch eval_f1.
 
 Everything else (adapters, optimizers, schedules, EMA, FGM, checkpoints, resume) is the training stage's own:
 the recipe (tailor.training.recipes.classification) composes the shared phases with what this module defines. With a peft adapter, peft's SEQ_CLS task type trains and
@@ -183,7 +183,7 @@ def weighted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: 
 
 
 def metrics_function(labels: list[str]) -> Callable:
-    """Trainer `compute_metrics`: the evaluation stage's classification metrics from the head's logits."""
+    """Trainer `compute_metrics`: the classification metrics (tailor.training.metrics) from the head's logits."""
     import numpy as np
 
     from tailor.training.metrics import classification_metrics
@@ -209,7 +209,7 @@ def metrics_function(labels: list[str]) -> Callable:
 
 class ClassificationTrainer(TailorTrainer):
     """A Trainer whose loss is the (class-weighted, optionally smoothed) cross-entropy of the head's logits, with
-    the evaluation stage's classification metrics on validation."""
+    the classification metrics (tailor.training.metrics) on validation."""
 
     loss_is_scaled_for_ga = False  # a per-batch mean: the Trainer divides it by the accumulation steps
     loss_shifts_labels = False  # one class id per row: every label is a prediction target
