@@ -47,6 +47,7 @@ PRIVATE_NAMES = ("transformers.utils.output_capturing.install_output_capuring_ho
                  "transformers.configuration_utils.PreTrainedConfig._attn_implementation",
                  "torch.nn.modules.module._global_forward_hooks",
                  "torch.nn.modules.module._global_forward_pre_hooks")
+KEY = "_transformers_model_forward"  # where a patched DeepseekV3Model keeps transformers' forward (instance.py)
 _RECORD_FLAGS = ("output_attentions", "output_hidden_states", "output_router_logits")
 _ROUTER_ATTRS = ("weight", "e_score_correction_bias", "num_group", "topk_group", "top_k", "norm_topk_prob",
                  "routed_scaling_factor")
@@ -225,7 +226,7 @@ def fast_forward(model, input_ids=None, attention_mask=None, position_ids=None, 
     rope = None if pos is None else _rope(model)
     h = None if rope is None or pos >= rope[0].shape[0] else model.embed_tokens(input_ids)
     if h is None or h.dtype != torch.float32:
-        original = model.__dict__["_transformers_model_forward"]
+        original = model.__dict__[KEY]
         return original(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                         past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
     table, pc, ps, _ = rope
@@ -274,25 +275,20 @@ def use_fast_decode(model: nn.Module) -> int:
 
     n = 0
     for module in model.modules():
-        if type(module) is DeepseekV3Model and "_transformers_model_forward" not in module.__dict__ and _claims(module):
+        if type(module) is DeepseekV3Model and KEY not in module.__dict__ and _claims(module):
             # The modules fast_forward inlines instead of calling: a hook on one of them, or one replaced
             # later (peft wrapping it), means fall back.
             module.__dict__["_fast_modules"] = _inlined(module)
-            install_forward(module, "_transformers_model_forward", fast_forward)
+            install_forward(module, KEY, fast_forward)
             n += 1
     return n
-
-
-def installed_on(module: nn.Module) -> bool:
-    """Whether `use_fast_decode` replaced this module's forward."""
-    return "_transformers_model_forward" in module.__dict__
 
 
 def use_transformers_decode(model: nn.Module) -> int:
     """Undo `use_fast_decode`: transformers' own forward again (benchmarks and tests compare the two)."""
     n = 0
     for module in model.modules():
-        if restore_forward(module, "_transformers_model_forward"):
+        if restore_forward(module, KEY):
             module.__dict__.pop("_fast_modules", None)
             module.__dict__.pop("_fast_rope", None)
             n += 1

@@ -24,13 +24,14 @@ PAIR_LOOP_MAX = 8
 
 # The private transformers names this patch reads (checked before it installs).
 PRIVATE_NAMES = ("transformers.integrations.moe._default_apply_gate",)
+KEY = "_transformers_forward"  # where a patched experts module keeps transformers' forward (instance.py)
 
 
 def experts_forward(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor,
                     top_k_weights: torch.Tensor) -> torch.Tensor:
     """MoE experts for transformers' fused layout, same contract as its experts forward:
     hidden [tokens, hidden], top_k_index/weights [tokens, k] -> [tokens, hidden]."""
-    original = self.__dict__.get("_transformers_forward")
+    original = self.__dict__.get(KEY)
     if original is not None and torch.is_grad_enabled() and top_k_weights.requires_grad:
         return original(hidden_states, top_k_index, top_k_weights)  # training: .tolist() would cut the gradient
     product = getattr(self, "expert_product", None)
@@ -87,17 +88,12 @@ def use_decode_experts(model: nn.Module) -> int:
     still runs when gradients flow to the router); returns how many modules."""
     n = 0
     for module in model.modules():
-        if is_fused_experts(module) and "_transformers_forward" not in module.__dict__:
-            install_forward(module, "_transformers_forward", experts_forward)
+        if is_fused_experts(module) and KEY not in module.__dict__:
+            install_forward(module, KEY, experts_forward)
             n += 1
     return n
 
 
-def installed_on(module: nn.Module) -> bool:
-    """Whether `use_decode_experts` replaced this module's forward."""
-    return "_transformers_forward" in module.__dict__
-
-
 def use_transformers_experts(model: nn.Module) -> int:
     """Undo `use_decode_experts`: transformers' own experts forward again (benchmarks compare the two)."""
-    return sum(restore_forward(module, "_transformers_forward") for module in model.modules())
+    return sum(restore_forward(module, KEY) for module in model.modules())

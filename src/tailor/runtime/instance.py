@@ -25,3 +25,8 @@ def restore_forward(module: nn.Module, key: str) -> bool:
     else:
         module.forward = original  # a forward another library set on the instance (e.g. accelerate's hooks)
     return True
+
+
+def patched(module: nn.Module, key: str) -> bool:
+    """Whether `install_forward` replaced this module's forward under `key`."""
+    return key in module.__dict__

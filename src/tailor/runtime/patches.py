@@ -12,11 +12,13 @@ guarded the same way inside `tailor.runtime.packed_attention.use_packed_attentio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 from torch import nn
 
 from tailor.runtime import decode_step, experts, guard, kernels
+from tailor.runtime.instance import patched
 
 
 @dataclass(frozen=True)
@@ -35,10 +37,10 @@ class Patch:
 PATCHES = (
     Patch("decode_step", "DeepseekV3Model.forward (per instance) for one decoded token of one sequence",
           ("transformers", "torch"), decode_step.PRIVATE_NAMES,
-          decode_step.use_fast_decode, decode_step.use_transformers_decode, decode_step.installed_on),
+          decode_step.use_fast_decode, decode_step.use_transformers_decode, partial(patched, key=decode_step.KEY)),
     Patch("routed_experts", "the forward of transformers' fused MoE experts modules (per instance)",
           ("transformers",), experts.PRIVATE_NAMES,
-          experts.use_decode_experts, experts.use_transformers_experts, experts.installed_on),
+          experts.use_decode_experts, experts.use_transformers_experts, partial(patched, key=experts.KEY)),
     Patch("int8_int4_kernels", "the dequantizing products of tailor's int8/int4 layers, by torch's private CPU ops",
           ("torch",), kernels.PRIVATE_NAMES,
           kernels.use_kernels, kernels.use_plain_kernels, kernels.installed_on),
