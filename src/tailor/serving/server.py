@@ -3,7 +3,7 @@
 MODEL_DIR may be a model directory (a merged or compressed one loads the same way), or an adapter
 directory, which is folded into its base so that the base name serves base + adapter. Each
 `--adapter NAME=DIR` is loaded onto the same base with peft and chosen by a request's `model`.
-Weights load only from safetensors; `trust_remote_code` stays off unless serve.trust_remote_code.
+Weights load only from safetensors; `trust_remote_code` stays off unless serve.model.trust_remote_code.
 serve.engine picks the generation engine (the built-in one, or vLLM on a GPU: see vllm_engine).
 Instead of MODEL_DIR, a ProductionSource (for serve.registry + serve.registry_model, the one that
 tailor.mlops.follow builds) names the production version; the server switches to each newly promoted
@@ -35,7 +35,7 @@ def parse_adapters(pairs: list[str]) -> dict[str, str]:
 
 
 def _check_adapter_dir(name: str, path: Path) -> None:
-    from tailor.adapters.merge import is_adapter_dir
+    from tailor.adapters.loading import is_adapter_dir
 
     if not is_adapter_dir(path):
         raise TailorError(f"adapter '{name}': {path} is not an adapter directory (no adapter_config.json)",
@@ -56,8 +56,8 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | 
 
     `base`: for an adapter directory, the base model to fold it into (default: the one its config records).
     """
-    from tailor.adapters.merge import adapter_base, is_adapter_dir, tokenizer_dir
-    from tailor.models.loading import load_model, load_tokenizer
+    from tailor.adapters.loading import adapter_base, is_adapter_dir, load_causal_lm, tokenizer_dir
+    from tailor.models.loading import load_tokenizer
 
     model_dir = Path(model_dir)
     base_dir, tok_dir = model_dir, model_dir
@@ -65,8 +65,8 @@ def load_model_for_serving(model_dir: str | Path, cfg: ServeConfig, base: str | 
         _check_adapter_dir(model_dir.name, model_dir)
         base_dir = Path(base or adapter_base(model_dir))
         tok_dir = tokenizer_dir(model_dir, base_dir)
-    model = load_model(base_dir, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code, device=cfg.device)
-    tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
+    model = load_causal_lm(base_dir, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code, device=cfg.device)
+    tokenizer = load_tokenizer(tok_dir, trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.chat_template)
     if base_dir != model_dir:
         from peft import PeftModel
 
@@ -88,7 +88,7 @@ def load_tokenizer_for_serving(model_dir: str | Path, cfg: ServeConfig):
     """(tokenizer, its directory) alone, for an engine that loads the weights itself (vLLM)."""
     from tailor.models.loading import load_tokenizer
 
-    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.trust_remote_code, chat_template=cfg.chat_template)
+    tokenizer = load_tokenizer(model_dir, trust_remote_code=cfg.model.trust_remote_code, chat_template=cfg.chat_template)
     return tokenizer, Path(model_dir)
 
 
@@ -103,6 +103,10 @@ def build_engine(model_dir: str | Path, cfg: ServeConfig, base: str | Path | Non
         tokenizer, tok_dir = load_tokenizer_for_serving(model_dir, cfg)
         return VllmEngine(model_dir, tokenizer, cfg, tokenizer_dir=tok_dir, metrics=metrics)
     model, tokenizer = load_model_for_serving(model_dir, cfg, base=base)
+    if cfg.runtime:  # CPU speed-ups for the engine's decoding steps (serve.runtime=false: transformers' own path)
+        from tailor import runtime
+
+        runtime.enable(model)
     return Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
                   max_context=cfg.max_context, metrics=metrics)
 
