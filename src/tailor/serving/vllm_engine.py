@@ -54,7 +54,7 @@ def choose_engine(cfg: ServeConfig, model_dir: str | Path | None = None) -> str:
     """'tailor' or 'vllm' for serve.engine (auto|tailor|vllm); a forced vllm that cannot run is an error."""
     if cfg.engine == "tailor":
         return "tailor"
-    from tailor.adapters.merge import is_adapter_dir
+    from tailor.adapters.loading import is_adapter_dir
 
     missing = vllm_missing()
     if missing is None and model_dir is not None and is_adapter_dir(Path(model_dir)):
@@ -119,9 +119,9 @@ class VllmEngine:
         self._loras = {name: LoRARequest(name, i + 1, str(Path(path).resolve()))
                        for i, (name, path) in enumerate(adapters.items())}
         args = vllm.AsyncEngineArgs(
-            model=str(self.model_dir), tokenizer=str(self.tokenizer_dir), dtype=self.cfg.dtype,
+            model=str(self.model_dir), tokenizer=str(self.tokenizer_dir), dtype=self.cfg.model.dtype,
             max_model_len=self.max_context, max_num_seqs=self.max_batch_size,
-            trust_remote_code=self.cfg.trust_remote_code, load_format="safetensors",
+            trust_remote_code=self.cfg.model.trust_remote_code, load_format="safetensors",
             enable_lora=bool(adapters), max_loras=max(1, len(adapters)), max_lora_rank=_lora_rank(adapters))
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tailor-vllm", daemon=True)
