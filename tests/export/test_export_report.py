@@ -127,10 +127,10 @@ def test_no_measure_exports_without_a_report(llama_dir, tmp_path):
 
 @pytest.mark.parametrize("extra, message", [
     (["--eval-data", "missing.jsonl"], "evaluation file not found"),
-    (["--max-examples", "0"], "--max-examples 0"),
+    (["--max-examples", "0"], "--max-examples: Input should be greater than or equal to 1"),
     (["--eval-data", "CHAT", "--no-measure"], "--no-measure skips that"),
     (["--eval-data", "EMPTY"], "the files are empty"),
-    (["--format", "onxx"], "did you mean 'onnx'"),
+    (["--format", "onxx"], "Did you mean 'onnx'"),
 ])
 def test_bad_input_exits_2_before_exporting(llama_dir, chat_file, tmp_path, capsys, extra, message):
     empty = tmp_path / "empty.jsonl"
