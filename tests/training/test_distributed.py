@@ -22,7 +22,8 @@ from tailor.config import load_recipe
 from tailor.errors import TailorError
 from tailor.training import args as args_module
 from tailor.training.callbacks import read_metrics
-from tailor.training.distributed import check_distributed, distributed_arguments, load_deepspeed_config, torchrun_args
+from tailor.training.distributed import (check_distributed, check_launch, distributed_arguments, load_deepspeed_config,
+                                        torchrun_args)
 from tailor.training import train as run
 from tests.conftest import CONVERSATIONS, write_jsonl
 
@@ -184,7 +185,9 @@ def test_launcher_refuses_bad_flags_before_starting_workers(tmp_path, llama_dir,
         err = capsys.readouterr().err
         assert expect in err and "Traceback" not in err, err
 
-    fails("--nproc", "0", expect="--nproc 0: the number of processes per node must be at least 1")
+    fails("--nproc", "0", expect="--nproc: Input should be greater than or equal to 1 (got 0)")  # the flag's schema
+    with pytest.raises(TailorError, match="--nproc 0: the number of processes per node must be at least 1"):
+        check_launch(0, 1, 0, None, None)  # the same check for Python callers of launch()
     fails("--nproc", "1", "--nnodes", "2", "--node-rank", "1", expect="--nnodes 2 needs --master-addr")
     fails("--nproc", "1", "--nnodes", "2", "--node-rank", "2", "--master-addr", "h", expect="--node-rank 2 is outside 0..1")
     fails("--nproc", "2", "--master-port", "70000", expect="--master-port 70000 is not a TCP port")
