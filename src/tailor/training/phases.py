@@ -39,6 +39,8 @@ log = logging.getLogger("tailor")
 
 @dataclass
 class TrainResult:
+    """What every recipe returns: the run folder, the trained weights (or adapter), and train_summary.json's numbers."""
+
     output_dir: Path
     final_dir: Path           # the trained model, or the adapter for LoRA
     base_dir: Path | None     # the base model an adapter applies to
