@@ -5,7 +5,6 @@ import io
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -203,7 +202,7 @@ def test_resume_counts_earlier_trials_and_requeues_a_crashed_workers_trial(tmp_p
     storage.record_heartbeat(lost._trial_id)
     time.sleep(3.5)  # past the grace period of 2 heartbeats (SQLite timestamps have 1 s resolution)
 
-    res = run(recipe, space, replace(settings, trials=4), console=quiet())
+    res = run(recipe, space, settings.model_copy(update={"trials": 4}), console=quiet())
     states = [(r["trial"], r["state"]) for r in res.trials]
     assert states == [(0, "COMPLETE"), (1, "COMPLETE"), (2, "FAIL"), (3, "COMPLETE"), (4, "COMPLETE")], states
     trials = trials_of(out)
@@ -212,12 +211,12 @@ def test_resume_counts_earlier_trials_and_requeues_a_crashed_workers_trial(tmp_p
     assert len({t.params["train.lr"] for t in trials}) == 4  # the resumed sampler drew new values
     assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0", "trial-1", "trial-3", "trial-4"]
 
-    again = run(recipe, space, replace(settings, trials=4), console=quiet())
+    again = run(recipe, space, settings.model_copy(update={"trials": 4}), console=quiet())
     assert again.workers[0]["trials"] == 0 and len(again.trials) == 5  # the study is done: nothing re-runs
 
     other = write(tmp_path / "other.yaml", "train.lr: {type: float, low: 1.0e-5, high: 1.0e-2, log: true}\n")
     with pytest.raises(TailorError, match="was started with another search space, metric or direction"):
-        run(recipe, other, replace(settings, trials=5), console=quiet())
+        run(recipe, other, settings.model_copy(update={"trials": 5}), console=quiet())
 
 
 def test_foreign_trial_folders_are_refused(tmp_path, llama_dir, chat_file):

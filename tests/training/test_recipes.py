@@ -112,3 +112,19 @@ def test_distill_refuses_a_classification_objective(tmp_path):
     with pytest.raises(TailorError, match="distillation trains a causal LM"):
         distill(recipe)
     assert not (tmp_path / "run").exists()
+
+
+def test_sft_recipe_back_translates_through_the_translator_it_loads(llama_dir, chat_file, tmp_path):
+    """data.augment.back_translation reaches the data stage from `tailor train`: the recipe loads the translator
+    (the data stage loads no model) and the augmented rows are counted in the run's data report."""
+    recipe = load_recipe(None, [f"model.path={llama_dir}", f"data.train=[{chat_file}]", "adapter.method=lora",
+                                "train.max_steps=1", "train.batch_size=2", f"train.output_dir={tmp_path / 'run'}",
+                                f"data.augment.back_translation.model={llama_dir}",
+                                "data.augment.back_translation.rate=1.0",
+                                "data.augment.back_translation.max_new_tokens=4"])
+    result = train(recipe)
+    report = result.metrics["data_report"]
+    assert report["kept"] > 0
+    prepared = tmp_path / "run" / "data" / "report.json"
+    text = prepared.read_text(encoding="utf-8") if prepared.is_file() else ""
+    assert "augment.back_translation" in text, "the back-translation step did not run"

@@ -37,8 +37,11 @@ def lm_data(recipe: Recipe, tokenizer, model) -> TrainingData:
     attention, run per sample by tailor.runtime.packed_attention); else PadCollator."""
     from tailor.data.packing import PadCollator
     from tailor.data.training_data import build_training_data
+    from tailor.models.translation import translator_for
 
-    train_ds, val_ds, report = build_training_data(recipe, tokenizer)
+    # Back-translation (data.augment.back_translation) needs its translator model; None when it is off.
+    translator = translator_for(recipe.data.augment.back_translation)
+    train_ds, val_ds, report = build_training_data(recipe, tokenizer, translator=translator)
     log.info("data: %s", report.summary())
     if recipe.train.objective != "sft" or not recipe.data.packing:
         return TrainingData(train_ds, val_ds, PadCollator(tokenizer.pad_token_id), report)
