@@ -29,12 +29,16 @@ def pytest_configure(config):
 # for them. Set for the whole session (module-scoped fixtures load models too); tests of the GPU paths are marked
 # auto_device (and skip without CUDA), and see tailor's own device choice. TAILOR_DEVICE=cuda runs everything on a GPU.
 os.environ.setdefault("TAILOR_DEVICE", "cpu")
+# train.precision=auto measures a bf16 matmul probe on CPUs with bf16 instructions: a timing would decide the numerics
+# of every test. The suite pins fp32; tests of auto pass faked CPU flags and probes (tests/training/test_precision.py).
+os.environ.setdefault("TAILOR_PRECISION", "fp32")
 
 
 @pytest.fixture(autouse=True)
 def _auto_device(request, monkeypatch):
     if request.node.get_closest_marker("auto_device") is not None:
         monkeypatch.delenv("TAILOR_DEVICE", raising=False)
+        monkeypatch.delenv("TAILOR_PRECISION", raising=False)
 
 CORPUS = [
     "The return window for laptops is 30 days. Tents can be returned within 60 days.",

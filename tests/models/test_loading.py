@@ -134,10 +134,11 @@ def test_resolve_dtype_rules():
 
 
 def test_cpuinfo_parsing():
-    assert loading._cpuinfo_has_bf16("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n")
-    assert loading._cpuinfo_has_bf16("flags : fpu amx_bf16 amx_tile\n")
-    assert not loading._cpuinfo_has_bf16("flags : fpu avx2 avx512f avx512bw\n")
-    assert not loading._cpuinfo_has_bf16("")
+    flags = loading._cpuinfo_flags("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sse\n")
+    assert flags == {"fpu", "avx2", "avx512f", "avx512_bf16", "sse"}
+    assert "amx_bf16" in loading._cpuinfo_flags("flags : fpu amx_bf16 amx_tile\n")
+    assert loading._cpuinfo_flags("") == frozenset()
+    loading.cpu_flags.cache_clear()
     assert isinstance(loading.cpu_supports_bf16(), bool)
 
 

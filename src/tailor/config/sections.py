@@ -139,7 +139,7 @@ class TrainConfig(Section):
     adversarial_steps: int = Field(3, ge=1, description="PGD ascent steps per micro-batch (train.adversarial=pgd; each costs a forward and backward).")
     adversarial_alpha: float | None = Field(None, gt=0, description="PGD step size (default: adversarial_epsilon / adversarial_steps).")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPUs without bf16.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs; on a CPU, bf16 autocast (fp32 master weights) only when its flags list amx_bf16/avx512_bf16, a matmul probe measures bf16 >= 1.3x fp32 and the first batch's bf16 loss is within 1% of fp32's, else fp32 (train_summary.json says why). $TAILOR_PRECISION replaces auto.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     seed: int = Field(42, description="Seed for weights, data order and dropout (fixed seed = reproducible run).")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate, grad norm, tokens/s, loss-bearing tokens/s, MFU, peak memory (and MoE expert load) every N steps.")

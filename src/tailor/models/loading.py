@@ -367,26 +367,30 @@ def resolve_device(device: str | None = None) -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as /proc/cpuinfo names them (avx2, avx512_bf16, amx_bf16, ...); empty off Linux."""
+    if platform.system() != "Linux":
+        return frozenset()
+    try:
+        return _cpuinfo_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return frozenset()
+
+
+def _cpuinfo_flags(cpuinfo: str) -> frozenset[str]:
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[-1].split())
+    return frozenset()
+
+
 def cpu_supports_bf16() -> bool:
     """True when the CPU has native bfloat16 instructions (AVX512-BF16 or AMX-BF16).
 
-    Detected from /proc/cpuinfo on Linux; other platforms report False. Without these
-    instructions torch emulates bf16 and matrix products run many times slower than float32.
+    Without these instructions torch emulates bf16 and matrix products run many times slower than float32.
+    Whether bf16 is also *faster* than float32 is measured, not read here (tailor.training.precision).
     """
-    if platform.system() != "Linux":
-        return False
-    try:
-        return _cpuinfo_has_bf16(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        return False
-
-
-def _cpuinfo_has_bf16(cpuinfo: str) -> bool:
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[-1].split())
-            return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return False
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def resolve_dtype(name: str, device: torch.device, for_training: bool = False) -> torch.dtype:

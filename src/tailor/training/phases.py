@@ -54,7 +54,9 @@ class Run:
     out: Path
     resume_from: Path | None
     device: torch.device
-    precision: str
+    precision: str                 # 'fp32' | 'bf16' | 'fp16' (tailor.training.precision)
+    precision_reason: str = ""     # why: train_summary.json and metrics.jsonl record it
+    precision_check: bool = False  # auto's bf16 still to be confirmed on the first batch (build_trainer)
 
 
 @dataclass
@@ -104,11 +106,11 @@ def start(recipe: Recipe) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # under torchrun only rank 0 writes run files
         save_recipe(recipe, out / "config.yaml")
-    precision, notice = resolve_precision(t.precision, device)
-    if notice:
-        log.info(notice)
+    choice = resolve_precision(t.precision, device)
+    if t.precision == "auto":
+        log.info("precision: %s", choice.reason)
     set_seed(t.seed)
-    return Run(out, resume_from, device, precision)
+    return Run(out, resume_from, device, choice.name, choice.reason, choice.check_numerics)
 
 
 def load_causal_lm(recipe: Recipe, out: Path):
@@ -159,16 +161,28 @@ def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenize
     from tailor.training.regularize import Adversarial
 
     t = recipe.train
+    if run.precision_check:
+        confirm_precision(run, model, data, t.batch_size)
     args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None)
     trainer = trainer_class(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                             data_collator=data.collator, processing_class=tokenizer,
-                            callbacks=run_callbacks(recipe, model, tokenizer, run.out, callbacks),
+                            callbacks=run_callbacks(recipe, model, tokenizer, run.out, callbacks, run),
                             adversarial=Adversarial.from_config(t), **objective)
     show_progress(trainer, t.objective)
     return trainer
 
 
-def run_callbacks(recipe: Recipe, model, tokenizer, out: Path, callbacks: list | None) -> list:
+def confirm_precision(run: Run, model, data: TrainingData, batch_size: int) -> None:
+    """auto's bf16 kept only when a bf16 forward of the first `batch_size` training rows gives the fp32 loss within
+    tailor.training.precision.LOSS_TOLERANCE; else fp32 (run.precision and run.precision_reason say which, and why)."""
+    from tailor.training.precision import Precision, check_numerics
+
+    batch = data.collator([data.train[i] for i in range(min(batch_size, len(data.train)))])
+    kept = check_numerics(Precision(run.precision, run.precision_reason, True), model, batch)
+    run.precision, run.precision_reason, run.precision_check = kept.name, kept.reason, False
+
+
+def run_callbacks(recipe: Recipe, model, tokenizer, out: Path, callbacks: list | None, run: Run | None = None) -> list:
     """The Trainer's callbacks in the order they must see each event: telemetry (throughput/MFU/memory, MoE expert
     load, Prometheus) before metrics.jsonl and TensorBoard, which write what it adds; then the caller's; then early
     stopping and the EMA of weights."""
@@ -180,7 +194,9 @@ def run_callbacks(recipe: Recipe, model, tokenizer, out: Path, callbacks: list |
 
     t = recipe.train
     telemetry = telemetry_callbacks(recipe, model, tokenizer, is_main_process())
-    return [*telemetry, JsonlMetrics(out / "metrics.jsonl", jsonl_extras(telemetry)),
+    extras = jsonl_extras(telemetry) + ([lambda: {"precision": run.precision, "precision_reason": run.precision_reason}]
+                                        if run is not None else [])
+    return [*telemetry, JsonlMetrics(out / "metrics.jsonl", extras),
             *([_tensorboard(out / "tensorboard")] if is_main_process() else []),
             *(callbacks or []),
             *([EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)] if t.early_stopping_patience else []),
@@ -254,6 +270,7 @@ def finish(trainer, recipe: Recipe, run: Run, data: TrainingData, tokenizer, bas
         "trainable_parameters": parameters[0],
         "total_parameters": parameters[1],
         "precision": run.precision,
+        "precision_reason": run.precision_reason,
         "device": str(run.device),
         "processes": world_size(),
         "distributed": t.distributed,

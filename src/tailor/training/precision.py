@@ -1,30 +1,139 @@
-"""Pick the training precision from what the device supports, never from assumptions."""
+"""Pick the training precision from what the device does, measured, never assumed.
+
+`train.precision=auto` on a CPU:
+
+1. candidate: bf16 only when the CPU's own flags list AMX-BF16 or AVX512-BF16 (`cpu_flags()`, /proc/cpuinfo);
+   without them torch emulates bf16 and every matmul is many times slower than fp32.
+2. probe: the measured bf16 matmul peak must be at least MIN_PROBE_SPEEDUP x the fp32 one (the MFU probe of
+   tailor.training.telemetry, so the run's MFU reuses the numbers). A flag alone says nothing about speed: some
+   CPUs decode bf16 instructions at half rate.
+3. numerics: on the first batch, the loss of a bf16-autocast forward must be within LOSS_TOLERANCE (relative) of
+   the fp32 forward's (`check_numerics`, called by tailor.training.phases.build_trainer); else fp32.
+
+bf16 here is autocast with fp32 master weights (the Trainer's `bf16=True`): matmuls run in bf16, the optimizer
+updates fp32 weights, so small updates are not lost. Each step that says no gives fp32 and one line saying why;
+the choice and its reason go to train_summary.json and metrics.jsonl. GPUs: bf16 where supported, else fp16.
+TAILOR_PRECISION=fp32|bf16|fp16 replaces `auto` for every run (the test suite pins fp32 this way); an explicit
+train.precision still wins.
+"""
 
 from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterable
 
 import torch
 
 from tailor.errors import TailorError
 
+log = logging.getLogger("tailor")
 
-def resolve_precision(requested: str, device: torch.device) -> tuple[str, str | None]:
-    """(precision, notice): 'fp32' | 'bf16' | 'fp16', and a one-line notice when auto chose for the user."""
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo names of native bf16 matmul instructions
+MIN_PROBE_SPEEDUP = 1.3  # bf16 matmul peak / fp32 peak below this: bf16 autocast's casts eat the gain
+LOSS_TOLERANCE = 0.01    # |loss_bf16 - loss_fp32| / loss_fp32 on the first batch
+PROBE_SECONDS = 0.25     # per dtype
+_CHOICES = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class Precision:
+    """The run's precision ('fp32' | 'bf16' | 'fp16'), why, and whether the first batch must still confirm bf16."""
+
+    name: str
+    reason: str
+    check_numerics: bool = False
+
+
+def resolve_precision(requested: str, device: torch.device, flags: Iterable[str] | None = None,
+                      probe: Callable[[], float] | None = None) -> Precision:
+    """The precision to train in on `device`. `flags` (the CPU's flags; default `cpu_flags()`) and `probe`
+    (returns bf16 / fp32 matmul speed; default a measurement) are parameters so tests can fake a CPU."""
+    from tailor.models.loading import cpu_flags
+
+    device = torch.device(device)
+    env = os.environ.get("TAILOR_PRECISION", "auto")
+    if requested == "auto" and env not in ("", "auto"):
+        if env not in _CHOICES:
+            raise TailorError(f"TAILOR_PRECISION={env} is not a precision", where="environment variable TAILOR_PRECISION",
+                              fix="use auto, fp32, bf16 or fp16 (or unset it)")
+        chosen = _explicit(env, device, flags, "environment variable TAILOR_PRECISION")
+        return Precision(chosen, f"{chosen}: set by the environment variable TAILOR_PRECISION")
+    if requested != "auto":
+        return Precision(_explicit(requested, device, flags, "train.precision"), f"{requested}: set by train.precision")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision("bf16", "bf16 autocast: this GPU supports bf16")
+        return Precision("fp16", "fp16 autocast with dynamic loss scaling: this GPU has no bf16")
+    if device.type != "cpu":
+        return Precision("fp32", f"fp32: no mixed precision is used on {device.type}")
+    have = sorted(set(cpu_flags() if flags is None else flags) & set(BF16_FLAGS))
+    if not have:
+        return Precision("fp32", "fp32: this CPU has no native bf16 instructions (no amx_bf16 or avx512_bf16 in its flags)")
+    speedup = (probe or (lambda: bf16_speedup(device)))()
+    if speedup < MIN_PROBE_SPEEDUP:
+        return Precision("fp32", f"fp32: this CPU has {'/'.join(have)} but bf16 matmuls measured only {speedup:.2f}x "
+                                 f"fp32 (bf16 needs >= {MIN_PROBE_SPEEDUP}x)")
+    return Precision("bf16", f"bf16 autocast (fp32 master weights): this CPU has {'/'.join(have)} and bf16 matmuls "
+                             f"measured {speedup:.2f}x fp32", check_numerics=True)
+
+
+def _explicit(requested: str, device: torch.device, flags, where: str) -> str:
     from tailor.models.loading import cpu_supports_bf16
 
     if device.type == "cuda":
-        bf16_ok = torch.cuda.is_bf16_supported()
-        if requested == "auto":
-            return ("bf16", None) if bf16_ok else ("fp16", "this GPU has no bf16: training in fp16 with dynamic loss scaling")
-        if requested == "bf16" and not bf16_ok:
-            raise TailorError("train.precision=bf16 but this GPU does not support bf16", where="train.precision",
+        if requested == "bf16" and not torch.cuda.is_bf16_supported():
+            raise TailorError(f"{where}=bf16 but this GPU does not support bf16", where=where,
                               fix="use train.precision=fp16 or auto")
-        return requested, None
+        return requested
     if requested == "fp16":
-        raise TailorError(f"train.precision=fp16 needs a CUDA GPU; this run is on {device.type}", where="train.precision",
+        raise TailorError(f"{where}=fp16 needs a CUDA GPU; this run is on {device.type}", where=where,
                           fix="use train.precision=auto or fp32")
-    if requested == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
-        raise TailorError("train.precision=bf16 on a CPU without bf16 instructions would run about 100x slower",
-                          where="train.precision", fix="use train.precision=auto or fp32")
-    if requested == "auto":
-        return "fp32", f"training in fp32 on {device.type} (no GPU with bf16/fp16 found)"
-    return requested, None
+    has_bf16 = bool(set(flags) & set(BF16_FLAGS)) if flags is not None else cpu_supports_bf16()
+    if requested == "bf16" and device.type == "cpu" and not has_bf16:
+        raise TailorError(f"{where}=bf16 on a CPU without bf16 instructions would run about 100x slower",
+                          where=where, fix="use train.precision=auto or fp32")
+    return requested
+
+
+def bf16_speedup(device: torch.device) -> float:
+    """Measured bf16 / fp32 matmul FLOP/s on `device` with the current thread count (cached per process, shared
+    with the MFU telemetry)."""
+    from tailor.training.telemetry import matmul_peak
+
+    return matmul_peak(device, torch.bfloat16, PROBE_SECONDS) / matmul_peak(device, torch.float32, PROBE_SECONDS)
+
+
+def first_batch_losses(model, batch: dict) -> tuple[float, float]:
+    """(fp32 loss, bf16-autocast loss) of one forward of `model` on `batch`, without gradients or dropout."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            fp32 = model(**batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                bf16 = model(**batch).loss
+    finally:
+        model.train(was_training)
+    if fp32 is None or bf16 is None:
+        raise TailorError("the model returned no loss for the first batch, so bf16 numerics cannot be checked",
+                          where="train.precision", fix="set train.precision=fp32 or bf16 explicitly")
+    return float(fp32), float(bf16)
+
+
+def check_numerics(choice: Precision, model, batch: dict, losses: Callable = first_batch_losses) -> Precision:
+    """Keep auto's bf16 only when the first batch's bf16 loss is within LOSS_TOLERANCE of its fp32 loss; else fp32,
+    with the numbers in the reason (and logged)."""
+    if not choice.check_numerics:
+        return choice
+    fp32, bf16 = losses(model, batch)
+    gap = abs(bf16 - fp32) / max(abs(fp32), 1e-12)
+    if not (gap <= LOSS_TOLERANCE):  # NaN fails too
+        kept = Precision("fp32", f"fp32: bf16 was a candidate ({choice.reason.split(': ', 1)[-1]}) but its first-batch "
+                                 f"loss {bf16:.4f} is {gap:.2%} from fp32's {fp32:.4f} (tolerance {LOSS_TOLERANCE:.0%})")
+    else:
+        kept = Precision("bf16", f"{choice.reason}; first-batch loss bf16 {bf16:.4f} vs fp32 {fp32:.4f} "
+                                 f"({gap:.2%}, tolerance {LOSS_TOLERANCE:.0%})")
+    log.info("precision: %s", kept.reason)
+    return kept

@@ -1,0 +1,101 @@
+"""train.precision=auto: flag candidate, probe, first-batch numerics check; CPUs are faked (flags, probe), nothing timed."""
+
+import pytest
+import torch
+
+from tailor.config import load_recipe
+from tailor.errors import TailorError
+from tailor.models import loading
+from tailor.training import precision
+from tailor.training import train as run
+from tailor.training.callbacks import read_metrics
+from tailor.training.precision import Precision, check_numerics, resolve_precision
+
+CPU = torch.device("cpu")
+AMX = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
+AVX2 = {"sse4_2", "avx", "avx2", "fma"}
+
+
+def never():
+    raise AssertionError("the probe must not run")
+
+
+@pytest.fixture(autouse=True)
+def _auto(monkeypatch):
+    monkeypatch.delenv("TAILOR_PRECISION", raising=False)
+
+
+def test_amx_cpu_with_a_fast_probe_is_a_bf16_candidate():
+    choice = resolve_precision("auto", CPU, flags=AMX, probe=lambda: 3.1)
+    assert choice.name == "bf16" and choice.check_numerics
+    assert "amx_bf16/avx512_bf16" in choice.reason and "3.10x" in choice.reason
+
+
+def test_avx2_only_cpu_stays_fp32_without_probing():
+    choice = resolve_precision("auto", CPU, flags=AVX2, probe=never)
+    assert choice.name == "fp32" and not choice.check_numerics
+    assert "no native bf16 instructions" in choice.reason
+
+
+def test_bf16_flag_with_a_slow_probe_stays_fp32():
+    choice = resolve_precision("auto", CPU, flags={"avx512_bf16"}, probe=lambda: 1.1)
+    assert choice.name == "fp32" and "measured only 1.10x" in choice.reason
+
+
+def test_explicit_precision_wins_over_auto():
+    assert resolve_precision("fp32", CPU, flags=AMX, probe=never).name == "fp32"
+    assert resolve_precision("bf16", CPU, flags=AMX, probe=never).check_numerics is False
+    with pytest.raises(TailorError, match="100x slower"):
+        resolve_precision("bf16", CPU, flags=AVX2, probe=never)
+    with pytest.raises(TailorError, match="needs a CUDA GPU"):
+        resolve_precision("fp16", CPU, flags=AMX, probe=never)
+
+
+def test_environment_variable_replaces_auto_only(monkeypatch):
+    monkeypatch.setenv("TAILOR_PRECISION", "fp32")
+    choice = resolve_precision("auto", CPU, flags=AMX, probe=never)
+    assert choice.name == "fp32" and "TAILOR_PRECISION" in choice.reason
+    assert resolve_precision("bf16", CPU, flags=AMX, probe=never).name == "bf16"
+    monkeypatch.setenv("TAILOR_PRECISION", "bf17")
+    with pytest.raises(TailorError, match="TAILOR_PRECISION=bf17"):
+        resolve_precision("auto", CPU, flags=AMX, probe=never)
+
+
+def test_numerics_check_keeps_or_refuses_bf16():
+    candidate = Precision("bf16", "bf16 autocast (fp32 master weights): this CPU has amx_bf16", check_numerics=True)
+    kept = check_numerics(candidate, None, {}, losses=lambda m, b: (5.000, 5.004))
+    assert kept.name == "bf16" and "0.08%" in kept.reason and not kept.check_numerics
+    refused = check_numerics(candidate, None, {}, losses=lambda m, b: (5.0, 5.2))
+    assert refused.name == "fp32" and "4.00% from fp32's 5.0000" in refused.reason and "tolerance 1%" in refused.reason
+    assert check_numerics(candidate, None, {}, losses=lambda m, b: (5.0, float("nan"))).name == "fp32"
+    plain = Precision("fp32", "fp32: set by train.precision")
+    assert check_numerics(plain, None, {}, losses=never) is plain
+
+
+def test_first_batch_losses_of_a_real_model_agree(llama_dir):
+    model = loading.load_model(llama_dir, device="cpu", for_training=True)
+    ids = torch.arange(2 * 24).reshape(2, 24) % model.config.vocab_size
+    model.train()
+    fp32, bf16 = precision.first_batch_losses(model, {"input_ids": ids, "labels": ids})
+    assert model.training  # the mode comes back
+    assert fp32 != bf16 and abs(bf16 - fp32) / fp32 < precision.LOSS_TOLERANCE
+
+
+def _train(tmp_path, model_dir, data, *extra):
+    return run(load_recipe(None, [f"model.path={model_dir}", f"data.train=[{data}]", f"train.output_dir={tmp_path / 'run'}",
+                                  "train.batch_size=4", "train.logging_steps=1", "train.save_steps=100",
+                                  "data.max_length=48", "train.max_steps=2", "train.mfu_probe_seconds=0", *extra]))
+
+
+@pytest.mark.parametrize("tolerance, expected", [(0.01, "bf16"), (-1.0, "fp32")])
+def test_auto_on_a_faked_amx_cpu_trains_in_what_the_check_allows(tmp_path, monkeypatch, llama_dir, chat_file,
+                                                                   tolerance, expected):
+    monkeypatch.setattr(loading, "cpu_flags", lambda: frozenset(AMX))
+    monkeypatch.setattr(precision, "bf16_speedup", lambda device: 2.5)
+    monkeypatch.setattr(precision, "LOSS_TOLERANCE", tolerance)  # -1: any gap fails the check
+    result = _train(tmp_path, llama_dir, chat_file, "data.packing=true")
+    assert result.metrics["precision"] == expected
+    assert "first-batch loss" in result.metrics["precision_reason"]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert rows and all(r["precision"] == expected for r in rows)
+    assert rows[0]["precision_reason"] == result.metrics["precision_reason"]
