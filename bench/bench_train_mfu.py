@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_train_mfu.py [--steps 10] [--warmup 2] [--batch-size 4] [--threads 2] [--min-mfu 0.6]
 
-MFU = train_flops_per_token(model, seq_len) x tokens/s / measured matmul peak (tailor.training.flops). The peak
+MFU = train_flops_per_token(model, seq_len) x tokens/s / measured matmul peak (tailor.plan.flops). The peak
 is measured in this process with the same thread count, by a short matmul probe before training and after every
 optimizer step (outside the timed intervals): other processes on a shared machine slow the probe and the training
 alike, and each step is compared with the probes on either side of it. A step's interval runs from one
@@ -41,7 +41,7 @@ from transformers import TrainerCallback  # noqa: E402
 from tailor.config import load_recipe  # noqa: E402
 from tailor.models.presets import init_model  # noqa: E402
 from tailor.models.tokenizer import train_tokenizer  # noqa: E402
-from tailor.training.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
+from tailor.plan.flops import measure_matmul_peak, train_flops_per_token  # noqa: E402
 from tailor.training import train as run  # noqa: E402
 
 MODEL = dict(hidden_size=512, intermediate_size=1376, num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=8,
@@ -157,7 +157,7 @@ def main() -> int:
     from tailor.training.precision import resolve_precision
 
     recipe.train.device = device.type
-    precision, _ = resolve_precision(recipe.train.precision, device)
+    precision = resolve_precision(recipe.train.precision, device).name
     probe_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     clock = StepClock(args.probe_seconds, device, probe_dtype, 8192 if device.type == "cuda" else 1024)
     started = time.perf_counter()

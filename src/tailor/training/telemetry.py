@@ -9,7 +9,7 @@ and Prometheus all show the same values. Per log event (every train.logging_step
 - loss_bearing_tokens_per_second: the same for tokens whose prediction enters the loss (labels != -100 after
   the causal shift), summed over the gradient-accumulation micro-batches of each optimizer step.
 - mfu: train_flops_per_token(model, mean padded sequence length) x tokens_per_second / matmul peak, where the
-  peak is measured by `measure_matmul_peak` (tailor.training.flops) on the training device, dtype and thread
+  peak is measured by `measure_matmul_peak` (tailor.plan.flops) on the training device, dtype and thread
   count before the first step (once per process and device/dtype/thread count; later runs in the process
   reuse it). MFU counts all processed tokens, not only loss-bearing ones.
 - peak_memory_mb: since the start of training; CUDA max_memory_allocated, or on CPU the process's peak
@@ -37,7 +37,7 @@ _PEAKS: dict[tuple, float] = {}
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, seconds: float) -> float:
     """Measured matmul FLOP/s for (device, dtype, threads), probed once per process and then reused."""
-    from tailor.training.flops import measure_matmul_peak
+    from tailor.plan.flops import measure_matmul_peak
 
     key = (str(device), dtype, torch.get_num_threads())
     if key not in _PEAKS:
@@ -157,7 +157,7 @@ class Throughput(TrainerCallback, BatchObserver):
             return None
         seq_len = max(1, round(lengths / batches))
         if seq_len not in self._fpt:
-            from tailor.training.flops import train_flops_per_token
+            from tailor.plan.flops import train_flops_per_token
 
             self._fpt[seq_len] = train_flops_per_token(self._trainer.model, seq_len)
         return self._fpt[seq_len] * tokens / seconds / self.peak_flops

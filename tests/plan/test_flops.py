@@ -5,7 +5,7 @@ import torch
 from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from tailor.errors import TailorError
-from tailor.training.flops import measure_matmul_peak, train_flops_per_token
+from tailor.plan.flops import measure_matmul_peak, train_flops_per_token
 
 V, H, I, L, HEADS, KV = 100, 64, 128, 2, 4, 2
 

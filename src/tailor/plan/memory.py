@@ -1,0 +1,247 @@
+"""The memory model: peak bytes of one training process, broken down, from the model's shape and the run's settings.
+
+    weights      every parameter in its storage dtype (QLoRA: NF4 linear layers, 4.13 bits with double-quantized
+                 scales; FSDP full_shard / ZeRO-3: 1/N of them plus two gathered blocks)
+    adapter      LoRA / DoRA matrices (float32, as peft keeps them), virtual tokens, IA3 scales
+    gradients    one per trainable parameter, in its dtype (sharded by FSDP / ZeRO-2+)
+    optimizer    AdamW 2 states, SGD with momentum 1, Adafactor factored rows + columns, 8-bit AdamW 2 bytes
+                 (sharded by FSDP / ZeRO-1+)
+    activations  what autograd saves for the backward pass: per token and decoder block, the tensors listed in
+                 `_block_saved` (norms, projections, attention inputs and output, MLP), x the tokens of one
+                 micro-batch; with gradient checkpointing only each block's input plus one block recomputed
+    temporary    the loss (float32 logits, log-softmax and their gradients over the vocabulary), bf16 autocast's
+                 weight copies, DDP's gradient buckets, the optimizer step's largest scratch tensor
+    overhead     the process before the model exists (CPU: interpreter, torch, transformers; CUDA: context and
+                 kernels); predicted peaks are compared with measured ones above it
+
+Peak = weights + adapter + optimizer + max(activations + temporary (+ gradients when accumulating or while the
+last blocks' gradients exist), gradients + optimizer-step scratch) + overhead. The per-token activation terms were
+checked against saved-tensor hooks of transformers' Llama, Qwen2 and DeepSeek-V3 blocks and calibrated on real CPU
+runs by bench/bench_plan.py (docs/stages/plan.md has the table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from tailor.plan.shape import ModelShape
+
+GIB = 2 ** 30
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes, an 8-bit scale per 64 weights, a float32 scale per 256 scales
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
+
+
+@dataclass
+class MemoryBreakdown:
+    """Predicted bytes of one training process, by what holds them (see tailor.plan.memory)."""
+
+    weights: int
+    adapter: int
+    gradients: int
+    optimizer: int
+    activations: int
+    temporary: int
+    overhead: int
+    peak: int  # the high-water mark: not the sum, since gradients and activations do not all coexist
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunSettings:
+    """The settings of a run the memory and time models read (from a recipe, or given directly)."""
+
+    method: str = "lora"               # full, freeze, lora, dora, qlora, prefix, prompt, ia3
+    r: int = 16
+    target_modules: object = "all-linear"
+    lora_experts: bool | None = None
+    freeze_last_n: int = 2
+    num_virtual_tokens: int = 20
+    weight_dtype: str = "float32"       # storage dtype of the base weights (model.dtype; auto = float32 to train)
+    precision: str = "fp32"             # fp32, bf16 or fp16 (autocast)
+    optimizer: str = "adamw"
+    seq_len: int = 1024
+    batch_size: int = 8
+    grad_accum: int = 1
+    gradient_checkpointing: bool = False
+    nproc: int = 1
+    distributed: str = "none"           # none, ddp, fsdp, deepspeed
+    fsdp_sharding: str = "full_shard"
+    zero_stage: int = 2                 # deepspeed
+    device: str = "cpu"
+    padded: bool = False                # batches carry padding (an attention mask): sdpa repeats GQA keys/values
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _is_lora(method: str) -> bool:
+    return method in ("lora", "dora", "qlora")
+
+
+def _targeted(shape: ModelShape, s: RunSettings):
+    """The linear groups LoRA / IA3 wrap: all-linear = every linear but the head (experts as adapter.lora_experts says)."""
+    names = s.target_modules
+    out = []
+    for lin in shape.linears:
+        fused = lin.experts > 1
+        if fused and s.lora_experts is False:
+            continue
+        if names == "all-linear" or (fused and s.lora_experts):
+            out.append(lin)
+        elif lin.name in names:
+            out.append(lin)
+    return out
+
+
+def adapter_parameters(shape: ModelShape, s: RunSettings) -> int:
+    """Parameters the adapter adds (LoRA: r x (in + out) per wrapped weight and expert; DoRA: + a magnitude per output)."""
+    if _is_lora(s.method):
+        n = sum(s.r * (lin.in_features + lin.out_features) * lin.count * lin.experts for lin in _targeted(shape, s))
+        if s.method == "dora":
+            n += sum(lin.out_features * lin.count for lin in _targeted(shape, s) if lin.experts == 1)
+        return n
+    if s.method == "prompt":
+        return s.num_virtual_tokens * shape.hidden_size
+    if s.method == "prefix":
+        return s.num_virtual_tokens * 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim
+    if s.method == "ia3":
+        return sum(lin.out_features * lin.count * lin.experts for lin in _targeted(shape, s))
+    return 0
+
+
+def trainable_parameters(shape: ModelShape, s: RunSettings) -> int:
+    """Parameters that get a gradient and optimizer state."""
+    if s.method == "full":
+        return shape.parameters
+    if s.method == "freeze":
+        n = min(s.freeze_last_n, shape.num_layers)
+        head = shape.by_kind.get("head", 0) or (shape.by_kind.get("embedding", 0) if shape.tied_embeddings else 0)
+        return sum(shape.per_layer[shape.num_layers - n:]) + head + shape.hidden_size  # + the final norm
+    return adapter_parameters(shape, s)
+
+
+def quantized_parameters(shape: ModelShape) -> int:
+    """Parameters bitsandbytes stores in 4 bits under QLoRA: nn.Linear weights but the head (fused experts stay)."""
+    return sum(lin.in_features * lin.out_features * lin.count for lin in shape.linears if lin.experts == 1)
+
+
+def _shards(s: RunSettings) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer) divisors under the distributed engine."""
+    n = max(1, s.nproc)
+    if n == 1 or s.distributed in ("none", "ddp"):
+        return 1, 1, 1
+    if s.distributed == "fsdp":
+        return (n if s.fsdp_sharding == "full_shard" else 1), n, n
+    stage = s.zero_stage  # deepspeed
+    return (n if stage >= 3 else 1), (n if stage >= 2 else 1), (n if stage >= 1 else 1)
+
+
+def _optimizer_bytes(shape: ModelShape, s: RunSettings, trainable: int, state_bytes: int) -> int:
+    if s.optimizer == "adamw":
+        return 2 * trainable * state_bytes
+    if s.optimizer == "adamw_8bit":
+        return 2 * trainable + trainable // 2048 * 8  # 1 byte per state, a float32 scale per 2048
+    if s.optimizer == "sgd":
+        return trainable * state_bytes
+    if s.optimizer == "adafactor":  # factored second moment: a row and a column vector per matrix
+        if s.method == "full":
+            return sum((lin.in_features + lin.out_features) * lin.count * lin.experts for lin in shape.linears) * 4 \
+                + (shape.by_kind.get("embedding", 0) // max(shape.hidden_size, 1) + shape.hidden_size) * 4
+        return trainable * 4 // 8
+    return 2 * trainable * state_bytes
+
+
+def _block_saved(shape: ModelShape, s: RunSettings, moe: bool) -> float:
+    """Bytes autograd keeps per token for one decoder block (see the module docstring)."""
+    h, i = shape.hidden_size, shape.intermediate_size
+    lo = 2 if s.precision in ("bf16", "fp16") else 4  # matmul outputs under autocast
+    hi = 4 if s.weight_dtype == "float32" else 2       # the residual stream and norms stay in the weights' dtype
+    heads = shape.num_heads
+    # two norms: input, normalized input (x hi) and the projection input (in the matmul dtype)
+    total = 2 * (2 * h * hi + h * lo)
+    if shape.kv_lora_rank:  # multi-head latent attention (DeepSeek-V2/V3)
+        qk, v, nope = shape.qk_head_dim, shape.v_head_dim, shape.qk_nope_head_dim
+        attn = 3 * (shape.q_lora_rank or 0) + 3 * shape.kv_lora_rank  # the latents and their norms
+        attn += heads * (qk + qk)                 # query and key (rope part re-joined), saved by sdpa
+        attn += heads * (nope + v)                # kv_b_proj's output, held by the value view
+        attn += heads * v * 2                     # attention output and the o_proj input copy
+        total += attn * lo
+    else:
+        qd, kvd = heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
+        kv_saved = qd if s.padded and kvd != qd else kvd  # sdpa with a mask repeats GQA keys and values
+        total += (qd + 2 * kv_saved + 2 * qd) * lo       # q, k, v (after rope), output, o_proj input copy
+    if moe:
+        k, mi = shape.experts_per_token, shape.moe_intermediate_size
+        routed = k * (2 * h + 4 * mi) * lo               # gathered input, gate_up, act, product, weighted output
+        shared = 4 * mi * max(shape.shared_experts, 0) * lo
+        router = 3 * shape.num_experts * 4               # float32 logits, scores, top-k mask
+        total += routed + shared + router + h * hi
+    else:
+        total += 4 * i * lo                              # gate, up, act(gate), act x up
+    return total
+
+
+def activation_bytes(shape: ModelShape, s: RunSettings) -> tuple[int, int]:
+    """(saved activations, loss temporaries) of one micro-batch."""
+    tokens = s.batch_size * s.seq_len
+    dense_layers = shape.num_layers - shape.moe_layers
+    per_dense = _block_saved(shape, s, moe=False)
+    per_moe = _block_saved(shape, s, moe=True) if shape.moe_layers else 0.0
+    hi = 4 if s.weight_dtype == "float32" else 2
+    frozen_below = _frozen_prefix(shape, s)
+    if s.gradient_checkpointing:
+        blocks = shape.num_layers * shape.hidden_size * hi + max(per_dense, per_moe)
+    else:
+        blocks = dense_layers * per_dense + shape.moe_layers * per_moe
+        if frozen_below:  # blocks below every trainable parameter save nothing
+            blocks -= frozen_below * per_dense
+    saved = tokens * (blocks + 3 * shape.hidden_size * hi)  # + the final norm
+    # the loss: float32 logits, log-softmax output, its gradient and the logits' gradient over the vocabulary
+    lo = 2 if s.precision in ("bf16", "fp16") else 4
+    loss = tokens * shape.vocab_size * (3 * 4 + (lo if lo != 4 else 0))
+    return int(saved), int(loss)
+
+
+def _frozen_prefix(shape: ModelShape, s: RunSettings) -> int:
+    """Decoder blocks below every trainable parameter (freeze-last-N: backward stops before them)."""
+    if s.method == "freeze":
+        return max(0, shape.num_layers - s.freeze_last_n)
+    return 0
+
+
+def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[MemoryBreakdown, int, int]:
+    """(breakdown, trainable parameters, adapter parameters) of one process of the run `s` on model `shape`."""
+    wdiv, gdiv, odiv = _shards(s)
+    wbytes = DTYPE_BYTES.get(s.weight_dtype, 4)
+    if s.method == "qlora":
+        q = quantized_parameters(shape)
+        weights = q * NF4_BYTES + (shape.parameters - q) * 2  # the rest in the bf16/fp16 compute dtype
+    else:
+        weights = shape.parameters * wbytes
+    gathered = 2 * max(shape.per_layer or [0]) * wbytes if wdiv > 1 else 0
+    weights = weights / wdiv + gathered
+    adapter_n = adapter_parameters(shape, s)
+    adapter = adapter_n * 4
+    trainable = trainable_parameters(shape, s)
+    tbytes = 4 if s.method not in ("full", "freeze") else wbytes
+    gradients = trainable * tbytes / gdiv
+    optimizer = _optimizer_bytes(shape, s, trainable, tbytes) / odiv
+    saved, loss = activation_bytes(shape, s)
+    temporary = loss
+    if s.precision in ("bf16", "fp16") and s.method != "qlora" and wbytes == 4:
+        temporary += shape.parameters * 2 / wdiv  # autocast caches a half-precision copy of every weight it uses
+    if s.distributed == "ddp" or (s.nproc > 1 and s.distributed == "none"):
+        temporary += trainable * tbytes  # DDP's gradient buckets
+    # grads the backward has produced while the loss temporaries and most activations still exist: the head
+    head_grads = (shape.by_kind.get("head", 0) or (shape.by_kind.get("embedding", 0) if shape.tied_embeddings else 0))
+    head_grads = head_grads * tbytes if s.method in ("full", "freeze") else 0
+    step_scratch = 2 * max((lin.in_features * lin.out_features * lin.experts for lin in shape.linears), default=0) * tbytes \
+        if s.method in ("full", "freeze") and s.optimizer != "adamw" else 0
+    during_backward = saved + temporary + (gradients if s.grad_accum > 1 else head_grads / gdiv)
+    at_step = gradients + step_scratch
+    peak = weights + adapter + optimizer + max(during_backward, at_step) + overhead
+    b = MemoryBreakdown(weights=int(weights), adapter=int(adapter), gradients=int(gradients), optimizer=int(optimizer),
+                        activations=int(saved), temporary=int(temporary), overhead=int(overhead), peak=int(peak))
+    return b, trainable, adapter_n

@@ -1,0 +1,296 @@
+"""plan_run and compare_methods: a recipe's peak memory, speed and verdict before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from tailor.errors import TailorError
+from tailor.plan.memory import GIB, MemoryBreakdown, RunSettings, estimate_memory
+from tailor.plan.shape import ModelShape, config_from_dict, read_config, shape_of
+from tailor.plan.speed import DeviceSpeed, matmul_flops_per_token, measure_device, step_seconds
+
+FITS, TIGHT = 0.85, 1.0  # peak / device memory: <= 0.85 fits, <= 1.0 tight, above does not fit
+METHODS = ("full", "freeze", "lora", "dora", "qlora")
+
+
+@dataclass
+class Fix:
+    """A change that makes a run fit: the recipe overrides (or launcher flags) and the plan after it."""
+
+    change: str               # in words: "gradient checkpointing", "micro-batch 2 x accumulation 4", ...
+    overrides: list[str]      # key=value overrides (and --nproc N) that apply it
+    peak_bytes: int
+    verdict: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """One run's prediction: memory breakdown and peak, speed and duration, and the verdict on this device.
+
+    Memory is per process (FSDP / ZeRO shard it over `settings.nproc`); `peak_bytes` includes `memory.overhead`.
+    Time: `tokens_per_second` for all processes together, `step_seconds` per optimizer step, `epoch_seconds`
+    over `train_tokens` (None when the data was not counted), `run_seconds` for train.max_steps or the epochs.
+    `not_modelled` says what the prediction leaves out or guessed; `fixes` (when it does not fit) lists the
+    smallest changes that make it fit; `recommended` marks compare_methods' choice.
+    """
+
+    model: str
+    model_type: str
+    settings: RunSettings
+    parameters: int
+    trainable_parameters: int
+    adapter_parameters: int
+    memory: MemoryBreakdown
+    peak_bytes: int
+    device: str
+    device_memory_bytes: int | None
+    verdict: str                       # fits, tight, does not fit (unknown when the device memory is unknown)
+    speed: DeviceSpeed | None
+    flops_per_token: float
+    tokens_per_step: int
+    step_seconds: float | None
+    tokens_per_second: float | None
+    train_tokens: int | None = None
+    steps: int | None = None
+    epoch_seconds: float | None = None
+    run_seconds: float | None = None
+    not_modelled: list[str] = field(default_factory=list)
+    fixes: list[Fix] = field(default_factory=list)
+    recommended: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["peak_gib"] = round(self.peak_bytes / GIB, 3)
+        d["device_memory_gib"] = round(self.device_memory_bytes / GIB, 3) if self.device_memory_bytes else None
+        return d
+
+
+def verdict(peak: int, memory: int | None) -> str:
+    """fits (peak <= 85% of memory), tight (<= 100%), does not fit; unknown without a memory size."""
+    if not memory:
+        return "unknown"
+    ratio = peak / memory
+    return "fits" if ratio <= FITS else "tight" if ratio <= TIGHT else "does not fit"
+
+
+def model_shape(recipe=None, model: str | None = None) -> ModelShape:
+    """The model's shape: catalog `model` by name, else the recipe's model.path (config.json only) or model.preset."""
+    from tailor.plan.catalog import catalog_config
+
+    if model:
+        raw = catalog_config(model)
+        return shape_of(config_from_dict(raw), raw, name=model)
+    m = recipe.model
+    if m.path:
+        config, raw = read_config(m.path, m.trust_remote_code)
+        return shape_of(config, raw, name=Path(m.path).name)
+    if m.preset:
+        from tailor.models.loading import load_tokenizer
+        from tailor.models.presets import build_config
+
+        config = build_config(m.preset, len(load_tokenizer(m.tokenizer)))
+        return shape_of(config, config.to_dict(), name=m.preset)
+    raise TailorError("no model to plan for", where="model.path / model.preset",
+                      fix="set model.path or model.preset in the recipe, or pass --model NAME (a catalog model)")
+
+
+def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSettings:
+    """The RunSettings a recipe trains with on `device` (precision auto resolved as the trainer will)."""
+    a, t, d = recipe.adapter, recipe.train, recipe.data
+    precision = t.precision
+    if precision == "auto":
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+    dtype = recipe.model.dtype if recipe.model.dtype != "auto" else "float32"
+    stage = 2
+    if t.distributed == "deepspeed" and getattr(t, "deepspeed_config", None):
+        try:
+            stage = int(json.loads(Path(t.deepspeed_config).read_text())["zero_optimization"]["stage"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return RunSettings(method=a.method, r=a.r, target_modules=a.target_modules, lora_experts=a.lora_experts,
+                       freeze_last_n=a.freeze_last_n, num_virtual_tokens=a.num_virtual_tokens, weight_dtype=dtype,
+                       precision=precision, optimizer=t.optimizer, seq_len=d.max_length, batch_size=t.batch_size,
+                       grad_accum=t.grad_accum, gradient_checkpointing=t.gradient_checkpointing, nproc=nproc,
+                       distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
+                       device=device, padded=not (d.packing or t.objective == "pretrain"))
+
+
+def device_memory(device: str) -> int | None:
+    """Memory a training process can use on `device`: a GPU's total memory, or the CPU's available memory plus
+    what this process already holds."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(torch.device(device)).total_memory)
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return int(info["MemAvailable"].split()[0]) * 1024 + process_rss()
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def process_rss() -> int:
+    """This process's resident set size (bytes); 0 where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def framework_overhead(device: str) -> int:
+    """Memory a training process holds before its model exists. CPU: this process's resident set (interpreter,
+    torch, transformers, tailor imported: what `tailor train` holds at that point). CUDA: the context, cuBLAS
+    workspace and kernels, which max_memory_allocated does not count (about 0.6 GiB)."""
+    if device.startswith("cuda"):
+        return int(0.6 * GIB)
+    return process_rss()
+
+
+def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
+             model: str | None = None, settings: RunSettings | None = None, shape: ModelShape | None = None,
+             measure: bool = True, train_tokens: int | None = None) -> Plan:
+    """Predict one run: peak memory per process (broken down), speed, duration and the verdict on the device.
+
+    recipe: a Recipe/TrainRecipe (its model, adapter, train and data sections); model: a catalog name instead of
+    model.path; device: cpu or cuda (default: cuda when available); memory_gb: the device memory to judge against
+    (default: measured); nproc: processes (GPUs) sharing the run; settings / shape: given directly instead of read
+    from the recipe; measure: probe the device's matmul peak and bandwidth for the time estimate (False: memory
+    only); train_tokens: tokens per epoch (default: none, so no epoch time unless train.max_steps is set).
+    """
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.split(":")[0] not in ("cpu", "cuda"):
+        raise TailorError(f"unknown device '{device}'", where="--device", fix="use cpu or cuda")
+    if nproc < 1:
+        raise TailorError(f"nproc must be at least 1 (got {nproc})", where="--nproc", fix="pass --nproc 1 or more")
+    shape = shape or model_shape(recipe, model)
+    s = settings or settings_from_recipe(recipe, device, nproc)
+    if settings is None and nproc > 1 and s.distributed == "none":
+        s = replace(s, distributed="ddp")
+    overhead = framework_overhead(device)
+    mem, trainable, adapter_n = estimate_memory(shape, s, overhead)
+    if memory_gb is not None:
+        if memory_gb <= 0:
+            raise TailorError(f"--memory-gb must be above 0 (got {memory_gb})", where="--memory-gb", fix="e.g. --memory-gb 24")
+        total = int(memory_gb * GIB)
+    else:
+        total = device_memory(device)
+    notes = list(shape.unknown) + _not_modelled(s)
+    freeze_n = s.freeze_last_n if s.method == "freeze" else None
+    fpt, recompute = matmul_flops_per_token(shape, s.method, freeze_n, adapter_n, s.seq_len)
+    tokens = s.batch_size * s.seq_len * s.grad_accum
+    speed = step = tps = None
+    if measure and (device == "cpu" or torch.cuda.is_available()):
+        speed = measure_device(device, s.precision)
+        step = step_seconds(speed, fpt, recompute if s.gradient_checkpointing else 0.0, tokens,
+                            mem.weights, mem.activations, mem.gradients + mem.optimizer, s.grad_accum)
+        tps = tokens * s.nproc / step
+    elif measure:
+        notes.append(f"no {device} device here: time not measured (memory only)")
+    plan = Plan(model=shape.name, model_type=shape.model_type, settings=s, parameters=shape.parameters,
+                trainable_parameters=trainable, adapter_parameters=adapter_n, memory=mem, peak_bytes=mem.peak,
+                device=device, device_memory_bytes=total, verdict=verdict(mem.peak, total), speed=speed,
+                flops_per_token=fpt, tokens_per_step=tokens * s.nproc, step_seconds=step, tokens_per_second=tps,
+                not_modelled=notes)
+    _durations(plan, recipe, train_tokens)
+    return plan
+
+
+def _durations(plan: Plan, recipe, train_tokens: int | None) -> None:
+    if plan.step_seconds is None:
+        return
+    t = recipe.train if recipe is not None else None
+    if train_tokens:
+        plan.train_tokens = train_tokens
+        steps_per_epoch = max(1, math.ceil(train_tokens / plan.tokens_per_step))
+        plan.epoch_seconds = steps_per_epoch * plan.step_seconds
+        plan.steps = steps_per_epoch * (t.epochs if t is not None else 1)
+    if t is not None and t.max_steps > 0:
+        plan.steps = t.max_steps
+    if plan.steps:
+        plan.steps = int(math.ceil(plan.steps))
+        plan.run_seconds = plan.steps * plan.step_seconds
+
+
+def _not_modelled(s: RunSettings) -> list[str]:
+    notes = ["data loading, evaluation and checkpoint saving are not in the step time"]
+    if s.method in ("prefix", "prompt", "ia3"):
+        notes.append(f"{s.method}: the adapter is modelled, its extra activations are not")
+    if s.device.startswith("cuda"):
+        notes.append("CUDA allocator fragmentation (typically 5-15% above max_memory_allocated) is not included")
+    if s.method == "qlora" and not s.device.startswith("cuda"):
+        notes.append("qlora needs a CUDA GPU and bitsandbytes: this plan is for a machine that has one")
+    return notes
+
+
+def compare_methods(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
+                    model: str | None = None, methods: tuple[str, ...] = METHODS, measure: bool = True) -> list[Plan]:
+    """The recipe's run planned with every method (full, freeze last N, LoRA, DoRA, QLoRA) side by side.
+
+    The recommended plan (`recommended=True`) is the one that fits with the most trainable parameters, preferring
+    full > dora > lora > freeze > qlora on ties of fitting (QLoRA only when nothing in full precision fits). Each plan
+    that does not fit gets `fixes`: the smallest changes that make it fit, first the cheapest.
+    """
+    base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure)
+    shape = model_shape(recipe, model)
+    plans = []
+    for method in methods:
+        s = replace(base.settings, method=method)
+        if method == "qlora":
+            s = replace(s, precision="bf16", weight_dtype="bfloat16")
+        p = plan_run(recipe, base.device, memory_gb, nproc, model=model, settings=s, shape=shape, measure=measure)
+        p.fixes = [] if p.verdict in ("fits", "unknown") else find_fixes(p, shape, recipe, memory_gb, model)
+        plans.append(p)
+    order = {"full": 0, "dora": 1, "lora": 2, "freeze": 3, "qlora": 4}
+    fitting = [p for p in plans if p.verdict == "fits"] or [p for p in plans if p.verdict == "tight"]
+    if fitting:
+        min(fitting, key=lambda p: order.get(p.settings.method, 9)).recommended = True
+    return plans
+
+
+def find_fixes(plan: Plan, shape: ModelShape, recipe=None, memory_gb: float | None = None,
+               model: str | None = None) -> list[Fix]:
+    """Changes that make `plan` fit, cheapest first: gradient checkpointing; a smaller micro-batch with more
+    accumulation (same effective batch); both; QLoRA; FSDP over N GPUs (N = 2, 4, 8)."""
+    s = plan.settings
+    tries: list[tuple[str, list[str], RunSettings]] = []
+    if not s.gradient_checkpointing:
+        tries.append(("gradient checkpointing", ["train.gradient_checkpointing=true"], replace(s, gradient_checkpointing=True)))
+    b = s.batch_size
+    while b > 1:
+        b //= 2
+        acc = s.grad_accum * (s.batch_size // b)
+        ov = [f"train.batch_size={b}", f"train.grad_accum={acc}"]
+        tries.append((f"micro-batch {b} x accumulation {acc}", ov, replace(s, batch_size=b, grad_accum=acc)))
+        tries.append((f"gradient checkpointing + micro-batch {b} x accumulation {acc}",
+                      ov + ["train.gradient_checkpointing=true"], replace(s, batch_size=b, grad_accum=acc, gradient_checkpointing=True)))
+    if s.method != "qlora" and s.device.startswith("cuda"):
+        tries.append(("QLoRA (4-bit base)", ["adapter.method=qlora"], replace(s, method="qlora", precision="bf16", weight_dtype="bfloat16")))
+        tries.append(("QLoRA + gradient checkpointing", ["adapter.method=qlora", "train.gradient_checkpointing=true"],
+                      replace(s, method="qlora", precision="bf16", weight_dtype="bfloat16", gradient_checkpointing=True)))
+    if s.device.startswith("cuda"):
+        for n in (2, 4, 8):
+            if n > s.nproc:
+                tries.append((f"FSDP over {n} GPUs", ["train.distributed=fsdp", f"--nproc {n}"],
+                              replace(s, distributed="fsdp", fsdp_sharding="full_shard", nproc=n)))
+    fixes = []
+    for change, overrides, settings in tries:
+        mem, _, _ = estimate_memory(shape, settings, plan.memory.overhead)
+        v = verdict(mem.peak, plan.device_memory_bytes)
+        if v == "fits":
+            fixes.append(Fix(change, overrides, mem.peak, v))
+            if len(fixes) == 3:
+                break
+    return fixes

@@ -1,0 +1,111 @@
+"""The time model: seconds per optimizer step from the FLOPs each token costs and what this device measures.
+
+    step seconds = executed FLOPs / (matmul peak x efficiency) + bytes moved / memory bandwidth
+
+- executed FLOPs: the FLOPs model of tailor.plan.flops (6N trainable, 4N frozen but passed through, 2N below every
+  trainable weight, attention scores, MoE experts at top-k / n) x tokens, plus one more forward with gradient
+  checkpointing.
+- matmul peak: `measure_matmul_peak` on this device, dtype and thread count (a measurement, not a spec sheet).
+- efficiency: the share of that peak a training step's matmuls reach. Measured by `calibrate`: a few real
+  forward + backward steps of the model's own blocks (1 and 2 blocks of the same architecture and sizes, random
+  weights, the planned micro-batch), whose difference is one block's time; without it a default per device kind.
+- bytes moved: weights read three times per micro-batch (forward, input and weight gradients), activations
+  written and read by elementwise ops, and the optimizer step reading and writing parameters, gradients and states,
+  over the bandwidth a large copy reaches on this device.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import torch
+
+from tailor.plan.flops import _attention_flops, measure_matmul_peak
+from tailor.plan.shape import ModelShape
+
+# Share of the matmul peak a training step's matmuls reach when nothing was calibrated (bench/bench_plan.py).
+DEFAULT_EFFICIENCY = {"cpu": 0.55, "cuda": 0.45}
+ELEMENTWISE_PASSES = 6  # times the saved activations are written or read by non-matmul ops in a step
+
+
+@dataclass
+class DeviceSpeed:
+    """What the time model knows of the device: measured matmul FLOP/s and copy bandwidth, and the efficiency used."""
+
+    device: str
+    dtype: str
+    threads: int
+    matmul_flops: float
+    bandwidth: float          # bytes/s of a large tensor copy
+    efficiency: float
+    calibrated: bool          # efficiency from real steps of the model's blocks (else DEFAULT_EFFICIENCY)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@lru_cache(maxsize=8)
+def _probe(device: str, dtype: torch.dtype, threads: int) -> tuple[float, float]:
+    peak = measure_matmul_peak(device, dtype, seconds=0.3)
+    x = torch.empty(16 * 2 ** 20, device=device)  # 64 MiB
+    y = torch.empty_like(x)
+    y.copy_(x)
+    best = float("inf")
+    for _ in range(5):
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        y.copy_(x)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    return peak, 2 * x.numel() * 4 / max(best, 1e-9)
+
+
+def measure_device(device: str = "cpu", precision: str = "fp32") -> DeviceSpeed:
+    """Matmul peak (in the run's compute dtype) and copy bandwidth of `device`, probed once per process."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
+    peak, bw = _probe(device, dtype, torch.get_num_threads())
+    kind = device.split(":")[0]
+    return DeviceSpeed(device, str(dtype).replace("torch.", ""), torch.get_num_threads(), peak, bw,
+                       DEFAULT_EFFICIENCY.get(kind, 0.5), False)
+
+
+def matmul_flops_per_token(shape: ModelShape, method: str, trainable_layers: int | None, adapter_params: int,
+                           seq_len: int) -> tuple[float, float]:
+    """(model FLOPs of one trained token, extra FLOPs of one recomputed forward) per tailor.plan.flops' conventions,
+    from the model's linear layers. `trainable_layers`: with freeze, the last N blocks (None: every block)."""
+    lowest = 0 if trainable_layers is None else shape.num_layers - trainable_layers
+    head = shape.vocab_size * shape.hidden_size
+    flops = 6 * head if method in ("full", "freeze") else 4 * head
+    forward = 2 * head
+    for lin in shape.linears:
+        n = lin.in_features * lin.out_features * lin.count
+        if lin.experts > 1:
+            n = n * min(shape.experts_per_token or lin.experts, lin.experts)
+        if method == "full":
+            factor = 6
+        elif method == "freeze":
+            # blocks at or above the lowest trainable one: 6N in it; below: forward only
+            share_trained = max(0.0, min(1.0, (shape.num_layers - lowest) / max(shape.num_layers, 1)))
+            factor = 6 * share_trained + 2 * (1 - share_trained)
+        else:
+            factor = 4
+        flops += factor * n
+        forward += 2 * n
+    flops += 6 * adapter_params
+    reached = lowest if method == "freeze" else -1
+    attn = _attention_flops(shape.config, seq_len, reached) if shape.config is not None else \
+        shape.num_layers * shape.num_heads * 2 * 2 * shape.head_dim * seq_len / 2 * 3
+    fwd_attn = _attention_flops(shape.config, seq_len, None) if shape.config is not None else attn / 3
+    return flops + attn, forward + fwd_attn
+
+
+def step_seconds(speed: DeviceSpeed, flops_per_token: float, recompute_per_token: float, tokens: int,
+                 weight_bytes: float, activation_bytes: float, optimizer_bytes: float, micro_batches: int) -> float:
+    """Seconds of one optimizer step (see the module docstring)."""
+    compute = (flops_per_token + recompute_per_token) * tokens / (speed.matmul_flops * speed.efficiency)
+    moved = micro_batches * (3 * weight_bytes + ELEMENTWISE_PASSES * activation_bytes) + 2 * optimizer_bytes
+    return compute + moved / speed.bandwidth
