@@ -82,7 +82,8 @@ def test_deepseek_gguf_layout_and_metadata(deepseek_dir, tmp_path, outtype, refe
     assert tensors["blk.1.exp_probs_b.bias"].tensor_type == f32
     assert tensors["blk.0.attn_kv_a_norm.weight"].tensor_type == f32
     assert tensors["blk.1.ffn_up_exps.weight"].tensor_type == matrix
-    assert tensors["blk.0.attn_k_b.weight"].tensor_type == f16  # rows of 8 do not split into 32-blocks
+    # MLA's batched k_b/v_b stay f32: llama.cpp's AMX buffer takes no f32 weight (its graph would abort there)
+    assert tensors["blk.0.attn_k_b.weight"].tensor_type == f32 and tensors["blk.0.attn_v_b.weight"].tensor_type == f32
 
     # kv_b_proj [head * (nope + v), kv_rank] -> k_b [head, kv_rank, nope] (transposed) and v_b [head, v, kv_rank]
     kv_b = sd["model.layers.0.self_attn.kv_b_proj.weight"].numpy().reshape(4, 16, 16)
@@ -122,7 +123,7 @@ def test_deepseek_variant_layout(deepseek_variant_dir, tmp_path, reference):
     assert _field(r, "deepseek2.expert_weights_scale") == 2.5
     tensors = {t.name: t for t in r.tensors}
     assert "output.weight" not in tensors and "blk.0.attn_q_a.weight" not in tensors  # tied; no q latent
-    assert tensors["blk.1.attn_v_b.weight"].tensor_type == gguf.GGMLQuantizationType.Q8_0  # kv_rank 32
+    assert tensors["blk.1.attn_v_b.weight"].tensor_type == gguf.GGMLQuantizationType.F32  # not q8_0 (AMX buffer)
     back = gguf.quants.dequantize(tensors["blk.1.exp_probs_b.bias"].data, gguf.GGMLQuantizationType.F32)
     assert np.array_equal(back, sd["model.layers.1.mlp.gate.e_score_correction_bias"].numpy())
     # rotate-half rope: the last 8 rows of each head's 16 q rows (and of the kv_a output) become pairs

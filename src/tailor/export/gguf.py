@@ -119,7 +119,8 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
 
 def _tensor(name: str, data: np.ndarray, outtype: str):
     """(array to write, its GGML type): 1-D, norms and the MoE router in float32 (as llama.cpp's
-    converter); matrices in f16, or q8_0 when rows split into 32-blocks."""
+    converter), and MLA's k_b/v_b (see gguf_deepseek.F32_TENSORS: AMX); matrices in f16, or q8_0 when rows
+    split into 32-blocks."""
     import gguf
 
     from tailor.export.gguf_deepseek import F32_TENSORS

@@ -56,9 +56,13 @@ _LAYER = {
 }
 _GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
            "lm_head.weight": "output.weight"}
-# Kept in float32 whatever the file type, as llama.cpp's converter does: the router's logits pick
-# the experts, so rounding them can change which experts run.
-F32_TENSORS = ("ffn_gate_inp.weight",)
+# Kept in float32 whatever the file type. The router, as llama.cpp's converter does: its logits pick the experts,
+# so rounding them can change which experts run. MLA's k_b/v_b: llama.cpp's loader puts an f16 or q8_0/q4 matrix in
+# the AMX repacked buffer (CPUs with AMX, the default) when a contiguous test product passes; the deepseek2 graph then
+# multiplies k_b/v_b with permuted (non-contiguous) activations, which the AMX buffer type refuses and no other
+# backend can read, and llama.cpp aborts (GGML_ASSERT(*cur_backend_id != -1) in ggml_backend_sched_split_graph).
+# The AMX buffer type takes no f32 weights, so these small batched matrices stay on the plain CPU buffer.
+F32_TENSORS = ("ffn_gate_inp.weight", "attn_k_b.weight", "attn_v_b.weight")
 
 
 def _refuse(what: str, where: str, fix: str = _NO_GGUF) -> None:
