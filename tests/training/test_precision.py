@@ -9,7 +9,7 @@ from tailor.models import loading
 from tailor.training import precision
 from tailor.training import train as run
 from tailor.training.callbacks import read_metrics
-from tailor.training.precision import Precision, check_numerics, resolve_precision
+from tailor.training.precision import FirstBatch, Precision, confirm_on_first_batch, resolve_precision
 
 CPU = torch.device("cpu")
 AMX = {"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}
@@ -27,13 +27,13 @@ def _auto(monkeypatch):
 
 def test_amx_cpu_with_a_fast_probe_is_a_bf16_candidate():
     choice = resolve_precision("auto", CPU, flags=AMX, probe=lambda: 3.1)
-    assert choice.name == "bf16" and choice.check_numerics
+    assert choice.name == "bf16" and choice.confirm
     assert "amx_bf16/avx512_bf16" in choice.reason and "3.10x" in choice.reason
 
 
 def test_avx2_only_cpu_stays_fp32_without_probing():
     choice = resolve_precision("auto", CPU, flags=AVX2, probe=never)
-    assert choice.name == "fp32" and not choice.check_numerics
+    assert choice.name == "fp32" and not choice.confirm
     assert "no native bf16 instructions" in choice.reason
 
 
@@ -44,7 +44,7 @@ def test_bf16_flag_with_a_slow_probe_stays_fp32():
 
 def test_explicit_precision_wins_over_auto():
     assert resolve_precision("fp32", CPU, flags=AMX, probe=never).name == "fp32"
-    assert resolve_precision("bf16", CPU, flags=AMX, probe=never).check_numerics is False
+    assert resolve_precision("bf16", CPU, flags=AMX, probe=never).confirm is False
     with pytest.raises(TailorError, match="100x slower"):
         resolve_precision("bf16", CPU, flags=AVX2, probe=never)
     with pytest.raises(TailorError, match="needs a CUDA GPU"):
@@ -61,24 +61,31 @@ def test_environment_variable_replaces_auto_only(monkeypatch):
         resolve_precision("auto", CPU, flags=AMX, probe=never)
 
 
-def test_numerics_check_keeps_or_refuses_bf16():
-    candidate = Precision("bf16", "bf16 autocast (fp32 master weights): this CPU has amx_bf16", check_numerics=True)
-    kept = check_numerics(candidate, None, {}, losses=lambda m, b: (5.000, 5.004))
-    assert kept.name == "bf16" and "0.08%" in kept.reason and not kept.check_numerics
-    refused = check_numerics(candidate, None, {}, losses=lambda m, b: (5.0, 5.2))
-    assert refused.name == "fp32" and "4.00% from fp32's 5.0000" in refused.reason and "tolerance 1%" in refused.reason
-    assert check_numerics(candidate, None, {}, losses=lambda m, b: (5.0, float("nan"))).name == "fp32"
+def measured(fp32_loss, bf16_loss, fp32_seconds=2.0, bf16_seconds=1.0):
+    return lambda model, batch: FirstBatch(fp32_loss, bf16_loss, fp32_seconds, bf16_seconds)
+
+
+def test_first_batch_keeps_or_refuses_bf16():
+    candidate = Precision("bf16", "bf16 autocast (fp32 master weights): this CPU has amx_bf16", confirm=True)
+    kept = confirm_on_first_batch(candidate, None, {}, measure=measured(5.000, 5.004))
+    assert kept.name == "bf16" and "0.08%" in kept.reason and "2.00x fp32" in kept.reason and not kept.confirm
+    refused = confirm_on_first_batch(candidate, None, {}, measure=measured(5.0, 5.2))
+    assert refused.name == "fp32" and "4.00%" in refused.reason and "tolerance 1%" in refused.reason
+    assert confirm_on_first_batch(candidate, None, {}, measure=measured(5.0, float("nan"))).name == "fp32"
+    slow = confirm_on_first_batch(candidate, None, {}, measure=measured(5.0, 5.001, 1.0, 1.7))
+    assert slow.name == "fp32" and "not faster" in slow.reason and "0.59x fp32" in slow.reason
     plain = Precision("fp32", "fp32: set by train.precision")
-    assert check_numerics(plain, None, {}, losses=never) is plain
+    assert confirm_on_first_batch(plain, None, {}, measure=never) is plain
 
 
-def test_first_batch_losses_of_a_real_model_agree(llama_dir):
+def test_first_batch_measurement_of_a_real_model(llama_dir):
     model = loading.load_model(llama_dir, device="cpu", for_training=True)
     ids = torch.arange(2 * 24).reshape(2, 24) % model.config.vocab_size
     model.train()
-    fp32, bf16 = precision.first_batch_losses(model, {"input_ids": ids, "labels": ids})
-    assert model.training  # the mode comes back
-    assert fp32 != bf16 and abs(bf16 - fp32) / fp32 < precision.LOSS_TOLERANCE
+    m = precision.measure_first_batch(model, {"input_ids": ids, "labels": ids})
+    assert model.training and all(p.grad is None for p in model.parameters())  # mode back, no gradient left over
+    assert m.fp32_loss != m.bf16_loss and abs(m.bf16_loss - m.fp32_loss) / m.fp32_loss < precision.LOSS_TOLERANCE
+    assert m.fp32_seconds > 0 and m.bf16_seconds > 0
 
 
 def _train(tmp_path, model_dir, data, *extra):
@@ -93,6 +100,7 @@ def test_auto_on_a_faked_amx_cpu_trains_in_what_the_check_allows(tmp_path, monke
     monkeypatch.setattr(loading, "cpu_flags", lambda: frozenset(AMX))
     monkeypatch.setattr(precision, "bf16_speedup", lambda device: 2.5)
     monkeypatch.setattr(precision, "LOSS_TOLERANCE", tolerance)  # -1: any gap fails the check
+    monkeypatch.setattr(precision, "MIN_STEP_SPEEDUP", 0.0)  # the real losses are checked; the speed is not timed here
     result = _train(tmp_path, llama_dir, chat_file, "data.packing=true")
     assert result.metrics["precision"] == expected
     assert "first-batch loss" in result.metrics["precision_reason"]

@@ -110,7 +110,7 @@ def start(recipe: Recipe) -> Run:
     if t.precision == "auto":
         log.info("precision: %s", choice.reason)
     set_seed(t.seed)
-    return Run(out, resume_from, device, choice.name, choice.reason, choice.check_numerics)
+    return Run(out, resume_from, device, choice.name, choice.reason, choice.confirm)
 
 
 def load_causal_lm(recipe: Recipe, out: Path):
@@ -157,13 +157,14 @@ def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenize
                   callbacks: list | None, **objective) -> "TailorTrainer":
     """`trainer_class` (TailorTrainer or an objective's subclass, whose own settings are `objective`) built with the
     run's TrainingArguments, data, callbacks and train.adversarial, showing progress as a bar or log lines."""
-    from tailor.training.args import training_arguments
+    from tailor.training.args import objective_arguments, training_arguments
     from tailor.training.regularize import Adversarial
 
     t = recipe.train
     if run.precision_check:
         confirm_precision(run, model, data, t.batch_size)
-    args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None)
+    args = training_arguments(t, run.out, run.device, run.precision, has_validation=data.eval is not None,
+                              objective=objective_arguments(recipe))  # TRL's config for dpo/orpo/kto/simpo/grpo
     trainer = trainer_class(model=model, args=args, train_dataset=data.train, eval_dataset=data.eval,
                             data_collator=data.collator, processing_class=tokenizer,
                             callbacks=run_callbacks(recipe, model, tokenizer, run.out, callbacks, run),
@@ -173,12 +174,13 @@ def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenize
 
 
 def confirm_precision(run: Run, model, data: TrainingData, batch_size: int) -> None:
-    """auto's bf16 kept only when a bf16 forward of the first `batch_size` training rows gives the fp32 loss within
-    tailor.training.precision.LOSS_TOLERANCE; else fp32 (run.precision and run.precision_reason say which, and why)."""
-    from tailor.training.precision import Precision, check_numerics
+    """auto's bf16 kept only when, on the first `batch_size` training rows, bf16 gives the fp32 loss within a tolerance
+    and trains faster (tailor.training.precision.confirm_on_first_batch); else fp32 (run.precision and
+    run.precision_reason say which, and why)."""
+    from tailor.training.precision import Precision, confirm_on_first_batch
 
     batch = data.collator([data.train[i] for i in range(min(batch_size, len(data.train)))])
-    kept = check_numerics(Precision(run.precision, run.precision_reason, True), model, batch)
+    kept = confirm_on_first_batch(Precision(run.precision, run.precision_reason, True), model, batch)
     run.precision, run.precision_reason, run.precision_check = kept.name, kept.reason, False
 
 
