@@ -154,6 +154,13 @@ def cmd_quickstart(a: C.QuickstartCommand) -> int:
     return 0
 
 
+def cmd_ui(a: C.UiCommand) -> int:
+    from tailor.ui.server import run
+
+    run(a)
+    return 0
+
+
 def _data_tools(recipe: Recipe, base_dir: Path) -> dict:
     """The tokenizer (model.tokenizer or model.path, data.chat_template applied) and back-translation translator
     that `tailor.data.prepare.run` takes from its caller: the data stage loads no model."""
@@ -364,6 +371,7 @@ COMMANDS: dict[str, Command] = {
     "registry promote": Command(cmd_registry_promote, C.RegistryPromoteCommand, "make a version production (the previous one is archived)"),
     "registry rollback": Command(cmd_registry_rollback, C.RegistryRollbackCommand, "restore the version production replaced (or --to V)"),
     "refresh": Command(cmd_refresh, C.RefreshCommand, "drift check on new data; if degraded: incremental retrain, A/B gate, promote or reject", RefreshRecipe),
+    "ui": Command(cmd_ui, C.UiCommand, "the web UI: data, model, training with live curves, evaluation, chat and export in a browser (http://127.0.0.1:7860)"),
     "hpo": Command(cmd_hpo, C.HpoCommand, "hyperparameter search over recipe keys (grid, random, TPE) with pruning; resumable, multi-worker", HpoRecipe),
 }
 

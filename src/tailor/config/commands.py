@@ -248,3 +248,17 @@ class RegistryRollbackCommand(RegistryCommand):
 class RefreshCommand(RecipeCommand):
     force: bool = Field(False, description="Retrain and gate even without drift (or when this refresh already ran).")
     url: str | None = Field(None, description="The registry (default: refresh.registry, else $TAILOR_REGISTRY, else runs/registry.db).")
+
+
+class UiCommand(CommandSettings):
+    """`tailor ui`: the web UI (tailor.ui)."""
+
+    host: str = Field("127.0.0.1", description="Address to listen on; any address other than loopback (127.0.0.1, localhost, ::1) requires an access token, made at start and printed.")
+    port: int = Field(7860, ge=1, le=65535, description="TCP port.")
+    workspace: str = Field("runs/ui", description="Folder of the UI's project: uploads, prepared data, models, runs, the job table (jobs.db).")
+    root: list[str] = Field(default_factory=list, description="Extra folders the file pickers may read (repeatable; the workspace is always one); nothing outside them is readable.", json_schema_extra=flag(action="append", metavar="DIR"))
+    token: str | None = Field(None, description="Access token to require (default: a random one when --host is not loopback, none on loopback).")
+    max_upload_mb: float = Field(512.0, gt=0, description="Largest file an upload may send, in MiB.")
+    device: str | None = Field(None, description="Device name of the job queue (one training job per device at a time; default: one queue for the machine).")
+    jobs_per_device: int = Field(1, ge=1, description="Training, evaluation and export jobs that may run at once on the device; the rest wait in the queue.")
+    nice: int = Field(10, ge=0, le=19, description="CPU priority lowering of jobs (os.nice), so pages answer while a job uses every core.")
