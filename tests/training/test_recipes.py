@@ -28,11 +28,34 @@ def _constructs(path: Path, name: str) -> list[int]:
     return lines
 
 
+# TrainingArguments and TRL's configs, its subclasses (DPOConfig, ...): built by args.py's one call of `config_class`.
+CONFIGS = ("TrainingArguments", "DPOConfig", "KTOConfig", "ORPOConfig", "CPOConfig", "GRPOConfig", "SFTConfig",
+           "config_class")
+
+
 def test_training_arguments_are_built_in_one_module():
     builders = {str(p.relative_to(SRC)): lines for p in sorted(SRC.rglob("*.py"))
-                if (lines := _constructs(p, "TrainingArguments"))}
+                if (lines := [n for name in CONFIGS for n in _constructs(p, name)])}
     assert list(builders) == ["tailor/training/args.py"], builders
     assert len(builders["tailor/training/args.py"]) == 1
+
+
+@pytest.mark.parametrize("objective,config", [("sft", "TrainingArguments"), ("dpo", "DPOConfig"), ("kto", "KTOConfig"),
+                                              ("orpo", "ORPOConfig"), ("simpo", "CPOConfig"), ("grpo", "GRPOConfig")])
+def test_the_one_builder_makes_each_objectives_config(tmp_path, objective, config):
+    import torch
+
+    from tailor.config import Recipe
+    from tailor.training.args import objective_arguments, training_arguments
+
+    recipe = Recipe.model_validate({"train": {"objective": objective, "lr": 1e-3, "batch_size": 4, "seed": 5},
+                                    "preference": {"beta": 0.3}})
+    args = training_arguments(recipe.train, tmp_path, torch.device("cpu"), "fp32", False, objective_arguments(recipe))
+    assert type(args).__name__ == config
+    assert (args.learning_rate, args.per_device_train_batch_size, args.seed) == (1e-3, 4, 5)
+    assert not args.gradient_checkpointing and not args.bf16  # TRL's defaults (True) do not leak through
+    if objective in ("dpo", "kto", "orpo", "simpo"):
+        assert args.beta == 0.3
 
 
 def test_the_checker_sees_both_call_forms(tmp_path):

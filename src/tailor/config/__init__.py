@@ -1,6 +1,7 @@
 """The schema: the single source of truth for YAML recipes, `key=value` overrides, flags and `--help`.
 
 sections.py  shared sections (model, adapter, train, eval, distill, refresh) and the path/dtype/device types
+alignment.py the preference and grpo sections (train.objective dpo, orpo, kto, simpo, grpo)
 data.py      the data section (sources, cleaning, de-dup, augmentation, splits)
 recipe.py    the recipe, the serve and quickstart settings, and the view of the recipe each command reads
 commands.py  every command's positionals and flags (choices as Literals)
@@ -10,6 +11,7 @@ io.py        loading recipes, `key=value` overrides, help text
 Everything is re-exported here: import from `tailor.config`.
 """
 
+from tailor.config.alignment import GrpoConfig, PreferenceConfig, RewardSpec
 from tailor.config.commands import *  # noqa: F401,F403  (every command's settings and choice Literals)
 from tailor.config.commands import MEASURE_MAX_EXAMPLES, CommandSettings, HpoSettings
 from tailor.config.data import (PII_KINDS, AugmentConfig, BackTranslationConfig, ChineseStep, CleanStep, ControlStep,
@@ -26,7 +28,7 @@ from tailor.config.sections import (AdapterConfig, DistillConfig, EvalConfig, In
 __all__ = [
     "AdapterConfig", "AugmentConfig", "BackTranslationConfig", "ChineseStep", "CleanStep", "CommandSettings",
     "ControlStep", "DataConfig", "DataRecipe", "DedupConfig", "DistillConfig", "DistillRecipe", "EdaConfig",
-    "EvalConfig", "FillConfig", "HpoRecipe", "HpoSettings", "HtmlStep", "InputPath", "LanguageStep", "LengthStep",
+    "EvalConfig", "FillConfig", "GrpoConfig", "PreferenceConfig", "RewardSpec", "HpoRecipe", "HpoSettings", "HtmlStep", "InputPath", "LanguageStep", "LengthStep",
     "MEASURE_MAX_EXAMPLES", "ModelConfig", "NfkcStep", "OutputPath", "OutputRule", "PII_KINDS", "PathRole", "PiiStep",
     "QuickstartConfig", "Recipe", "RefreshConfig", "RefreshRecipe", "RegexStep", "Section", "ServeConfig",
     "SourceConfig", "SplitConfig", "TrainConfig", "TrainRecipe", "WhitespaceStep", "_nearest", "_type_name",

@@ -15,8 +15,8 @@ class SourceConfig(Section):
     path: InputPath | None = Field(None, description="A .json/.jsonl/.csv/.parquet/.txt file, a folder, a glob (data/*.jsonl) or a saved `datasets` directory.")
     registry: InputPath | None = Field(None, description="A LLaMA-Factory dataset_info.json (or the folder holding it); use with `name`.")
     name: str | None = Field(None, description="Dataset name inside `registry`.")
-    format: Literal["auto", "messages", "sharegpt", "alpaca", "text", "classification", "preference"] = Field(
-        "auto", description="Record format; auto detects it per record.")
+    format: Literal["auto", "messages", "sharegpt", "alpaca", "text", "classification", "preference", "kto", "prompt"] = Field(
+        "auto", description="Record format; auto detects it per record (kto = a conversation whose last assistant turn has a true/false `label`; prompt = a `prompt` without answers, e.g. GRPO prompts with an `answer` column).")
     columns: dict[str, str] = Field(default_factory=dict, description="Canonical field -> column in the file, e.g. {instruction: question, output: answer, messages: dialog}.")
     tags: dict[str, str] = Field(default_factory=dict, description="sharegpt keys and role names: role_tag, content_tag, user_tag, assistant_tag, system_tag, observation_tag, function_tag.")
     text_per: Literal["line", "file"] = Field("line", description="Plain .txt files: one document per line, or the whole file as one document.")

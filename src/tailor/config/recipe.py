@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from tailor.config.alignment import GrpoConfig, PreferenceConfig
 from tailor.config.data import DataConfig
 from tailor.config.sections import (AdapterConfig, ChatTemplate, Device, DistillConfig, EvalConfig, InputPath,
                                     ModelConfig, OutputPath, RefreshConfig, Runtime, Section, TrainConfig, flag)
@@ -76,6 +77,8 @@ class Recipe(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
     adapter: AdapterConfig = Field(default_factory=AdapterConfig, description="What trains.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Preference optimization (train.objective dpo, orpo, kto, simpo).")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO with verifiable rewards (train.objective grpo).")
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Generation-based evaluation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible server (`tailor serve`).")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Teacher -> student distillation (`tailor distill`).")
@@ -107,6 +110,8 @@ class TrainRecipe(Section):
     data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
     adapter: AdapterConfig = Field(default_factory=AdapterConfig, description="What trains.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Preference optimization (train.objective dpo, orpo, kto, simpo).")
+    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO with verifiable rewards (train.objective grpo).")
 
 
 class DistillRecipe(TrainRecipe):

@@ -95,7 +95,7 @@ class AdapterConfig(Section):
 
 
 class TrainConfig(Section):
-    objective: Literal["pretrain", "sft", "classification"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows.")
+    objective: Literal["pretrain", "sft", "classification", "dpo", "orpo", "kto", "simpo", "grpo"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows; dpo / orpo / simpo = preference pairs {prompt, chosen, rejected}, kto = answers labelled true/false (settings in `preference`); grpo = sampled answers scored by rewards (settings in `grpo`). All but pretrain/sft/classification are TRL's trainers.")
     output_dir: OutputPath = Field("runs/train", description="Run directory: checkpoints, final model or adapter, metrics.jsonl, TensorBoard logs, resolved config.yaml (input paths absolute). Relative = to the working directory.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when train.max_steps > 0).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use train.epochs.")

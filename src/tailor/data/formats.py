@@ -1,4 +1,4 @@
-"""Rows to canonical records: OpenAI messages, sharegpt, alpaca, preference, classification, text.
+"""Rows to canonical records: OpenAI messages, sharegpt, alpaca, preference, KTO, prompts, classification, text.
 
 Split from `loading` (which finds and reads files); this module only turns one parsed row into
 a record (shapes in `tailor.data.records`) or a `_RowError` with a short stable reason.
@@ -192,18 +192,65 @@ def _preference(r: _Row, tags: dict[str, str]) -> dict:
     if not prompt or prompt[-1]["role"] not in ("user", "tool") or not prompt[-1]["content"].strip():
         raise _RowError("prompt does not end with a user turn", col,
                         "the prompt of a preference pair must end with the user's (or a tool's) message")
-    return {"prompt": prompt, "chosen": _answer(r, "chosen", tags), "rejected": _answer(r, "rejected", tags)}
+    chosen, rejected = _answer(r, "chosen", tags), _answer(r, "rejected", tags)
+    if chosen.strip() == rejected.strip():
+        raise _RowError("identical chosen and rejected", r.col("chosen"),
+                        "a preference pair needs two different answers; drop the row or fix one answer")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _messages(r: _Row, tags: dict[str, str]) -> tuple[list[dict], str]:
+    """The row's turns (messages, conversations, or an alpaca instruction) with its system prompt, and their column."""
+    if r.has("messages") or r.has("messages", "conversations"):
+        name = "messages" if r.has("messages") else "conversations"
+        col = r.col("messages", name)
+        return _system(r, _turns(r, r.listing("messages", name), tags, col)), col
+    answer = r.text("output", required=False)
+    return _alpaca_prompt(r) + ([{"role": "assistant", "content": answer}] if answer else []), r.col("instruction")
+
+
+def _kto(r: _Row, tags: dict[str, str]) -> dict:
+    """A conversation whose last assistant turn is labelled desirable (true) or not (false): KTO's unpaired rows."""
+    msgs, col = _messages(r, tags)
+    label, lcol = r.get("label"), r.col("label")
+    if isinstance(label, str) and label.lower() in ("true", "false"):
+        label = label.lower() == "true"
+    if not isinstance(label, bool):
+        raise _RowError(f"'{lcol}' is not true/false", lcol, "a KTO row needs a boolean label (true = a good answer)")
+    if not msgs or msgs[-1]["role"] != "assistant" or not msgs[-1]["content"].strip():
+        raise _RowError("no final assistant answer", col, "a KTO row's conversation must end with the labelled answer")
+    if len(msgs) < 2 or msgs[-2]["role"] not in ("user", "tool"):
+        raise _RowError("no user turn before the answer", col, "the labelled answer must follow a user (or tool) turn")
+    return {"prompt": msgs[:-1], "completion": msgs[-1]["content"], "label": label}
+
+
+def _prompt_only(r: _Row, tags: dict[str, str]) -> dict:
+    """A prompt without an answer to train on (GRPO samples the answers): a conversation ending with a user turn."""
+    p = r.get("prompt")
+    if isinstance(p, str):
+        msgs, col = _system(r, [{"role": "user", "content": p}]), r.col("prompt")
+    elif p is not None:
+        msgs, col = _system(r, _turns(r, r.listing("prompt"), tags, r.col("prompt"))), r.col("prompt")
+    else:
+        msgs, col = _messages(r, tags)
+    if not msgs or msgs[-1]["role"] not in ("user", "tool") or not msgs[-1]["content"].strip():
+        raise _RowError("prompt does not end with a user turn", col, "a prompt must end with the user's (or a tool's) message")
+    return {"messages": msgs}
 
 
 def _detect(r: _Row) -> str:
     if r.has("chosen") and r.has("rejected"):
         return "preference"
+    if (r.has("messages") or r.has("messages", "conversations")) and isinstance(r.row.get(r.col("label")), bool):
+        return "kto"
     if r.has("messages"):
         return "messages"
     if r.has("messages", "conversations"):
         return "sharegpt"
     if r.has("instruction") and r.has("output"):
         return "alpaca"
+    if r.has("prompt") and r.col("prompt") not in r.cols.values():
+        return "prompt"
     if r.has("text") and r.col("label") and r.col("label") in r.row:
         return "classification"
     if r.has("text"):
@@ -226,6 +273,10 @@ def convert_row(row: object, fmt: str = "auto", columns: dict[str, str] | None =
     kind = _detect(r) if fmt == "auto" else fmt
     if kind == "preference":
         rec = _preference(r, tags)
+    elif kind == "kto":
+        rec = _kto(r, tags)
+    elif kind == "prompt":
+        rec = _prompt_only(r, tags)
     elif kind in ("messages", "sharegpt"):
         name = "conversations" if kind == "sharegpt" and not r.has("messages") else "messages"
         turns = r.listing("messages", name)

@@ -6,6 +6,7 @@ A record is a plain dict with one of these shapes (plus bookkeeping keys):
 - raw text:          {"text": str}
 - classification:    {"text": str, "label": str|int}
 - preference pair:   {"prompt": [messages...], "chosen": str, "rejected": str}
+- KTO (unpaired):     {"prompt": [messages...], "completion": str, "label": bool}
 
 Bookkeeping keys: "meta" (the row's other columns, used by split.group_by / time_column /
 stratify_by), "where" ("file:line", for errors and reports), "source" (source name),
@@ -23,7 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-TEXT_KEYS = ("text", "chosen", "rejected")
+TEXT_KEYS = ("text", "chosen", "rejected", "completion")
 
 
 def field_value(rec: dict, key: str):
@@ -47,7 +48,7 @@ def iter_texts(rec: dict, prompt_only: bool = False) -> Iterator[str]:
         if isinstance(rec.get("text"), str):
             yield rec["text"]
     if not prompt_only:
-        for key in ("chosen", "rejected"):
+        for key in ("chosen", "rejected", "completion"):
             if isinstance(rec.get(key), str):
                 yield rec[key]
 
@@ -62,7 +63,7 @@ def map_texts(rec: dict, fn: Callable[[str], str], prompt_only: bool = False) ->
     if isinstance(rec.get("text"), str) and (rec.get("label") is not None or not prompt_only):
         out["text"] = fn(rec["text"])
     if not prompt_only:
-        for key in ("chosen", "rejected"):
+        for key in ("chosen", "rejected", "completion"):
             if isinstance(rec.get(key), str):
                 out[key] = fn(rec[key])
     return out
@@ -76,6 +77,8 @@ def record_text(rec: dict) -> str:
 def record_kind(rec: dict) -> str:
     if "prompt" in rec and "chosen" in rec:
         return "preference"
+    if "prompt" in rec and "completion" in rec:
+        return "kto"
     if "messages" in rec:
         return "chat"
     if "label" in rec and rec.get("label") is not None:

@@ -10,7 +10,8 @@ entry whose columns name a `prompt` but no `response` (`{prompt: text}`) is pret
 Entries with only a hub or remote address (hf_hub_url, ms_hub_url, om_hub_url, script_url,
 cloud_file_name) are refused: tailor does not download. An entry with both reads its local file;
 hub-only keys (subset, split, folder, revision, file_sha1) have no meaning for a local file.
-Multimodal and KTO columns (images, videos, audios, kto_tag) are refused: tailor is text-only.
+Multimodal columns (images, videos, audios) are refused: tailor is text-only. A `kto_tag` column makes
+the entry KTO rows (a conversation whose last answer is labelled true/false).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from tailor.errors import TailorError
 
 REGISTRY_FILE = "dataset_info.json"
 ALPACA = {"prompt": "instruction", "query": "input", "response": "output", "history": "history", "system": "system",
-          "tools": "tools", "chosen": "chosen", "rejected": "rejected"}
-SHAREGPT = {"messages": "messages", "system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected"}
-UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio", "kto_tag": "KTO labels"}
+          "tools": "tools", "chosen": "chosen", "rejected": "rejected", "kto_tag": "label"}
+SHAREGPT = {"messages": "messages", "system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected",
+            "kto_tag": "label"}
+UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio"}
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 
@@ -83,6 +85,9 @@ def _columns(entry: dict, formatting: str, ranking: bool, where: str) -> tuple[s
         mapping.pop("output", None)
     else:
         mapping.pop("chosen"), mapping.pop("rejected")
+    if "kto_tag" in cols and not ranking:
+        return "kto", mapping
+    mapping.pop("label")
     return ("preference" if ranking else formatting), mapping
 
 

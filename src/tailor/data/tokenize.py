@@ -25,7 +25,7 @@ from tailor.data.loading import LoadReport
 from tailor.data.templates import encode_conversation
 
 IGNORE = -100
-NOT_TOKENIZED = "not tokenized (classification or preference rows are kept as records)"
+NOT_TOKENIZED = "not tokenized (classification, preference and KTO rows are kept as records)"
 NO_LOSS_TOKEN = "no assistant token in the conversation"
 COLUMNS = ("input_ids", "labels", "chat", "source", "where")
 

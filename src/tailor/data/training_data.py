@@ -138,3 +138,17 @@ def training_datasets(prepared: Prepared, recipe: Recipe):
                           fix="sft needs conversations with an assistant turn within data.max_length, pretrain any text; "
                               "check `tailor data inspect` on it")
     return train, view("eval"), report
+
+
+def alignment_records(recipe: Recipe, tokenizer):
+    """(train records, eval records, LoadReport) for the preference and GRPO objectives: the prepared directory's
+    canonical records (pairs, labelled answers and prompts stay records; tailor.data.alignment tokenizes them).
+    The report counts what preparation dropped; the rows each objective cannot use are counted by it."""
+    from tailor.data.tokenize import NO_LOSS_TOKEN, NOT_TOKENIZED
+
+    prepared = prepare_training_data(recipe, tokenizer)
+    report = load_report(prepared)
+    for reason in (NOT_TOKENIZED, NO_LOSS_TOKEN):  # SFT's reasons; these objectives count their own
+        report.skipped.pop(reason, None)
+        report.examples.pop(reason, None)
+    return prepared.records("train"), prepared.records("eval"), report

@@ -1,5 +1,8 @@
 """The one place that builds transformers' `TrainingArguments` from the recipe's `train` section.
 
+TRL's configs (DPOConfig, KTOConfig, ORPOConfig, CPOConfig, GRPOConfig) are TrainingArguments subclasses: the
+same builder makes them, with the objective's own keywords from `objective_arguments`.
+
 Every keyword is decided once, by one of the small functions below (each owns its keys; passing them with `**`
 to the constructor makes an overlap a TypeError instead of a silent override): the loop and its logging, the
 optimizer, the learning-rate schedule, evaluation/checkpointing/early stopping, and the distributed engine.
@@ -14,7 +17,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from tailor.config import TrainConfig
+from tailor.config import Recipe, TrainConfig
 from tailor.errors import TailorError
 
 # adamw is torch's fused AdamW (transformers' own default for torch >= 2.8): one kernel per tensor instead of
@@ -24,17 +27,23 @@ SCHEDULERS = {"reduce_on_plateau": "reduce_lr_on_plateau"}  # other names are HF
 
 
 def training_arguments(t: TrainConfig, output_dir: str | Path, device: torch.device, precision: str,
-                       has_validation: bool) -> TrainingArguments:
+                       has_validation: bool, objective: tuple[type, dict] | None = None) -> TrainingArguments:
     """TrainingArguments for a run of `t` writing to `output_dir` on `device` in `precision` ('fp32'|'bf16'|'fp16').
 
     `has_validation` says whether the run has validation data (evaluation, early stopping and the plateau
-    schedule need it). Raises TailorError for settings that cannot work on this machine or without validation.
+    schedule need it). `objective`: (a TrainingArguments subclass, its own keywords), from `objective_arguments`
+    for TRL's trainers. Raises TailorError for settings that cannot work on this machine or without validation.
     """
     from tailor.training.distributed import distributed_arguments
 
     check_arguments(t, device, has_validation)
     engine = distributed_arguments(t, device.type)
-    return TrainingArguments(
+    config_class, own = objective or (TrainingArguments, {})
+    if config_class is not TrainingArguments:
+        # TRL's configs default gradient_checkpointing (transformers' deprecated alias) to True: keep it equal.
+        own = {**own, "gradient_checkpointing": t.gradient_checkpointing and "fsdp" not in engine}
+    return config_class(
+        **own,
         output_dir=str(output_dir),
         per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.batch_size,
@@ -65,6 +74,40 @@ def training_arguments(t: TrainConfig, output_dir: str | Path, device: torch.dev
         **evaluation_arguments(t, has_validation),
         **engine,
     )
+
+
+def objective_arguments(recipe: Recipe) -> tuple[type, dict] | None:
+    """TRL's config class and its own keywords for train.objective dpo / orpo / kto / simpo / grpo (the `preference`
+    and `grpo` sections); None for tailor's own objectives (plain TrainingArguments)."""
+    objective, p, g, max_length = recipe.train.objective, recipe.preference, recipe.grpo, recipe.data.max_length
+    if objective == "dpo":
+        from trl import DPOConfig
+
+        return DPOConfig, {"beta": p.beta, "loss_type": [p.loss_type, *(["sft"] if p.rpo_alpha else [])],
+                           "loss_weights": [1.0, p.rpo_alpha] if p.rpo_alpha else None,
+                           "label_smoothing": p.label_smoothing, "max_length": max_length, "disable_dropout": False}
+    if objective == "kto":
+        from trl import KTOConfig
+
+        return KTOConfig, {"beta": p.beta, "desirable_weight": p.desirable_weight, "max_length": max_length,
+                           "undesirable_weight": p.undesirable_weight, "disable_dropout": False}
+    if objective == "orpo":
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig, {"beta": p.beta, "max_length": max_length, "disable_dropout": False}
+    if objective == "simpo":
+        from trl.experimental.cpo import CPOConfig
+
+        return CPOConfig, {"beta": p.beta, "loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": p.simpo_gamma,
+                           "max_length": max_length, "disable_dropout": False}
+    if objective == "grpo":
+        from trl import GRPOConfig
+
+        return GRPOConfig, {"num_generations": g.num_generations, "max_completion_length": g.max_completion_length,
+                            "temperature": g.temperature, "beta": g.beta, "use_vllm": g.use_vllm,
+                            "vllm_mode": "colocate", "log_completions": False, "disable_dropout": False,
+                            "reward_weights": [r.weight for r in g.rewards]}
+    return None
 
 
 def check_arguments(t: TrainConfig, device: torch.device, has_validation: bool) -> None:

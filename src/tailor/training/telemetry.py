@@ -126,6 +126,8 @@ class Throughput(TrainerCallback, BatchObserver):
             if acc["tokens0"] is None:
                 acc["tokens0"] = trainer.state.num_input_tokens_seen or 0
         for b in batches:
+            if not isinstance(b, dict):
+                continue  # GRPO's micro-batches are prompt rows: the tokens it trains on are generated later
             count = _loss_bearing(b, trainer.loss_shifts_labels)
             if count is not None:
                 self._window["lb"] = count if self._window["lb"] is None else self._window["lb"] + count

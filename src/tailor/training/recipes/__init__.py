@@ -3,6 +3,9 @@
     train.objective   recipe                      reads
     pretrain, sft     recipes/lm.py:train         causal-LM tokens (packed with data.packing for sft)
     classification    recipes/classification.py  {"text", "label"} rows, a label head on the base
+    dpo, orpo, kto,   recipes/preference.py       preference pairs / KTO's labelled answers (TRL's trainers)
+      simpo
+    grpo              recipes/grpo.py             prompts + reference answers; sampled answers scored by rewards (TRL)
     (tailor distill)  recipes/distill.py          causal-LM tokens + a frozen teacher's soft targets
 
 Where new objectives go: a new file here with one `train(recipe, callbacks=None) -> TrainResult` that reads
@@ -18,11 +21,13 @@ from typing import Callable
 
 from tailor.config import Recipe
 from tailor.errors import TailorError
-from tailor.training.recipes import classification, lm
+from tailor.training.recipes import classification, grpo, lm, preference
 
 
 # train.objective -> recipe function.
-RECIPES: dict[str, Callable] = {"pretrain": lm.train, "sft": lm.train, "classification": classification.train}
+RECIPES: dict[str, Callable] = {"pretrain": lm.train, "sft": lm.train, "classification": classification.train,
+                                "dpo": preference.train, "orpo": preference.train, "kto": preference.train,
+                                "simpo": preference.train, "grpo": grpo.train}
 
 
 def recipe_for(recipe: Recipe) -> Callable:
