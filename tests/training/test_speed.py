@@ -95,3 +95,42 @@ def test_packed_training_uses_it_and_saves_a_plain_config(tmp_path, llama_dir, c
     assert cap.impl == "tailor_packed_sdpa"
     assert "tailor_packed_sdpa" not in (result.final_dir / "config.json").read_text()
     assert json.loads((result.final_dir / "config.json").read_text())["model_type"] == "llama"
+
+
+def test_padding_waste_counts_the_padding_of_random_batches():
+    from tailor.data.packing import padding_waste
+
+    assert padding_waste([10, 10, 10, 10], 2) == 0.0
+    assert padding_waste([1, 9], 2) == pytest.approx(8 / 18)  # one batch padded to 9: 18 tokens, 10 real
+    assert padding_waste([1, 9], 1) == 0.0 and padding_waste([], 4) == 0.0
+
+
+def _write(path, rows):
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _chat(words):
+    return {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": " ".join(["word"] * words)}]}
+
+
+@pytest.mark.parametrize("lengths, batch_size, fires", [([1, 1, 1, 60] * 4, 4, True), ([30, 31, 30, 31] * 4, 4, False),
+                                                       ([1, 1, 1, 60] * 4, 1, False)])
+def test_unpacked_sft_hints_at_packing_when_padding_wastes_over_half(tmp_path, tokenizer, caplog, lengths, batch_size,
+                                                                     fires):
+    import logging
+
+    from tailor.training.recipes.lm import lm_data
+
+    data = _write(tmp_path / "chat.jsonl", [_chat(n) for n in lengths])
+    r = load_recipe(None, [f"model.path={tmp_path}", f"data.train=[{data}]", f"train.output_dir={tmp_path / 'run'}",
+                           "train.objective=sft", f"train.batch_size={batch_size}", "data.max_length=128",
+                           "data.packing=false"])
+    with caplog.at_level(logging.WARNING, logger="tailor"):
+        lm_data(r, tokenizer, model=None)
+    hints = [rec.getMessage() for rec in caplog.records if rec.getMessage().startswith("speed:")]
+    assert len(hints) == (1 if fires else 0)
+    if fires:
+        assert "data.packing=true" in hints[0] and "are padding" in hints[0]

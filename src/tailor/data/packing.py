@@ -197,3 +197,14 @@ class PadCollator:
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
         return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def padding_waste(lengths: list[int], batch_size: int, seed: int = 0) -> float:
+    """Share of the tokens of padded batches that are padding: `batch_size` samples per batch in a seeded random
+    order (as the Trainer's sampler draws them), each batch padded to its longest sample. 0 for no samples."""
+    if not lengths or batch_size < 1:
+        return 0.0
+    order = list(lengths)
+    random.Random(seed).shuffle(order)
+    padded = sum(max(order[i:i + batch_size]) * len(order[i:i + batch_size]) for i in range(0, len(order), batch_size))
+    return 1.0 - sum(order) / padded

@@ -44,6 +44,8 @@ def lm_data(recipe: Recipe, tokenizer, model) -> TrainingData:
     train_ds, val_ds, report = build_training_data(recipe, tokenizer, translator=translator)
     log.info("data: %s", report.summary())
     if recipe.train.objective != "sft" or not recipe.data.packing:
+        if recipe.train.objective == "sft":
+            padding_hint(train_ds, recipe.train.batch_size, recipe.train.seed)
         return TrainingData(train_ds, val_ds, PadCollator(tokenizer.pad_token_id), report)
     from tailor.data.packing import PackingCollator, check_attention, pack_dataset
     from tailor.runtime.packed_attention import use_packed_attention
@@ -61,3 +63,20 @@ def lm_data(recipe: Recipe, tokenizer, model) -> TrainingData:
         log.warning("pad token == eos token: tokens_seen leaves out EOS tokens; packing.tokens is the exact count")
     return TrainingData(train_ds, val_ds, PackingCollator(tokenizer.pad_token_id), report,
                         summary={"packing": stats.to_dict()})
+
+
+PADDING_HINT = 0.5  # padding share above which an unpacked SFT run is told that packing would train faster
+
+
+def padding_hint(train_ds, batch_size: int, seed: int) -> str | None:
+    """The one line `tailor train` prints (and returns) when SFT without packing would spend more than PADDING_HINT
+    of each batch's tokens on padding; None otherwise."""
+    from tailor.data.packing import padding_waste
+
+    waste = padding_waste([len(ids) for ids in train_ds["input_ids"]], batch_size, seed)
+    if waste <= PADDING_HINT:
+        return None
+    line = (f"speed: {waste:.0%} of the tokens in each batch of {batch_size} are padding; data.packing=true trains the "
+            f"same samples without padding (exact: no attention across samples) and computes {1 / (1 - waste):.1f}x fewer tokens")
+    log.warning(line)
+    return line
