@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -128,3 +129,69 @@ def check_kill_and_resume(tmp_path, procs, k, delay, caplog):
     assert start.step == j and resumed.metrics["steps"] == STEPS
     assert f"removing {partial} before saving it again" in caplog.text  # no stale file of it survives
 
+
+
+ALIGN_STEPS = 6
+
+
+def alignment_settings(objective, model_dir, data, out):
+    """DPO with full training (the reference is a frozen copy) or GRPO with LoRA (the base with the adapter off)."""
+    s = {"model": {"path": str(model_dir)}, "data": {"train": [str(data)], "max_length": 48, "val_ratio": 0.0},
+         "adapter": {"method": "full"} if objective == "dpo" else {"method": "lora", "r": 4, "alpha": 8},
+         "train": {"objective": objective, "output_dir": str(out), "max_steps": ALIGN_STEPS, "batch_size": 4,
+                   "lr": 3e-3, "warmup_ratio": 0.2, "save_steps": 1, "save_total_limit": 2, "logging_steps": 1,
+                   "seed": 3}}
+    if objective == "grpo":
+        s["grpo"] = {"num_generations": 4, "max_completion_length": 6, "rewards": [{"name": "numeric"}, {"name": "length", "options": {"target": 3}}]}
+    return s
+
+
+def final_tensors(run_dir):
+    final = run_dir / "final"
+    return load_file(str(final / ("adapter_model.safetensors" if (final / "adapter_model.safetensors").exists()
+                                  else "model.safetensors")))
+
+
+@pytest.mark.parametrize("objective", ["dpo", "grpo"])
+def test_preference_and_grpo_runs_resume_after_sigkill_to_the_same_weights(tmp_path, llama_dir, objective):
+    seed = int(os.environ.get("TAILOR_KILL_SEED", random.SystemRandom().randrange(1_000_000)))
+    k = random.Random(seed).randint(1, ALIGN_STEPS - 2)
+    print(f"TAILOR_KILL_SEED={seed}: SIGKILL after checkpoint-{k}")
+    if objective == "dpo":
+        rows = [{"messages": c[:-1], "chosen": c[-1]["content"], "rejected": "I do not know."} for c in CONVERSATIONS]
+    else:
+        rows = [{"prompt": f"What is {a} plus {b}?", "answer": str(a + b)} for a, b in ((2, 3), (4, 1), (6, 2), (1, 1))]
+    data = write_jsonl(tmp_path / "data.jsonl", rows * 2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TAILOR_TEST_THREADS": "1"}
+    procs, logs = {}, {}
+    for name in ("straight", "killed"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(alignment_settings(objective, llama_dir, data, tmp_path / name)))
+        logs[name] = (tmp_path / f"{name}.log").open("w")
+        procs[name] = subprocess.Popen([sys.executable, "-m", "tailor.cli", "train", str(tmp_path / f"{name}.yaml")],
+                                       env=env, stdout=logs[name], stderr=subprocess.STDOUT)
+    try:
+        killed, proc, deadline = tmp_path / "killed", procs["killed"], time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(checkpoint_step(c) >= k and read_manifest(c) for c in list_checkpoints(killed)):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+        proc.wait(timeout=60)
+        assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
+        assert procs["straight"].wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
+    finally:
+        for name, p in procs.items():
+            if p.poll() is None:
+                p.kill()  # only the processes this test started
+                p.wait()
+            logs[name].close()
+    start = StartStep()
+    resumed = run(load_recipe(tmp_path / "killed.yaml", ["train.resume=true"]), callbacks=[start])
+    assert 1 <= start.step < ALIGN_STEPS and resumed.metrics["steps"] == ALIGN_STEPS
+    assert_same(final_tensors(tmp_path / "straight"), final_tensors(tmp_path / "killed"))
+    from tailor.training.callbacks import read_metrics
+
+    key = "rewards/margins" if objective == "dpo" else "reward"
+    logged = {name: [(m["step"], m["loss"], m[key]) for m in read_metrics(tmp_path / name / "metrics.jsonl") if "loss" in m]
+              for name in ("straight", "killed")}
+    assert logged["killed"] == logged["straight"] and len(logged["killed"]) == ALIGN_STEPS
