@@ -1,7 +1,8 @@
 """The generation task: answer held-out conversations with the serving prompt path, then score the answers.
 
 Answers come from `tailor.models.generation.generate` (left-padded batches, KV cache, greedy
-unless eval.do_sample), the same code that chat and serving use. Scores per example: exact match,
+unless eval.do_sample), the same code that chat and serving use. An answer that opens with a `<think>` block
+(R1-style reasoning) is scored on the text after `</think>` (tailor.data.reasoning). Scores per example: exact match,
 normalized exact match, token F1, contains-answer (`fact_accuracy`, when the record carries an
 `answer`), sentence BLEU and chrF, ROUGE-1/2/L, refusal, empty, answer length; aggregates are means
 over all examples and per `lang`, except BLEU and chrF, which are corpus-level (sacrebleu's `zh`
@@ -44,13 +45,19 @@ def score(records: list[dict], predictions: list[str], tokenizer=None,
     With a tokenizer, `answer_length_tokens` counts the answer's tokens under it; `answer_length`
     always counts words (characters for Chinese), comparable across models.
     """
+    from tailor.data.reasoning import answer_of, split_reasoning
+
     examples = []
-    for rec, pred in zip(records, predictions):
-        ref = rec["messages"][-1]["content"]
+    for rec, full in zip(records, predictions):
+        # A model trained to think (R1-style) is scored on its answer after the </think> block, against the
+        # reference's own answer part.
+        reasoning, pred = split_reasoning(full)
+        ref = answer_of(rec["messages"][-1]["content"])
         row = {
             "prompt": rec["messages"][-2]["content"] if len(rec["messages"]) > 1 else "",
             "reference": ref,
             "prediction": pred,
+            **({"reasoning": reasoning} if reasoning is not None else {}),
             "exact_match": M.exact_match(pred, ref),
             "normalized_exact_match": M.normalized_exact_match(pred, ref),
             "token_f1": M.token_f1(pred, ref),

@@ -8,6 +8,7 @@ from typing import Callable, TextIO
 
 import torch
 
+from tailor.data.reasoning import THINK_CLOSE, THINK_OPEN, ReasoningStream, split_reasoning
 from tailor.data.templates import encode_prompt
 from tailor.models.generation import decoding_kwargs
 
@@ -75,9 +76,39 @@ def _conversation(answer: Callable, system: str | None, stdin: TextIO, stdout: T
             continue
         messages.append({"role": "user", "content": text})
         stdout.write("assistant> ")
-        reply = answer(messages, lambda s: (stdout.write(s), stdout.flush()))
+        shown = _ReasoningDisplay(stdout)
+        reply = answer(messages, shown.feed)
+        shown.flush()
         stdout.write("\n")
-        messages.append({"role": "assistant", "content": reply})
+        # As DeepSeek's API: the reasoning is shown, not sent back with the next turn.
+        messages.append({"role": "assistant", "content": split_reasoning(reply)[1]})
+
+
+class _ReasoningDisplay:
+    """Writes streamed text with a <think> block dimmed (ANSI faint on a terminal), the answer on its own line."""
+
+    DIM, RESET = "\x1b[2m", "\x1b[0m"
+
+    def __init__(self, out: TextIO):
+        self.out, self.stream, self.thought = out, ReasoningStream(), False
+        self.dim = hasattr(out, "isatty") and out.isatty()
+
+    def feed(self, piece: str) -> None:
+        self._write(*self.stream.feed(piece))
+
+    def flush(self) -> None:
+        self._write(*self.stream.flush())
+
+    def _write(self, reasoning: str, content: str) -> None:
+        if reasoning:
+            self.out.write(f"{self.DIM}{reasoning}{self.RESET}" if self.dim else reasoning)
+            self.thought = True
+        if content:
+            if self.thought:
+                self.out.write("\n")
+                self.thought = False
+            self.out.write(content)
+        self.out.flush()
 
 
 def remote_answer(url: str, messages: list[dict], model: str | None = None, max_tokens: int = 128,
@@ -100,7 +131,7 @@ def remote_answer(url: str, messages: list[dict], model: str | None = None, max_
     body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
                        "stream": True}).encode()
     request = urllib.request.Request(base + "/chat/completions", data=body, headers=headers, method="POST")
-    pieces = []
+    pieces, thinking = [], _Rejoin()
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             for raw in resp:
@@ -114,7 +145,9 @@ def remote_answer(url: str, messages: list[dict], model: str | None = None, max_
                 if "error" in event:
                     raise TailorError(f"the server stopped the answer: {event['error'].get('message')}", where=url)
                 for choice in event.get("choices", []):
-                    piece = (choice.get("delta") or {}).get("content") or ""
+                    delta = choice.get("delta") or {}
+                    # reasoning_content (DeepSeek API) comes back as the <think> block it was generated as
+                    piece = thinking.feed(delta.get("reasoning_content") or "", delta.get("content") or "")
                     if piece:
                         pieces.append(piece)
                         if on_text:
@@ -125,6 +158,25 @@ def remote_answer(url: str, messages: list[dict], model: str | None = None, max_
         raise TailorError(f"cannot reach the server: {e.reason}", where=url,
                           fix="start it with `tailor serve MODEL_DIR` and check the address") from None
     return "".join(pieces).strip()
+
+
+class _Rejoin:
+    """Streamed reasoning_content and content deltas back into one text: <think>reasoning</think>answer."""
+
+    def __init__(self):
+        self.state = "start"
+
+    def feed(self, reasoning: str, content: str) -> str:
+        out = ""
+        if reasoning:
+            out += THINK_OPEN if self.state == "start" else ""
+            self.state = "thinking"
+            out += reasoning
+        if content:
+            out += THINK_CLOSE if self.state == "thinking" else ""
+            self.state = "answer"
+            out += content
+        return out
 
 
 def _first_model(base: str, headers: dict, timeout: float) -> str:

@@ -142,6 +142,8 @@ class ChoiceLogprobs(BaseModel):
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    # DeepSeek API convention: a reasoning model's <think> block, apart from the answer in `content`.
+    reasoning_content: str | None = None
 
 
 class ChatChoice(BaseModel):
@@ -163,6 +165,7 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tailor.config import ServeConfig
+from tailor.data.reasoning import ReasoningStream, split_reasoning
 from tailor.data.templates import encode_prompt
 from tailor.errors import TailorError
 from tailor.serving import protocol as P
@@ -216,10 +217,16 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     if req.stream:
         return _sse(_chat_stream(st, run, req, len(prompt), request))
     texts, reasons, logprobs = await _collect(st, run, request)
-    choices = [P.ChatChoice(index=i, message=P.AssistantMessage(content=texts[i]), finish_reason=reasons[i],
+    choices = [P.ChatChoice(index=i, message=_assistant(texts[i]), finish_reason=reasons[i],
                             logprobs=P.ChoiceLogprobs(content=[_chat_lp(t) for t in logprobs[i]]) if req.logprobs else None)
                for i in range(req.n)]
     return P.ChatCompletion(model=req.model, choices=choices, usage=run.usage(len(prompt)))
+
+
+def _assistant(text: str) -> P.AssistantMessage:
+    """The answer, with a leading <think> block moved to reasoning_content (tailor.data.reasoning)."""
+    reasoning, answer = split_reasoning(text)
+    return P.AssistantMessage(content=answer, reasoning_content=reasoning)
 
 
 @router.post("/v1/completions", response_model=P.Completion, responses=_ERRORS)
@@ -349,14 +356,20 @@ async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest,
 
     for i in range(req.n):
         yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(role="assistant", content=""))])
+    splitters = [ReasoningStream() for _ in range(req.n)]  # a <think> block streams as reasoning_content
     async for item, err in _events(st, run, request):
         if err:
             yield _error_data(err)
             return
         i, text, tokens, reason = item
-        if text or tokens:
+        reasoning, content = splitters[i].feed(text)
+        if reason:
+            more = splitters[i].flush()
+            reasoning, content = reasoning + more[0], content + more[1]
+        if reasoning or content or tokens:
             lp = P.ChoiceLogprobs(content=[_chat_lp(t) for t in tokens]) if req.logprobs and tokens else None
-            yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(content=text), logprobs=lp)])
+            delta = P.Delta(content=content if content or not reasoning else None, reasoning_content=reasoning or None)
+            yield chunk([P.ChatChunkChoice(index=i, delta=delta, logprobs=lp)])
         if reason:
             yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(), finish_reason=reason)])
     if req.stream_options and req.stream_options.include_usage:
