@@ -173,3 +173,23 @@ def test_grpo_batch_must_hold_whole_groups(tmp_path, llama_dir):
     data = write_jsonl(tmp_path / "sums.jsonl", SUMS)
     with pytest.raises(TailorError, match="not a multiple of grpo.num_generations=3"):
         train(grpo_recipe(llama_dir, data, tmp_path / "run", [{"name": "numeric"}], num_generations=3))
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+@pytest.mark.skipif(not (SHARED / "more" / "dataset_info.json").is_file(), reason="../shared/datasets is not here")
+@pytest.mark.parametrize("registry,name,objective", [("", "dpo_en_demo", "dpo"), ("more", "dpo_zh_demo", "dpo"),
+                                                     ("more", "kto_en_demo", "kto")])
+def test_llama_factory_preference_datasets_train_as_is(tmp_path, deepseek_dir, registry, name, objective):
+    r = Recipe.model_validate({
+        "model": {"path": str(deepseek_dir)},
+        "data": {"sources": [{"registry": str(SHARED / registry), "name": name, "max_rows": 24}], "max_length": 96},
+        "adapter": {"method": "lora", "r": 4, "alpha": 8},
+        "train": {"objective": objective, "output_dir": str(tmp_path / "run"), "max_steps": 2, "batch_size": 2,
+                  "logging_steps": 1, "save_steps": 100, "seed": 0}})
+    train(r)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    logs = [m for m in read_metrics(tmp_path / "run") if "loss" in m]
+    assert len(logs) == 2 and all(m["loss"] == m["loss"] for m in logs)
+    assert summary["rows"]["train"] > 0 and summary["data_report"]["read"] == 24
