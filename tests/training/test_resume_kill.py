@@ -73,11 +73,7 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, l
         check_kill_and_resume(tmp_path, procs, k, delay, caplog)
         assert procs["straight"].wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     finally:
-        for name, p in procs.items():
-            if p.poll() is None:
-                p.kill()  # only the processes this test started
-                p.wait()
-            logs[name].close()
+        stop(procs, logs)
     assert_same(tensors(straight, "final"), tensors(killed, "final"))
     assert_same(tensors(straight, "final_ema"), tensors(killed, "final_ema"))
     # metrics.jsonl of the resumed run: each step once (rows the killed run logged past its checkpoint are
@@ -90,6 +86,15 @@ def test_sigkill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path, l
     assert losses["killed"] == losses["straight"]
     base = load_file(str(llama_dir / "model.safetensors"))
     assert any(not torch.equal(base[n], t) for n, t in tensors(killed, "final").items() if n in base)
+
+
+def stop(procs: dict, logs: dict) -> None:
+    """Kill what is still running of the processes this test started, close their logs."""
+    for name, p in procs.items():
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        logs[name].close()
 
 
 def check_kill_and_resume(tmp_path, procs, k, delay, caplog):
@@ -180,11 +185,7 @@ def test_preference_and_grpo_runs_resume_after_sigkill_to_the_same_weights(tmp_p
         assert proc.returncode == -signal.SIGKILL, (tmp_path / "killed.log").read_text()[-3000:]
         assert procs["straight"].wait(timeout=240) == 0, (tmp_path / "straight.log").read_text()[-3000:]
     finally:
-        for name, p in procs.items():
-            if p.poll() is None:
-                p.kill()  # only the processes this test started
-                p.wait()
-            logs[name].close()
+        stop(procs, logs)
     start = StartStep()
     resumed = run(load_recipe(tmp_path / "killed.yaml", ["train.resume=true"]), callbacks=[start])
     assert 1 <= start.step < ALIGN_STEPS and resumed.metrics["steps"] == ALIGN_STEPS

@@ -1,0 +1,193 @@
+"""Preference training fixes a behaviour SFT left: the quickstart store assistant answers off-domain questions
+("What is the capital of France?") with a made-up store fact. DPO (and ORPO, KTO, SimPO) on pairs "polite scope
+refusal" (chosen) vs the SFT model's own answer (rejected), plus in-domain anchor pairs (the reference answer over
+the refusal), should raise the refusal rate on held-out off-domain questions while in-domain fact accuracy stays.
+
+    flock /work/notes/bench.lock .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR --data QS_DATA_DIR \
+        [--methods dpo,orpo,kto,simpo] [--seeds 0,1,2] [--steps 60] [--out runs/bench_preference]
+
+SFT_MODEL_DIR: the quickstart's merged SFT model (`tailor quickstart` writes it as merged/); QS_DATA_DIR: its data/
+(train.jsonl = SFT conversations, eval.jsonl = held-out in-domain questions with their `answer` fact).
+Off-domain questions are built here from subject lists in English and Chinese: the held-out ones use other
+subjects AND other wordings than the training ones. Refusal = the answer contains the refusal's key phrase.
+Every method x seed trains a LoRA adapter on the SFT model with tailor.training.train (train.objective = method)
+and is scored by greedy generation (tailor.models.generation.generate). Prints per run and per method the mean
+over seeds with a 95% t-interval, the machine and the load; writes results.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+REFUSAL = {"en": "Sorry, I can only help with questions about our store: orders, shipping, returns and products.",
+           "zh": "抱歉，我只能回答关于本店的问题：订单、配送、退货和商品。"}
+REFUSAL_KEYS = ("only help with questions about our store", "只能回答关于本店")
+
+# (wording, subjects): training and held-out use different subjects and different wordings.
+TRAIN_EN = [("What is the capital of {}?", ["France", "Japan", "Brazil", "Kenya", "Norway", "Peru"]),
+            ("Who wrote the novel {}?", ["Hamlet", "Don Quixote", "War and Peace", "Moby Dick"]),
+            ("How tall is {}?", ["Mount Everest", "the Eiffel Tower", "Mount Fuji"]),
+            ("Can you tell me a joke about {}?", ["cats", "penguins", "lawyers"]),
+            ("What will the weather be like in {} tomorrow?", ["Paris", "Tokyo", "Cairo"])]
+HELD_EN = [("Which city is the capital of {}?", ["Italy", "Canada", "Egypt", "Chile"]),
+           ("Name the author of {}.", ["Pride and Prejudice", "The Odyssey"]),
+           ("Recommend me a good movie about {}.", ["space travel", "dinosaurs", "friendship"]),
+           ("Explain how {} works.", ["photosynthesis", "a black hole", "the stock market"]),
+           ("Who won the football world cup in {}?", ["1998", "2010"])]
+TRAIN_ZH = [("{}的首都是哪里？", ["法国", "日本", "巴西", "肯尼亚", "挪威", "秘鲁"]),
+            ("《{}》是谁写的？", ["红楼梦", "西游记", "哈姆雷特"]),
+            ("{}有多高？", ["珠穆朗玛峰", "埃菲尔铁塔", "富士山"]),
+            ("给我讲一个关于{}的笑话。", ["猫", "企鹅", "律师"]),
+            ("明天{}的天气怎么样？", ["巴黎", "东京", "开罗"])]
+HELD_ZH = [("请问{}的首都叫什么？", ["意大利", "加拿大", "埃及", "智利"]),
+           ("推荐一部关于{}的好电影。", ["太空旅行", "恐龙", "友谊"]),
+           ("解释一下{}的原理。", ["光合作用", "黑洞", "股票市场"]),
+           ("{}年的足球世界杯冠军是谁？", ["1998", "2010"])]
+
+
+def questions(families, lang):
+    return [{"q": w.format(s), "lang": lang} for w, subjects in families for s in subjects]
+
+
+def refused(text: str) -> bool:
+    return any(k in text for k in REFUSAL_KEYS)
+
+
+def machine() -> str:
+    flags = ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info)
+    except (OSError, StopIteration):
+        model = platform.processor()
+    return f"{model} ({os.cpu_count()} cpus; {flags}); load {os.getloadavg()[0]:.2f}"
+
+
+def t_interval(xs: list[float]) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval (0 for one value)."""
+    t975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+    m = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return m, 0.0
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+    return m, t975.get(len(xs) - 1, 2.0) * sd / math.sqrt(len(xs))
+
+
+def score(model, tokenizer, off: list[dict], facts: list[dict], max_new_tokens: int) -> dict:
+    from tailor.evaluation.metrics import contains_answer
+    from tailor.models.generation import generate
+
+    off_answers = generate(model, tokenizer, [[{"role": "user", "content": q["q"]}] for q in off], max_new_tokens)
+    fact_answers = generate(model, tokenizer, [r["messages"][:-1] for r in facts], max_new_tokens)
+    return {"refusal_rate": sum(map(refused, off_answers)) / len(off),
+            "fact_accuracy": sum(contains_answer(a, r["answer"]) for a, r in zip(fact_answers, facts)) / len(facts),
+            "in_domain_refusals": sum(map(refused, fact_answers)) / len(facts),
+            "examples": [{"q": q["q"], "a": a} for q, a in zip(off[:4], off_answers[:4])]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--methods", default="dpo,orpo,kto,simpo")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--beta", type=float, default=0.1)
+    ap.add_argument("--anchors", type=int, default=48, help="in-domain anchor pairs (reference answer > refusal)")
+    ap.add_argument("--eval-facts", type=int, default=120, help="held-out in-domain questions scored")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--out", default="runs/bench_preference")
+    a = ap.parse_args()
+
+    import torch
+
+    from tailor.config import Recipe
+    from tailor.models.generation import generate
+    from tailor.models.loading import load_model, load_tokenizer
+    from tailor.training import train
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(a.data)
+    train_rows = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines() if x.strip()]
+    eval_rows = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines() if x.strip()]
+    rng = random.Random(0)
+    facts = rng.sample(eval_rows, min(a.eval_facts, len(eval_rows)))
+    off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
+    off_held = questions(HELD_EN, "en") + questions(HELD_ZH, "zh")
+    print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"off-domain questions: {len(off_train)} train, {len(off_held)} held out; in-domain held out: {len(facts)}")
+
+    model, tok = load_model(a.model), load_tokenizer(a.model)
+    started = time.perf_counter()
+    sft = score(model, tok, off_held, facts, a.max_new_tokens)
+    print(f"SFT model: refusal {sft['refusal_rate']:.3f}, fact accuracy {sft['fact_accuracy']:.3f} "
+          f"({time.perf_counter() - started:.0f}s); e.g. {sft['examples'][0]}")
+    # Rejected answers: what the SFT model itself says to the training off-domain questions.
+    said = generate(model, tok, [[{"role": "user", "content": q["q"]}] for q in off_train], a.max_new_tokens)
+    pairs = [{"prompt": q["q"], "chosen": REFUSAL[q["lang"]], "rejected": s}
+             for q, s in zip(off_train, said) if s.strip() and not refused(s)]
+    anchors = [r for r in rng.sample(train_rows, min(a.anchors * 3, len(train_rows))) if r["messages"][-1]["role"] == "assistant"]
+    pairs += [{"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"],
+               "rejected": REFUSAL[r.get("lang", "en")]} for r in anchors[:a.anchors]]
+    pairs_file = out / "pairs.jsonl"
+    pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    print(f"pairs: {len(pairs)} ({len(pairs) - min(a.anchors, len(anchors))} off-domain refusals, "
+          f"{min(a.anchors, len(anchors))} in-domain anchors)")
+    del model
+
+    runs = []
+    for method in a.methods.split(","):
+        for seed in map(int, a.seeds.split(",")):
+            run_dir = out / f"{method}-s{seed}"
+            recipe = Recipe.model_validate({
+                "model": {"path": a.model}, "data": {"train": [str(pairs_file)], "max_length": 128, "val_ratio": 0.0},
+                "adapter": {"method": "lora", "r": 16, "alpha": 32},
+                "train": {"objective": method, "output_dir": str(run_dir), "max_steps": a.steps,
+                          "batch_size": a.batch_size, "lr": a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
+                          "save_steps": 10_000, "seed": seed},
+                "preference": {"beta": a.beta}})
+            t0 = time.perf_counter()
+            result = train(recipe)
+            seconds = time.perf_counter() - t0
+            from tailor.adapters.loading import load_any
+
+            tuned, tuned_tok = load_any(str(result.final_dir))
+            s = score(tuned, tuned_tok, off_held, facts, a.max_new_tokens)
+            row = {"method": method, "seed": seed, "seconds": round(seconds, 1),
+                   "seconds_per_step": round(result.metrics["seconds"] / max(result.metrics["steps"], 1), 3), **s}
+            runs.append(row)
+            print(f"{method} seed {seed}: refusal {s['refusal_rate']:.3f} (in-domain {s['in_domain_refusals']:.3f}), "
+                  f"fact accuracy {s['fact_accuracy']:.3f}, {row['seconds_per_step']} s/step; e.g. {s['examples'][0]}")
+            (out / "results.json").write_text(json.dumps({"sft": sft, "runs": runs, "args": vars(a)}, indent=1,
+                                                         ensure_ascii=False))
+
+    print("\nmethod | seeds | refusal on held-out off-domain (95% CI) | fact accuracy (95% CI) | change vs SFT | s/step")
+    print(f"SFT | - | {sft['refusal_rate']:.3f} | {sft['fact_accuracy']:.3f} | - | -")
+    for method in a.methods.split(","):
+        rs = [r for r in runs if r["method"] == method]
+        ref, ref_h = t_interval([r["refusal_rate"] for r in rs])
+        acc, acc_h = t_interval([r["fact_accuracy"] for r in rs])
+        sps = sum(r["seconds_per_step"] for r in rs) / len(rs)
+        print(f"{method} | {len(rs)} | {ref:.3f} ± {ref_h:.3f} | {acc:.3f} ± {acc_h:.3f} | "
+              f"{100 * (acc - sft['fact_accuracy']):+.1f} points | {sps:.3f}")
+    print(f"machine after: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
