@@ -169,10 +169,12 @@ def test_grpo_row_without_reference_is_an_error_or_a_counted_skip(tmp_path, llam
     assert summary["data_report"]["skipped"] == {"no reference answer (grpo.missing_reference=skip)": 1}
 
 
-def test_grpo_batch_must_hold_whole_groups(tmp_path, llama_dir):
+def test_grpo_batch_must_hold_whole_groups_and_vllm_needs_cuda(tmp_path, llama_dir):
     data = write_jsonl(tmp_path / "sums.jsonl", SUMS)
     with pytest.raises(TailorError, match="not a multiple of grpo.num_generations=3"):
         train(grpo_recipe(llama_dir, data, tmp_path / "run", [{"name": "numeric"}], num_generations=3))
+    with pytest.raises(TailorError, match="grpo.use_vllm needs a CUDA GPU and the vllm package"):
+        train(grpo_recipe(llama_dir, data, tmp_path / "run", [{"name": "numeric"}], use_vllm=True))
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"

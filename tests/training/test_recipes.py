@@ -58,6 +58,17 @@ def test_the_one_builder_makes_each_objectives_config(tmp_path, objective, confi
         assert args.beta == 0.3
 
 
+def test_rpo_alpha_adds_the_sft_loss_with_its_weight(tmp_path):
+    import torch
+
+    from tailor.config import Recipe
+    from tailor.training.args import objective_arguments, training_arguments
+
+    recipe = Recipe.model_validate({"train": {"objective": "dpo"}, "preference": {"loss_type": "ipo", "rpo_alpha": 0.5}})
+    args = training_arguments(recipe.train, tmp_path, torch.device("cpu"), "fp32", False, objective_arguments(recipe))
+    assert (args.loss_type, args.loss_weights) == (["ipo", "sft"], [1.0, 0.5])
+
+
 def test_the_checker_sees_both_call_forms(tmp_path):
     p = tmp_path / "x.py"
     p.write_text("import transformers\nfrom transformers import TrainingArguments\n"

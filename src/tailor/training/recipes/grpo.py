@@ -31,7 +31,7 @@ def train(recipe: Recipe, callbacks: list | None = None, *, start: tuple | None 
     from tailor.training.rewards import reward_functions
 
     check_supported(recipe)
-    check_batch(recipe)
+    check_settings(recipe)
     rewards = reward_functions(recipe.grpo.rewards)  # a broken reward file fails before any model loads
     run = phases.start(recipe)
     model, tokenizer, base_dir = start or phases.load_causal_lm(recipe, run.out)
@@ -49,9 +49,18 @@ def train(recipe: Recipe, callbacks: list | None = None, *, start: tuple | None 
     return phases.finish(trainer, recipe, run, data, tokenizer, base_dir, parameters, fitted)
 
 
-def check_batch(recipe: Recipe) -> None:
-    """train.batch_size (answers per step) must hold whole groups of grpo.num_generations answers."""
+def check_settings(recipe: Recipe) -> None:
+    """train.batch_size (answers per step) must hold whole groups of grpo.num_generations answers; grpo.use_vllm
+    needs vLLM and a CUDA GPU."""
+    import importlib.util
+
+    import torch
+
     t, g = recipe.train, recipe.grpo
+    if g.use_vllm and (not torch.cuda.is_available() or importlib.util.find_spec("vllm") is None):
+        raise TailorError("grpo.use_vllm needs a CUDA GPU and the vllm package", where="grpo.use_vllm",
+                          fix="set grpo.use_vllm=false (generation then runs in transformers with the KV cache), "
+                              "or pip install vllm on a CUDA machine")
     if (t.batch_size * t.grad_accum) % g.num_generations:
         raise TailorError(f"train.batch_size x train.grad_accum = {t.batch_size * t.grad_accum} answers per step is "
                           f"not a multiple of grpo.num_generations={g.num_generations}", where="train.batch_size",
