@@ -65,7 +65,8 @@ def training_arguments(t: TrainConfig, output_dir: str | Path, device: torch.dev
         seed=t.seed,
         data_seed=t.seed,
         use_cpu=device.type == "cpu",
-        include_num_input_tokens_seen="non_padding",
+        # GRPO's batches are prompt rows (the tokens it trains on are generated later): nothing to count there
+        include_num_input_tokens_seen="no" if config_class.__name__ == "GRPOConfig" else "non_padding",
         remove_unused_columns=False,
         dataloader_num_workers=0,
         disable_tqdm=not os.isatty(2),
