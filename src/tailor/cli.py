@@ -58,6 +58,27 @@ def cmd_train(a: C.TrainCommand) -> int:
     return 0
 
 
+def cmd_plan(a: C.PlanCommand) -> int:
+    import json
+
+    from tailor.plan import compare_methods
+    from tailor.plan.report import print_comparison, print_plan
+
+    path, overrides = a.recipe, a.overrides
+    if path is not None and "=" in path and not Path(path).exists():
+        path, overrides = None, [path, *overrides]  # no RECIPE (a --model plan): argparse took the first key=value
+    recipe = load_recipe(path, overrides, reads=TrainRecipe) if path else \
+        build(TrainRecipe, parse_overrides(overrides, TrainRecipe), "command line")
+    plans = compare_methods(recipe, a.device, a.memory_gb, a.nproc, model=a.model, calibrate=a.calibrate,
+                            methods=tuple(dict.fromkeys((recipe.adapter.method, "full", "freeze", "lora", "dora", "qlora"))))
+    if a.json_:
+        print(json.dumps({"plan": plans[0].to_dict(), "methods": [p.to_dict() for p in plans]}, indent=2, default=str))
+        return 0
+    print_plan(plans[0], _console())
+    print_comparison(plans, _console())
+    return 0
+
+
 def cmd_distill(a: C.DistillCommand) -> int:
     from tailor.evaluation.distill_report import check_eval_data, report
     from tailor.training.recipes.distill import distill
@@ -349,6 +370,7 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "train": Command(cmd_train, C.TrainCommand, "train a model from a recipe (pretrain or sft; full, lora or freeze)", TrainRecipe),
+    "plan": Command(cmd_plan, C.PlanCommand, "predict a run's peak memory (broken down), speed and duration, and whether it fits, for every method", TrainRecipe),
     "distill": Command(cmd_distill, C.DistillCommand, "distill a teacher into a smaller student (KL on soft targets + hard labels)", DistillRecipe),
     "eval": Command(cmd_eval, C.EvalCommand, "evaluate a model or adapter on held-out conversations", EvalConfig),
     "merge": Command(cmd_merge, C.MergeCommand, "fold a LoRA adapter into its base and save a standalone model"),

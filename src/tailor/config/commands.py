@@ -61,6 +61,17 @@ class TrainCommand(RecipeCommand):
     master_port: int | None = Field(None, description="TCP port on the master (default: a free one on one node, 29500 across nodes).", json_schema_extra=flag(group=SCALE_OUT))
 
 
+class PlanCommand(CommandSettings):
+    recipe: str | None = Field(None, description="YAML recipe to plan (default: tailor's defaults, with --model).", json_schema_extra=_pos())
+    overrides: list[str] = Field(default_factory=list, description="Override recipe settings, e.g. data.max_length=4096 adapter.method=qlora.", json_schema_extra=_pos(metavar="key=value"))
+    model: str | None = Field(None, description="A catalog model instead of the recipe's model.path, e.g. deepseek-r1-distill-qwen-7b (a wrong name lists the catalog).")
+    device: Literal["cpu", "cuda"] | None = Field(None, description="Device to plan for (default: cuda when present, else cpu).", json_schema_extra=flag(choice="device"))
+    memory_gb: float | None = Field(None, gt=0, description="Device memory in GiB to judge against (default: measured on this machine).")
+    nproc: int = Field(1, ge=1, description="Processes (GPUs) sharing the run: DDP replicates, FSDP / ZeRO shard (train.distributed).")
+    calibrate: bool = Field(False, description="Time a few real steps of the model's own blocks (random weights) for the speed estimate, instead of the default efficiency.")
+    json_: bool = Field(False, alias="json", description="Print the plans as JSON instead of tables.", json_schema_extra=flag(flag="--json"))
+
+
 class DistillCommand(RecipeCommand, MeasureSettings):
     pass
 

@@ -141,6 +141,13 @@ class TrainConfig(Section):
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs; on a CPU, bf16 autocast (fp32 master weights) only when its flags list amx_bf16/avx512_bf16, a matmul probe measures bf16 >= 1.3x fp32 and the first batch's bf16 loss is within 1% of fp32's, else fp32 (train_summary.json says why). $TAILOR_PRECISION replaces auto.")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
+    preflight: Literal["stop", "warn", "off"] = Field("stop", description="Before loading weights, predict the run's peak memory (tailor plan) and write plan.json: stop = refuse a run that will not fit, with the smallest fix; warn = log it and train anyway (force); off = no plan.")
+    preflight_memory_gb: float | None = Field(None, gt=0, description="Memory the pre-flight judges against (default: the device's, measured: GPU total, or the CPU's available memory).")
+
+    @field_validator("preflight", mode="before")
+    @classmethod
+    def _yaml_off(cls, v):
+        return "off" if v is False else v  # YAML reads a bare `off` as false
     seed: int = Field(42, description="Seed for weights, data order and dropout (fixed seed = reproducible run).")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate, grad norm, tokens/s, loss-bearing tokens/s, MFU, peak memory (and MoE expert load) every N steps.")
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve the training metrics for Prometheus at http://train.metrics_host:PORT/metrics while training (None or 0 = off; needs prometheus-client, in the serve extra).")

@@ -154,30 +154,39 @@ def _optimizer_bytes(shape: ModelShape, s: RunSettings, trainable: int, state_by
 
 
 def _block_saved(shape: ModelShape, s: RunSettings, moe: bool) -> float:
-    """Bytes autograd keeps per token for one decoder block (see the module docstring)."""
+    """Bytes autograd keeps per token for one decoder block (see the module docstring).
+
+    Counted from saved-tensor hooks on transformers' blocks (CPU, sdpa): each norm keeps its input and normalized
+    input in the weights' dtype and its output (the next matmul's input) in the compute dtype; attention keeps
+    q, k, v after rope and its output (3 more query-sized tensors under autocast: the casts around rope and the
+    output projection); a gated MLP keeps gate, up, act(gate) and their product. Multi-head latent attention
+    keeps its latents (query latent 4x, key/value latent 3x), q, k, v and the output projection's input; when
+    query/key and value head sizes differ, CPU sdpa runs the math kernel, which also keeps the attention
+    probabilities (heads x sequence per token). A routed MoE block keeps, per chosen expert, the gathered input,
+    gate/up, act, product and weighted output, plus the shared experts' MLP.
+    """
     h, i = shape.hidden_size, shape.intermediate_size
-    lo = 2 if s.precision in ("bf16", "fp16") else 4  # matmul outputs under autocast
+    half = s.precision in ("bf16", "fp16")
+    lo = 2 if half else 4                               # matmul outputs under autocast
     hi = 4 if s.weight_dtype == "float32" else 2       # the residual stream and norms stay in the weights' dtype
     heads = shape.num_heads
-    # two norms: input, normalized input (x hi) and the projection input (in the matmul dtype)
-    total = 2 * (2 * h * hi + h * lo)
+    total = 2 * (2 * h * hi + h * lo)                   # two norms
     if shape.kv_lora_rank:  # multi-head latent attention (DeepSeek-V2/V3)
-        qk, v, nope = shape.qk_head_dim, shape.v_head_dim, shape.qk_nope_head_dim
-        attn = 3 * (shape.q_lora_rank or 0) + 3 * shape.kv_lora_rank  # the latents and their norms
-        attn += heads * (qk + qk)                 # query and key (rope part re-joined), saved by sdpa
-        attn += heads * (nope + v)                # kv_b_proj's output, held by the value view
-        attn += heads * v * 2                     # attention output and the o_proj input copy
+        qk, v = shape.qk_head_dim, shape.v_head_dim
+        rope = qk - shape.qk_nope_head_dim
+        attn = 4 * shape.q_lora_rank + 3 * shape.kv_lora_rank + rope + heads * (2 * qk + v) + heads * v
         total += attn * lo
+        if qk != v and s.device.startswith("cpu"):
+            total += heads * s.seq_len * lo             # math sdpa: attention probabilities
     else:
         qd, kvd = heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
         kv_saved = qd if s.padded and kvd != qd else kvd  # sdpa with a mask repeats GQA keys and values
-        total += (qd + 2 * kv_saved + 2 * qd) * lo       # q, k, v (after rope), output, o_proj input copy
+        total += ((5 if half else 2) * qd + 2 * kv_saved) * lo
     if moe:
         k, mi = shape.experts_per_token, shape.moe_intermediate_size
-        routed = k * (2 * h + 4 * mi) * lo               # gathered input, gate_up, act, product, weighted output
-        shared = 4 * mi * max(shape.shared_experts, 0) * lo
-        router = 3 * shape.num_experts * 4               # float32 logits, scores, top-k mask
-        total += routed + shared + router + h * hi
+        total += k * (2 * h + 4 * mi) * lo               # gathered input, gate_up, act, product, weighted output
+        total += 4 * mi * max(shape.shared_experts, 0) * lo
+        total += 4 * shape.num_experts * 4               # float32 router logits, scores, top-k mask
     else:
         total += 4 * i * lo                              # gate, up, act(gate), act x up
     return total
@@ -197,9 +206,9 @@ def activation_bytes(shape: ModelShape, s: RunSettings) -> tuple[int, int]:
         blocks = dense_layers * per_dense + shape.moe_layers * per_moe
         if frozen_below:  # blocks below every trainable parameter save nothing
             blocks -= frozen_below * per_dense
-    saved = tokens * (blocks + 3 * shape.hidden_size * hi)  # + the final norm
-    # the loss: float32 logits, log-softmax output, its gradient and the logits' gradient over the vocabulary
     lo = 2 if s.precision in ("bf16", "fp16") else 4
+    saved = tokens * (blocks + shape.hidden_size * (2 * hi + lo))  # + the final norm
+    # the loss: float32 logits, log-softmax output, its gradient and the logits' gradient over the vocabulary
     loss = tokens * shape.vocab_size * (3 * 4 + (lo if lo != 4 else 0))
     return int(saved), int(loss)
 

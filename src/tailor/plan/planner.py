@@ -159,14 +159,17 @@ def framework_overhead(device: str) -> int:
 
 def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
              model: str | None = None, settings: RunSettings | None = None, shape: ModelShape | None = None,
-             measure: bool = True, train_tokens: int | None = None) -> Plan:
+             measure: bool = True, train_tokens: int | None = None, speed: DeviceSpeed | None = None,
+             calibrate: bool = False) -> Plan:
     """Predict one run: peak memory per process (broken down), speed, duration and the verdict on the device.
 
     recipe: a Recipe/TrainRecipe (its model, adapter, train and data sections); model: a catalog name instead of
     model.path; device: cpu or cuda (default: cuda when available); memory_gb: the device memory to judge against
     (default: measured); nproc: processes (GPUs) sharing the run; settings / shape: given directly instead of read
     from the recipe; measure: probe the device's matmul peak and bandwidth for the time estimate (False: memory
-    only); train_tokens: tokens per epoch (default: none, so no epoch time unless train.max_steps is set).
+    only); train_tokens: tokens per epoch (default: none, so no epoch time unless train.max_steps is set);
+    speed: a DeviceSpeed already measured, used instead of probing; calibrate: time a few real steps of the model's
+    own blocks (tailor.plan.speed.calibrate) instead of the default efficiency.
     """
     import torch
 
@@ -191,9 +194,16 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     freeze_n = s.freeze_last_n if s.method == "freeze" else None
     fpt, recompute = matmul_flops_per_token(shape, s.method, freeze_n, adapter_n, s.seq_len)
     tokens = s.batch_size * s.seq_len * s.grad_accum
-    speed = step = tps = None
-    if measure and (device == "cpu" or torch.cuda.is_available()):
-        speed = measure_device(device, s.precision)
+    step = tps = None
+    if speed is not None or (measure and (device == "cpu" or torch.cuda.is_available())):
+        if speed is None and calibrate:
+            from tailor.plan.speed import calibrate as run_calibration
+
+            speed = run_calibration(shape, s)
+        speed = speed or measure_device(device, s.precision)
+        if not speed.calibrated:
+            notes.append(f"speed: measured matmul peak x default efficiency {speed.efficiency:.0%} "
+                         "(calibrate=True times real steps of the model's blocks)")
         step = step_seconds(speed, fpt, recompute if s.gradient_checkpointing else 0.0, tokens,
                             mem.weights, mem.activations, mem.gradients + mem.optimizer, s.grad_accum)
         tps = tokens * s.nproc / step
@@ -204,8 +214,31 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
                 device=device, device_memory_bytes=total, verdict=verdict(mem.peak, total), speed=speed,
                 flops_per_token=fpt, tokens_per_step=tokens * s.nproc, step_seconds=step, tokens_per_second=tps,
                 not_modelled=notes)
+    if train_tokens is None and recipe is not None:
+        train_tokens = prepared_tokens(recipe)
+    if train_tokens is None and recipe is not None and recipe.train.max_steps <= 0:
+        notes.append("epoch time needs the data's token count: run `tailor data prepare` on the recipe first")
     _durations(plan, recipe, train_tokens)
     return plan
+
+
+def prepared_tokens(recipe) -> int | None:
+    """Tokens a training epoch processes, from the recipe's prepared data (`tailor data prepare`): rows x
+    data.max_length (padded batches, an upper bound) or the token count when packed; None when not prepared."""
+    from tailor.data.prepare import is_prepared_dir, open_prepared
+
+    folder = getattr(recipe.data, "prepared_dir", None)
+    if not folder or not is_prepared_dir(folder):
+        return None
+    try:
+        report = open_prepared(folder).report()
+    except (TailorError, OSError, ValueError):
+        return None
+    stats = (report.get("tokens") or report.get("extra", {}).get("tokens") or {}).get("train") or {}
+    tokens, rows = stats.get("tokens"), stats.get("rows") or report.get("splits", {}).get("train")
+    if recipe.data.packing or recipe.train.objective == "pretrain":
+        return int(tokens) if tokens else None
+    return int(rows) * recipe.data.max_length if rows else None
 
 
 def _durations(plan: Plan, recipe, train_tokens: int | None) -> None:
@@ -236,21 +269,23 @@ def _not_modelled(s: RunSettings) -> list[str]:
 
 
 def compare_methods(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
-                    model: str | None = None, methods: tuple[str, ...] = METHODS, measure: bool = True) -> list[Plan]:
+                    model: str | None = None, methods: tuple[str, ...] = METHODS, measure: bool = True,
+                    calibrate: bool = False) -> list[Plan]:
     """The recipe's run planned with every method (full, freeze last N, LoRA, DoRA, QLoRA) side by side.
 
     The recommended plan (`recommended=True`) is the one that fits with the most trainable parameters, preferring
     full > dora > lora > freeze > qlora on ties of fitting (QLoRA only when nothing in full precision fits). Each plan
     that does not fit gets `fixes`: the smallest changes that make it fit, first the cheapest.
     """
-    base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure)
+    base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure, calibrate=calibrate)
     shape = model_shape(recipe, model)
     plans = []
     for method in methods:
         s = replace(base.settings, method=method)
         if method == "qlora":
             s = replace(s, precision="bf16", weight_dtype="bfloat16")
-        p = plan_run(recipe, base.device, memory_gb, nproc, model=model, settings=s, shape=shape, measure=measure)
+        p = plan_run(recipe, base.device, memory_gb, nproc, model=model, settings=s, shape=shape, measure=measure,
+                     speed=base.speed)
         p.fixes = [] if p.verdict in ("fits", "unknown") else find_fixes(p, shape, recipe, memory_gb, model)
         plans.append(p)
     order = {"full": 0, "dora": 1, "lora": 2, "freeze": 3, "qlora": 4}
@@ -268,6 +303,12 @@ def find_fixes(plan: Plan, shape: ModelShape, recipe=None, memory_gb: float | No
     tries: list[tuple[str, list[str], RunSettings]] = []
     if not s.gradient_checkpointing:
         tries.append(("gradient checkpointing", ["train.gradient_checkpointing=true"], replace(s, gradient_checkpointing=True)))
+    if s.weight_dtype == "float32" and s.method in ("lora", "dora", "freeze") and s.precision in ("bf16", "fp16"):
+        # the frozen base needs no float32 master copy: half the weights, and no autocast copies of them
+        half = replace(s, weight_dtype="bfloat16")
+        tries.append(("bf16 base weights", ["model.dtype=bfloat16"], half))
+        tries.append(("bf16 base weights + gradient checkpointing", ["model.dtype=bfloat16", "train.gradient_checkpointing=true"],
+                      replace(half, gradient_checkpointing=True)))
     b = s.batch_size
     while b > 1:
         b //= 2

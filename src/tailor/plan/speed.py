@@ -109,3 +109,84 @@ def step_seconds(speed: DeviceSpeed, flops_per_token: float, recompute_per_token
     compute = (flops_per_token + recompute_per_token) * tokens / (speed.matmul_flops * speed.efficiency)
     moved = micro_batches * (3 * weight_bytes + ELEMENTWISE_PASSES * activation_bytes) + 2 * optimizer_bytes
     return compute + moved / speed.bandwidth
+
+
+def calibration_shape(shape: ModelShape) -> int:
+    """Blocks of the truncated model `calibrate` runs: 2, or the dense prefix + 1 MoE block for a MoE model."""
+    first_dense = getattr(shape.config, "first_k_dense_replace", 0) or 0
+    return max(1, min(shape.num_layers, max(2, first_dense + 1)))
+
+
+def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096) -> DeviceSpeed:
+    """The device's matmul peak and bandwidth, with the efficiency measured by a few real training steps.
+
+    The steps run transformers' own model of the same architecture and sizes, cut to `calibration_shape` blocks
+    with random weights (so no checkpoint is needed), on the planned micro-batch (fewer rows when it holds more than
+    `max_tokens` tokens), with the planned precision and gradient checkpointing; what trains mirrors the method
+    (full: everything; freeze: the last blocks and head; lora and the rest: the embeddings only, so backward crosses
+    every frozen block as it does under an adapter). The efficiency is the share of the matmul peak that makes the
+    time model reproduce the fastest step.
+    """
+    from dataclasses import replace as dc_replace
+
+    from transformers import AutoModelForCausalLM
+
+    from tailor.plan.shape import shape_of
+
+    device = s.device
+    base = measure_device(device, s.precision)
+    if shape.config is None:
+        return base
+    blocks = calibration_shape(shape)
+    fields = {**shape.config.to_dict(), "num_hidden_layers": blocks}
+    if isinstance(fields.get("layer_types"), list):
+        fields["layer_types"] = fields["layer_types"][:blocks]
+    cfg = shape.config.__class__.from_dict(fields)
+    small = shape_of(cfg, cfg.to_dict(), name=shape.name)
+    batch = max(1, min(s.batch_size, max_tokens // max(s.seq_len, 1)))
+    seq = min(s.seq_len, max_tokens) if batch == 1 else s.seq_len
+    gen = torch.Generator().manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32 if s.weight_dtype == "float32" else torch.bfloat16)
+    model.to(device).train()
+    if s.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    trainable_layers = None
+    if s.method == "freeze":
+        n = min(s.freeze_last_n, blocks)
+        trainable_layers = n
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("lm_head") or any(f"layers.{i}." in name for i in range(blocks - n, blocks))
+    elif s.method != "full":
+        for p in model.parameters():
+            p.requires_grad = False
+        model.get_input_embeddings().weight.requires_grad = True
+    ids = torch.randint(0, max(small.vocab_size, 2), (batch, seq), generator=gen).to(device)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16,
+                              enabled=s.precision in ("bf16", "fp16"))
+
+    def one() -> float:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with autocast:
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    one()  # warm-up: kernels, allocator
+    best = min(one() for _ in range(steps))
+    method = "full" if s.method == "full" else "freeze" if s.method == "freeze" else "lora"
+    fpt, recompute = matmul_flops_per_token(small, method, trainable_layers, 0, seq)
+    from tailor.plan.memory import activation_bytes
+
+    act, _ = activation_bytes(small, dc_replace(s, batch_size=batch, seq_len=seq, method=method))
+    wbytes = small.parameters * (4 if s.weight_dtype == "float32" else 2)
+    moved = (3 * wbytes + ELEMENTWISE_PASSES * act) / base.bandwidth
+    compute = max(best - moved, best * 0.2)
+    flops = (fpt + (recompute if s.gradient_checkpointing else 0.0)) * batch * seq
+    eff = min(1.0, flops / (compute * base.matmul_flops))
+    del model
+    return dc_replace(base, efficiency=eff, calibrated=True)

@@ -57,6 +57,7 @@ class Run:
     precision: str                 # 'fp32' | 'bf16' | 'fp16' (tailor.training.precision)
     precision_reason: str = ""     # why: train_summary.json and metrics.jsonl record it
     precision_check: bool = False  # auto's bf16 still to be confirmed on the first batch (build_trainer)
+    plan: object | None = None     # the pre-flight's tailor.plan.Plan (None with train.preflight=off)
 
 
 @dataclass
@@ -109,8 +110,11 @@ def start(recipe: Recipe) -> Run:
     choice = resolve_precision(t.precision, device)
     if t.precision == "auto":
         log.info("precision: %s", choice.reason)
+    from tailor.training.preflight import preflight
+
+    plan = preflight(recipe, device, out, choice.name)  # before any weight is loaded: a run that cannot fit stops here
     set_seed(t.seed)
-    return Run(out, resume_from, device, choice.name, choice.reason, choice.confirm)
+    return Run(out, resume_from, device, choice.name, choice.reason, choice.confirm, plan)
 
 
 def load_causal_lm(recipe: Recipe, out: Path):
@@ -282,6 +286,9 @@ def finish(trainer, recipe: Recipe, run: Run, data: TrainingData, tokenizer, bas
         **telemetry_summary(trainer.callback_handler.callbacks, fitted.seconds),
         **data.summary,
     }
+    from tailor.training.preflight import plan_check
+
+    metrics.update(plan_check(run.plan, metrics.get("peak_memory_mb"), run.device))  # the plan's accuracy, per run
     if data.eval is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     ema = _ema(trainer)

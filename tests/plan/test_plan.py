@@ -1,0 +1,147 @@
+"""The plan's arithmetic on a tiny config against hand-computed values, method ordering, QLoRA bytes, sharding,
+verdicts, and the pre-flight of `tailor train` (no timings: the time model is checked by bench/bench_plan.py)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+from transformers import LlamaConfig
+
+from tailor.config import TrainRecipe, load_recipe
+from tailor.errors import TailorError
+from tailor.plan import (GIB, RunSettings, compare_methods, estimate_memory, find_fixes, plan_run, shape_of,
+                         verdict)
+from tailor.plan.memory import NF4_BYTES, activation_bytes, adapter_parameters
+
+V, H, I, L, HEADS, KV = 100, 64, 128, 2, 4, 2
+HEAD_DIM, KVD = H // HEADS, KV * (H // HEADS)
+
+
+@pytest.fixture(scope="module")
+def shape():
+    cfg = LlamaConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L, num_attention_heads=HEADS,
+                      num_key_value_heads=KV, tie_word_embeddings=False)
+    return shape_of(cfg, cfg.to_dict(), name="tiny-llama")
+
+
+def test_parameters_per_kind_match_a_hand_count(shape):
+    attn = H * H + 2 * H * KVD + H * H
+    mlp = 3 * H * I
+    assert shape.by_kind == {"embedding": V * H, "attention": L * attn, "mlp": L * mlp, "norm": (2 * L + 1) * H,
+                             "head": V * H}
+    assert shape.parameters == 2 * V * H + L * (attn + mlp + 2 * H) + H
+    assert shape.per_layer == [attn + mlp + 2 * H] * L
+    assert (shape.num_kv_heads, shape.head_dim) == (KV, HEAD_DIM)
+
+
+def test_full_fp32_breakdown_matches_a_hand_count(shape):
+    s = RunSettings(method="full", seq_len=32, batch_size=2, optimizer="adamw")
+    mem, trainable, adapter = estimate_memory(shape, s, overhead=1000)
+    P = shape.parameters
+    assert (trainable, adapter) == (P, 0)
+    assert mem.weights == 4 * P and mem.gradients == 4 * P and mem.optimizer == 8 * P and mem.adapter == 0
+    tokens = 64
+    block = 2 * (2 * H * 4 + H * 4) + (2 * H + 2 * KVD) * 4 + 4 * I * 4  # norms, q k v out, gate up act product
+    assert mem.activations == tokens * (L * block + 3 * H * 4)
+    assert mem.temporary == tokens * V * 12  # log-softmax, its gradient, the logits' gradient (float32)
+    during_backward = mem.activations + mem.temporary + V * H * 4  # + the head's gradient
+    assert mem.peak == mem.weights + mem.optimizer + max(during_backward, mem.gradients) + 1000
+    assert mem.overhead == 1000
+
+
+def test_lora_counts_r_times_in_plus_out_and_costs_less_than_full(shape):
+    lora = RunSettings(method="lora", r=4, seq_len=32, batch_size=2)
+    n = adapter_parameters(shape, lora)
+    per_layer = 4 * ((H + H) + 2 * (H + KVD) + (H + H) + 2 * (H + I) + (I + H))
+    assert n == L * per_layer
+    full_mem, _, _ = estimate_memory(shape, replace(lora, method="full"), 0)
+    lora_mem, trainable, _ = estimate_memory(shape, lora, 0)
+    assert trainable == n and lora_mem.adapter == 4 * n and lora_mem.gradients == 4 * n
+    assert lora_mem.peak < full_mem.peak and lora_mem.optimizer < full_mem.optimizer
+    dora = adapter_parameters(shape, replace(lora, method="dora"))
+    assert dora == n + L * (H + KVD + KVD + H + I + I + H)  # + one magnitude per output feature
+
+
+def test_qlora_stores_linear_weights_in_nf4(shape):
+    s = RunSettings(method="qlora", precision="bf16", weight_dtype="bfloat16", device="cuda")
+    mem, _, _ = estimate_memory(shape, s, 0)
+    linear = L * (H * H + 2 * H * KVD + H * H + 3 * H * I)
+    assert mem.weights == int(linear * NF4_BYTES + (shape.parameters - linear) * 2)
+    assert 0.51 < NF4_BYTES < 0.52  # 4 bits + double-quantized scales
+
+
+def test_fsdp_divides_weights_gradients_and_optimizer_by_n(shape):
+    one = RunSettings(method="full", device="cuda")
+    m1, _, _ = estimate_memory(shape, one, 0)
+    m4, _, _ = estimate_memory(shape, replace(one, nproc=4, distributed="fsdp"), 0)
+    assert m4.gradients == m1.gradients // 4 and m4.optimizer == m1.optimizer // 4
+    gathered = 2 * max(shape.per_layer) * 4
+    assert m4.weights == m1.weights // 4 + gathered
+    ddp, _, _ = estimate_memory(shape, replace(one, nproc=4, distributed="ddp"), 0)
+    assert ddp.weights == m1.weights and ddp.temporary == m1.temporary + m1.gradients  # replicas + gradient buckets
+
+
+def test_gradient_checkpointing_and_smaller_batches_shrink_activations(shape):
+    s = RunSettings(method="lora", seq_len=512, batch_size=8)
+    base, _ = activation_bytes(shape, s)
+    block = 2 * (2 * H * 4 + H * 4) + (2 * H + 2 * KVD) * 4 + 4 * I * 4
+    final = 3 * H * 4
+    assert base == 8 * 512 * (L * block + final)
+    # checkpointing keeps each block's input and recomputes one block at a time
+    assert activation_bytes(shape, replace(s, gradient_checkpointing=True))[0] == 8 * 512 * (L * H * 4 + block + final)
+    assert activation_bytes(shape, replace(s, batch_size=4))[0] == base // 2
+
+
+def test_verdict_thresholds():
+    assert verdict(85, 100) == "fits" and verdict(86, 100) == "tight" and verdict(100, 100) == "tight"
+    assert verdict(101, 100) == "does not fit" and verdict(5, None) == "unknown"
+
+
+def test_plan_run_gives_a_verdict_and_fixes_that_fit(shape):
+    s = RunSettings(method="full", seq_len=2048, batch_size=32, device="cuda")
+    plan = plan_run(None, "cuda", memory_gb=1.0, settings=s, shape=shape, measure=False)
+    assert plan.verdict == "does not fit" and plan.peak_bytes > GIB
+    fixes = find_fixes(plan, shape)
+    assert fixes and all(f.verdict == "fits" and f.peak_bytes <= 0.85 * GIB for f in fixes)
+    assert fixes[0].overrides == ["train.gradient_checkpointing=true"] or "train.batch_size" in fixes[0].overrides[0]
+    d = plan.to_dict()
+    assert d["memory"]["peak"] == plan.peak_bytes and d["verdict"] == "does not fit"
+    json.dumps(d, default=str)
+
+
+def test_compare_methods_orders_methods_and_recommends_one():
+    r = TrainRecipe.model_validate({"data": {"max_length": 1024}, "train": {"batch_size": 1}})
+    plans = compare_methods(r, "cuda", memory_gb=24, model="qwen2.5-7b", measure=False)
+    by = {p.settings.method: p for p in plans}
+    assert list(by) == ["full", "freeze", "lora", "dora", "qlora"]
+    assert by["qlora"].peak_bytes < by["lora"].peak_bytes < by["full"].peak_bytes
+    assert by["full"].verdict == "does not fit" and by["full"].fixes
+    assert sum(p.recommended for p in plans) == 1
+    assert next(p for p in plans if p.recommended).verdict in ("fits", "tight")
+
+
+def test_catalog_deepseek_v3_is_671b_with_moe(tmp_path):
+    r = TrainRecipe()
+    plan = plan_run(r, "cuda", memory_gb=80, nproc=8, model="deepseek-v3", measure=False)
+    assert 660e9 < plan.parameters < 680e9 and plan.verdict == "does not fit"
+    assert plan.settings.distributed == "ddp"  # --nproc without an engine means ddp, as tailor train does
+
+
+def test_unknown_architecture_still_plans_and_says_what_is_estimated(tmp_path):
+    cfg = {"model_type": "my-own-llm", "auto_map": {"AutoConfig": "x.Y"}, "hidden_size": 64, "num_hidden_layers": 2,
+           "num_attention_heads": 4, "intermediate_size": 128, "vocab_size": 100}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    r = load_recipe(None, [f"model.path={tmp_path}"], reads=TrainRecipe)
+    plan = plan_run(r, "cpu", memory_gb=8, measure=False)
+    assert plan.parameters > 0 and plan.verdict == "fits"
+    assert any("own code" in n for n in plan.not_modelled)
+
+
+def test_bad_input_is_a_tailor_error(tmp_path):
+    with pytest.raises(TailorError, match="qwen2.5-7b") as e:
+        plan_run(TrainRecipe(), "cpu", model="qwen2.5-7", measure=False)
+    assert e.value.where == "--model"
+    with pytest.raises(TailorError, match="no config.json"):
+        plan_run(load_recipe(None, [f"model.path={tmp_path}"], reads=TrainRecipe), "cpu", measure=False)
+    with pytest.raises(TailorError, match="unknown device"):
+        plan_run(TrainRecipe(), "tpu", model="qwen3-0.6b", measure=False)
