@@ -103,3 +103,38 @@ def test_cli_has_the_ui_command():
     help_text = build_parser()._subparsers._group_actions[0].choices["ui"].format_help()
     for flag in ("--host", "--port", "--workspace", "--root", "--token", "--max-upload-mb", "--jobs-per-device"):
         assert flag in help_text
+
+
+def test_failed_run_resumes_from_its_checkpoint(tmp_path):
+    app = create_app(tmp_path / "ws", runner_interval=3600)  # the runner leaves the queued jobs queued
+    client = TestClient(app, base_url="http://127.0.0.1:7860")
+    table = app.state.ctx.table
+    out = tmp_path / "ws" / "runs" / "r" / "out"
+    (out / "checkpoint-10").mkdir(parents=True)
+    job = table.add("train", "train r", ["python", "-m", "tailor.cli", "train", "recipe.yaml"], device="default",
+                    run_dir=out, meta={"recipe": str(out.parent / "recipe.yaml")})
+    table.update(job.id, state="failed", note="the job's process ended without an exit status")
+    page = client.get(f"/runs/{job.id}").text
+    assert 'id="resume-form"' in page and "ended without an exit status" in page
+    r = client.post(f"/runs/{job.id}/resume", follow_redirects=False)
+    new = table.get(int(r.headers["location"].rsplit("/", 1)[1]))
+    assert new.argv == job.argv + ["train.resume=true"] and new.run_dir == str(out) and new.device == "default"
+    assert client.post(f"/runs/{new.id}/resume").status_code == 400  # queued or running: nothing to resume
+
+
+def test_llama_factory_registry_is_picked_dataset_by_dataset(client, app, tmp_path):
+    from tailor.config import Recipe
+    from tailor.data.prepare import run
+    from tailor.ui.pages_data import data_settings
+
+    folder = tmp_path / "data" / "lf"
+    folder.mkdir(parents=True)
+    rows = [{"instruction": f"Question {i}: how long is the return window for item {i}?", "output": f"{i} days."} for i in range(6)]
+    (folder / "alpaca.json").write_text(json.dumps(rows))
+    (folder / "dataset_info.json").write_text(json.dumps({"support": {"file_name": "alpaca.json"}}))
+    r = client.post("/data/add", data={"path": str(folder / "dataset_info.json")})
+    assert r.status_code == 200 and "LLaMA-Factory dataset" in r.text and "support (lf/dataset_info.json)" in r.text
+    settings = {"data": data_settings(app.state.ctx, 0.0)}
+    assert settings["data"]["sources"] == [{"registry": str(folder / "dataset_info.json"), "name": "support"}]
+    prepared = run(Recipe.model_validate(settings))  # what the Data page's job runs: the registry entry is read
+    assert prepared.splits["train"] + prepared.splits["eval"] >= 1 and prepared.report()["rows_read"] == 6

@@ -53,3 +53,17 @@ def test_extra_yaml_sets_settings_without_a_field():
     steps = [{"step": "whitespace"}]
     settings = settings_from_form({EXTRA: yaml.safe_dump({"data": {"clean": steps}})}, fields)
     assert validate(settings, fields).data.clean[0].step == "whitespace"
+
+
+def test_the_untouched_form_is_the_schema_default():
+    """Every field posted as the page shows it (defaults) makes an empty, valid recipe: no field's widget
+    mangles its own default."""
+    fields = schema_fields()
+    form = {f.key: f.shown(f.default) for f in fields}
+    assert settings_from_form(form, fields) == {}
+    form["adapter.target_modules"] = "q_proj"
+    form["train.class_weights"] = "balanced"
+    form["train.objective"] = "classification"
+    settings = settings_from_form(form, fields)
+    assert settings["adapter"] == {"target_modules": ["q_proj"]}
+    validate(settings, fields)

@@ -185,7 +185,7 @@ def _fmt_dur(a: float | None, b: float | None = None) -> str:
 
 def _fmt_num(v) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
     if isinstance(v, int) and abs(v) >= 10000:
         return f"{v:,}"
     return "-" if v is None else str(v)

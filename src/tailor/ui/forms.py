@@ -79,8 +79,9 @@ def _field(key: str, info) -> FormField | None:
         item, _ = _plain(get_args(ann)[0])
         if item in (str, int, float) or get_origin(item) is Literal:
             return FormField(key, "list", default, desc, optional=optional)
-    if origin is Union:  # e.g. target_modules: list[str] | "all-linear": typed as text, parsed as YAML
-        return FormField(key, "list", default, desc, optional=optional)
+    if origin is Union:  # e.g. target_modules: list[str] | "all-linear": one of the words, or a list
+        words = tuple(str(w) for a in get_args(ann) if get_origin(a) is Literal for w in get_args(a))
+        return FormField(key, "list", default, desc, words, optional)
     return None  # lists of sections, dicts: set through the YAML box
 
 
@@ -121,7 +122,7 @@ def _value(f: FormField, raw: str) -> Any:
     if f.kind == "list":
         if raw.startswith("["):
             return yaml.safe_load(raw)
-        if f.key == "adapter.target_modules" and raw == "all-linear":
+        if raw in f.choices:
             return raw
         items = [s.strip() for s in raw.replace("\n", ",").split(",") if s.strip()]
         numeric = isinstance(f.default, list) and f.default and not isinstance(f.default[0], str)

@@ -45,13 +45,18 @@ async def start(request: Request):
 # Data
 
 
+REGISTRY_SEP = "::"  # a project source "DIR/dataset_info.json::NAME" is dataset NAME of that LLaMA-Factory registry
+
+
 def _source_info(path: str) -> dict:
-    p = Path(path)
+    p = Path(path.split(REGISTRY_SEP)[0])
     info: dict = {"path": path, "name": p.name}
     try:
-        if p.name == "dataset_info.json":
-            entries = json.loads(p.read_text(encoding="utf-8"))
-            info.update(kind="LLaMA-Factory registry", detail=f"{len(entries)} datasets: " + ", ".join(list(entries)[:8]))
+        if REGISTRY_SEP in path:
+            name = path.split(REGISTRY_SEP, 1)[1]
+            entry = json.loads(p.read_text(encoding="utf-8"))[name]
+            info.update(name=f"{name} ({p.parent.name}/{p.name})", kind="LLaMA-Factory dataset",
+                        detail=", ".join(f"{k}: {v}" for k, v in entry.items() if isinstance(v, str))[:200])
         elif p.is_dir():
             info.update(kind="folder", detail=", ".join(sorted(c.name for c in p.iterdir() if c.is_file())[:8]))
         else:
@@ -112,14 +117,27 @@ async def add_source(request: Request):
         p = ctx.roots.check(form.get("path", ""), "data path")
         if not p.exists():
             raise TailorError(f"{p} does not exist", where="data path", fix="pick an existing file or folder")
-        if p.is_file() and p.name != "dataset_info.json":
+        added = [str(p)]
+        if p.name == "dataset_info.json":
+            added = [f"{p}{REGISTRY_SEP}{name}" for name in _registry_names(p)]  # each dataset a source (remove any)
+        elif p.is_file():
             check_data_file(p, display=p.name, limit=2000)
     except TailorError as exc:
         return _render(request, "data.html", **_data_context(request, add_error=exc, add_value=form.get("path", "")), status=400)
     state = ctx.workspace.state()
-    if str(p) not in state.get("sources", []):
-        ctx.workspace.update(sources=[*state.get("sources", []), str(p)])
+    have = state.get("sources", [])
+    ctx.workspace.update(sources=have + [a for a in added if a not in have])
     return RedirectResponse("/data", status_code=303)
+
+
+def _registry_names(p: Path) -> list[str]:
+    try:
+        entries = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TailorError(f"{p.name} is not readable JSON: {exc}", where=str(p), fix="pick a LLaMA-Factory dataset_info.json") from None
+    if not isinstance(entries, dict) or not entries:
+        raise TailorError(f"{p.name} lists no datasets", where=str(p), fix="a mapping of dataset name -> {file_name: ...}")
+    return list(entries)
 
 
 @router.post("/data/remove")
@@ -137,8 +155,11 @@ def data_settings(ctx, eval_share: float | None = None) -> dict:
     state = ctx.workspace.state()
     sources = []
     for s in state.get("sources", []):
-        p = Path(s)
-        sources.append({"registry": str(p), "dataset": "all"} if p.name == "dataset_info.json" else {"path": s})
+        if REGISTRY_SEP in s:
+            registry, name = s.split(REGISTRY_SEP, 1)
+            sources.append({"registry": registry, "name": name})
+        else:
+            sources.append({"path": s})
     share = state.get("eval_share", 0.1) if eval_share is None else eval_share
     return {"sources": sources, "split": {"eval": share}, "prepared_dir": str(ctx.workspace.prepared_dir)}
 
@@ -264,7 +285,7 @@ async def build_model(request: Request):
         if vocab < 300:
             raise TailorError(f"vocabulary size {vocab} is too small", where="vocabulary size",
                               fix="at least 300 (the 256 bytes and the chat template's special tokens)")
-        files = [s for s in ws.state().get("sources", []) if Path(s).is_file() and Path(s).name != "dataset_info.json"]
+        files = [s for s in ws.state().get("sources", []) if REGISTRY_SEP not in s and Path(s).is_file()]
         if not files:
             raise TailorError("the tokenizer is trained on your data, and no data file is chosen yet", where="Model page",
                               fix="upload or pick a data file on the Data page first")
