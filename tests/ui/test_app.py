@@ -1,6 +1,7 @@
 """The UI app through HTTP: every page renders, the shared-machine guards hold, bad input is refused with the
 CLI's what / where / fix message and writes nothing."""
 
+import io
 import json
 import re
 
@@ -138,3 +139,76 @@ def test_llama_factory_registry_is_picked_dataset_by_dataset(client, app, tmp_pa
     assert settings["data"]["sources"] == [{"registry": str(folder / "dataset_info.json"), "name": "support"}]
     prepared = run(Recipe.model_validate(settings))  # what the Data page's job runs: the registry entry is read
     assert prepared.splits["train"] + prepared.splits["eval"] >= 1 and prepared.report()["rows_read"] == 6
+
+
+def test_ship_and_registry_run_the_cli_commands(tmp_path):
+    app = create_app(tmp_path / "ws", runner_interval=3600)
+    client = TestClient(app, base_url="http://127.0.0.1:7860")
+    table = app.state.ctx.table
+    ws = app.state.ctx.workspace
+    adapter = ws.runs / "r" / "out" / "final"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "base_model_name_or_path": "/b"}))
+    full = ws.models / "m"
+    full.mkdir()
+    (full / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (full / "model.safetensors").write_bytes(b"\x02\x00\x00\x00\x00\x00\x00\x00{}")
+    ws.prepared_dir.mkdir(parents=True)
+    (ws.prepared_dir / "eval.jsonl").write_text(CHAT)
+
+    def last_argv():
+        return table.list(limit=1)[0].argv[3:]  # after python -m tailor.cli
+
+    assert client.post("/ship/start", data={"model": str(adapter), "action": "merge"}).status_code == 200
+    assert last_argv()[:2] == ["merge", str(adapter)]
+    client.post("/ship/start", data={"model": str(full), "action": "quantize", "method": "int4-weight", "max_examples": "8"})
+    argv = last_argv()
+    assert argv[:4] == ["quantize", str(full), "--method", "int4-weight"]
+    assert argv[-4:] == ["--eval-data", str(ws.prepared_dir / "eval.jsonl"), "--max-examples", "8"]
+    client.post("/ship/start", data={"model": str(adapter), "action": "export", "format": "gguf"})
+    assert last_argv()[:4] == ["export", str(adapter), "--format", "gguf"]
+    assert table.list(limit=1)[0].device == "default"  # queued on the device like training
+    client.post("/ship/registry", data={"model": str(adapter), "name": "support-bot", "promote": "on"})
+    assert last_argv() == ["registry", "register", "support-bot", str(adapter), "--url", str(ws.root / "registry.db"),
+                           "--stage", "production"]
+    n = len(table.list())
+    r = client.post("/ship/start", data={"model": str(full), "action": "merge"})
+    assert r.status_code == 400 and "nothing to merge" in r.text
+    r = client.post("/ship/start", data={"model": str(full), "action": "export", "format": "tflite"})
+    assert r.status_code == 400 and "unknown export format" in r.text
+    r = client.post("/ship/registry", data={"model": str(full), "name": "bad name!"})
+    assert r.status_code == 400 and len(table.list()) == n
+
+
+def test_unreadable_model_directories_are_explained(client, app):
+    ws = app.state.ctx.workspace
+    no_weights = ws.models / "empty"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text("{}")
+    r = client.post("/model/select", data={"path": str(no_weights)})
+    assert r.status_code == 400 and "no weights" in r.text
+    broken = ws.models / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "model.safetensors").write_bytes(b"")
+    r = client.post("/model/select", data={"path": str(broken)})
+    assert r.status_code == 400 and "unreadable config" in r.text
+    assert "model" not in ws.state() or ws.state()["model"] is None
+
+
+def test_a_result_folder_is_zipped_for_download(client, app):
+    import zipfile
+
+    ws = app.state.ctx.workspace
+    out = ws.ship / "export-1"
+    out.mkdir()
+    (out / "model.safetensors").write_bytes(b"weights")
+    assert client.post("/ship/zip", data={"path": str(out)}).status_code == 200
+    job = app.state.ctx.runner.wait(app.state.ctx.table.list(kind="zip")[0].id)
+    assert job.state == "done"
+    link = re.search(r'href="(/files\?path=[^"]+download=1)"', client.get("/ship").text).group(1).replace("&amp;", "&")
+    r = client.get(link)
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        assert z.read("export-1/model.safetensors") == b"weights"
+    assert client.post("/ship/zip", data={"path": "/etc"}).status_code == 400

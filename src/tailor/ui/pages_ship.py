@@ -201,7 +201,8 @@ async def ship_page(request: Request):
     return _render(request, "ship.html", active="/ship", models=_choices(ctx), shipped=shipped,
                    default=str(Path(runs[0].run_dir) / "final") if runs else "", formats=EXPORT_FORMATS,
                    methods=QUANTIZE_METHODS, eval_file=ctx.workspace.eval_file(),
-                   registry=str(ctx.workspace.root / "registry.db"), reg_jobs=ctx.table.list(kind="registry", limit=5))
+                   registry=str(ctx.workspace.root / "registry.db"), reg_jobs=ctx.table.list(kind="registry", limit=5),
+                   zips=ctx.table.list(kind="zip", limit=10))
 
 
 @router.post("/ship/start")
@@ -243,6 +244,22 @@ async def ship_start(request: Request):
         return _render(request, "error.html", 400, active="/ship", error=exc, back="/ship")
     ctx.table.add("ship", f"{action} {label} {form.get('format') or form.get('method') or ''}".strip(), argv,
                   device=ctx.device, run_dir=out)
+    return RedirectResponse("/ship", status_code=303)
+
+
+@router.post("/ship/zip")
+async def zip_folder(request: Request):
+    """One .zip of a result folder for download, written by a job (a large model takes a while to pack)."""
+    import sys
+
+    ctx = _ctx(request)
+    folder = ctx.roots.check(form_data(await request.body()).get("path", ""), "folder to download")
+    if not folder.is_dir():
+        raise TailorError(f"{folder} is not a folder", where="download", fix="pick a result folder on the Ship page")
+    out = ctx.workspace.ship / f"{folder.parent.name}-{folder.name}.zip" if folder.name == "final" else \
+        ctx.workspace.ship / f"{folder.name}.zip"
+    ctx.table.add("zip", f"zip {out.name}", [sys.executable, "-m", "zipfile", "-c", str(out), str(folder)],
+                  run_dir=folder, meta={"zip": str(out)})
     return RedirectResponse("/ship", status_code=303)
 
 
