@@ -212,3 +212,23 @@ def test_a_result_folder_is_zipped_for_download(client, app):
     with zipfile.ZipFile(io.BytesIO(r.content)) as z:
         assert z.read("export-1/model.safetensors") == b"weights"
     assert client.post("/ship/zip", data={"path": "/etc"}).status_code == 400
+
+
+def test_registry_versions_listed_and_promoted(client, app):
+    from tailor.mlops.registry import Registry
+
+    ws = app.state.ctx.workspace
+    model = ws.models / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    with Registry(ws.root / "registry.db") as reg:
+        reg.register("bot", model)
+        reg.register("bot", model)
+    page = client.get("/ship").text
+    assert page.count('action="/ship/promote"') == 2
+    assert client.post("/ship/promote", data={"name": "bot", "version": "2"}).status_code == 200
+    job = app.state.ctx.runner.wait(app.state.ctx.table.list(kind="registry")[0].id, timeout=120)
+    assert job.state == "done", app.state.ctx.table.log_tail(job.id)
+    page = client.get("/ship").text
+    assert page.count('action="/ship/promote"') == 1 and "<td>production</td>" in page
+    assert client.post("/ship/promote", data={"name": "bot", "version": "9"}).status_code == 400

@@ -192,6 +192,16 @@ def _files(job) -> list[dict]:
             for f in sorted(d.rglob("*")) if f.is_file()][:60]
 
 
+def _versions(db: Path) -> list[dict]:
+    """The registry's versions (read in the UI process: one small SQLite query), newest first."""
+    if not db.is_file():
+        return []
+    from tailor.mlops.registry import Registry
+
+    with Registry(db, create=False) as reg:
+        return [v.to_dict() for v in sorted(reg.versions(), key=lambda v: (v.name, -v.version))]
+
+
 @router.get("/ship", response_class=HTMLResponse)
 async def ship_page(request: Request):
     ctx = _ctx(request)
@@ -202,7 +212,7 @@ async def ship_page(request: Request):
                    default=str(Path(runs[0].run_dir) / "final") if runs else "", formats=EXPORT_FORMATS,
                    methods=QUANTIZE_METHODS, eval_file=ctx.workspace.eval_file(),
                    registry=str(ctx.workspace.root / "registry.db"), reg_jobs=ctx.table.list(kind="registry", limit=5),
-                   zips=ctx.table.list(kind="zip", limit=10))
+                   zips=ctx.table.list(kind="zip", limit=10), versions=_versions(ctx.workspace.root / "registry.db"))
 
 
 @router.post("/ship/start")
@@ -279,4 +289,20 @@ async def registry(request: Request):
     stage = "production" if form.get("promote") == "on" else "candidate"
     ctx.table.add("registry", f"register {name} ({stage})",
                   ctx.cli("registry", "register", name, str(model), "--url", db, "--stage", stage), run_dir=model)
+    return RedirectResponse("/ship", status_code=303)
+
+
+@router.post("/ship/promote")
+async def promote(request: Request):
+    """Make a registered version production (`tailor registry promote`; the previous one is archived)."""
+    ctx = _ctx(request)
+    form = form_data(await request.body())
+    name, version = form.get("name", ""), form.get("version", "")
+    known = {(v["name"], str(v["version"])) for v in _versions(ctx.workspace.root / "registry.db")}
+    if (name, version) not in known:
+        raise TailorError(f"no version {version!r} of {name!r} in the registry", where="promote",
+                          fix="pick a version from the registry table")
+    ctx.table.add("registry", f"promote {name} v{version}",
+                  ctx.cli("registry", "promote", name, version, "--url", str(ctx.workspace.root / "registry.db"),
+                          "--reason", "promoted in tailor ui"))
     return RedirectResponse("/ship", status_code=303)
