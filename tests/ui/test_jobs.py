@@ -104,3 +104,20 @@ def test_a_new_runner_reattaches_to_running_jobs(tmp_path):
 def test_unknown_job_is_a_clear_error(tmp_path):
     with pytest.raises(TailorError, match="no job 42"):
         JobTable(tmp_path).get(42)
+
+
+def test_command_that_cannot_start_fails_with_the_reason(runner):
+    job = runner.table.add("t", "missing", ["/nonexistent/tool", "--x"])
+    done = runner.wait(job.id)
+    assert (done.state, done.rc, done.note) == ("failed", 127, None)
+    assert "cannot run /nonexistent/tool" in runner.table.log_tail(job.id)
+
+
+def test_one_ui_per_workspace(tmp_path):
+    from tailor.ui.jobs import lock_workspace
+
+    held = lock_workspace(tmp_path)
+    with pytest.raises(TailorError, match="already running on the workspace"):
+        lock_workspace(tmp_path)
+    held.close()
+    lock_workspace(tmp_path).close()  # free again once the first UI is gone

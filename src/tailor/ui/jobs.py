@@ -181,6 +181,24 @@ def _alive(pid: int, job_dir: Path) -> bool:
     return True
 
 
+def lock_workspace(workspace: str | Path):
+    """Hold WORKSPACE/ui.lock for this process's life: two UIs on one job table would start its jobs twice.
+
+    Returns the open lock file (keep a reference); a TailorError when another process holds it."""
+    import fcntl
+
+    path = Path(workspace) / "ui.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fh = path.open("a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.close()
+        raise TailorError(f"another `tailor ui` is already running on the workspace {Path(workspace).resolve()}",
+                          where="--workspace", fix="open that UI's address, stop it first, or pass another --workspace") from None
+    return fh
+
+
 class Runner:
     """Starts queued jobs, watches running ones, and keeps the table true to what the processes did."""
 

@@ -25,8 +25,10 @@ def run(settings) -> None:
     except ImportError:
         raise TailorError("the web UI needs the serve extra", fix="pip install 'tailor[serve]'") from None
     from tailor.ui.app import create_app
+    from tailor.ui.jobs import lock_workspace
 
     token = access_token(settings.host, settings.token)
+    lock = lock_workspace(settings.workspace)  # noqa: F841 - held until the process ends
     app = create_app(settings.workspace, settings.root, host=settings.host, port=settings.port, token=token,
                      max_upload_mb=settings.max_upload_mb, device=settings.device or "default",
                      slots_per_device=settings.jobs_per_device, nice=settings.nice)

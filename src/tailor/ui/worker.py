@@ -23,10 +23,15 @@ def main(job_dir: str) -> int:
     if spec.get("nice"):
         os.nice(int(spec["nice"]))
     with (d / "log.txt").open("ab") as log:
-        proc = subprocess.Popen(spec["argv"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=spec.get("cwd"))
-        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-        rc = proc.wait()
+        try:
+            proc = subprocess.Popen(spec["argv"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=spec.get("cwd"))
+        except OSError as exc:  # the command could not start at all: say so in the job's log
+            log.write(f"error: cannot run {spec['argv'][0]}: {exc}\n".encode())
+            rc = 127
+        else:
+            signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+            rc = proc.wait()
     tmp = d / "exit.json.tmp"
     tmp.write_text(json.dumps({"rc": rc, "finished": time.time()}), encoding="utf-8")
     tmp.replace(d / "exit.json")  # whole or absent: the runner never reads half a file
