@@ -232,3 +232,11 @@ def test_registry_versions_listed_and_promoted(client, app):
     page = client.get("/ship").text
     assert page.count('action="/ship/promote"') == 1 and "<td>production</td>" in page
     assert client.post("/ship/promote", data={"name": "bot", "version": "9"}).status_code == 400
+
+
+def test_html_files_are_shown_sandboxed(client, app):
+    page = app.state.ctx.workspace.evals / "report.html"
+    page.write_text("<html><script>fetch('/api/upload')</script></html>")
+    r = client.get("/files", params={"path": str(page)})
+    assert r.status_code == 200 and r.headers["content-security-policy"].startswith("sandbox;")
+    assert "script-src" not in r.headers["content-security-policy"]  # default-src 'none': no script runs

@@ -133,7 +133,10 @@ def create_app(workspace: str | Path, roots: list[str | Path] | None = None, *, 
         if not p.is_file():
             raise TailorError(f"{p} is not a file", where="download", fix="pick a file from the page's list")
         if p.suffix == ".html" and not download:
-            return FileResponse(p, media_type="text/html", headers={"Content-Security-Policy": "default-src 'self' 'unsafe-inline' data:"})
+            # tailor's reports are self-contained (inline CSS, data: images, no script); any other HTML file under
+            # a root is shown sandboxed too, so it cannot script the UI's origin
+            return FileResponse(p, media_type="text/html", headers={
+                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"})
         return FileResponse(p, filename=p.name if download else None)
 
     @app.get("/jobs", response_class=HTMLResponse)
