@@ -62,6 +62,15 @@ def form_data(body: bytes) -> dict[str, str]:
     return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
+def ctx_of(request: Request) -> "Context":
+    return request.app.state.ctx
+
+
+def render(request: Request, name: str, status: int = 200, **values):
+    """A page from its template (templates/NAME) with `values`."""
+    return request.app.state.templates.TemplateResponse(request, name, values, status_code=status)
+
+
 def error_dict(exc: TailorError) -> dict:
     return {"what": exc.what, "where": exc.where, "fix": exc.fix}
 

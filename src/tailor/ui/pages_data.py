@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from tailor.errors import TailorError
-from tailor.ui.app import error_dict, form_data
+from tailor.ui.app import ctx_of, error_dict, form_data, render
 from tailor.ui.machine import load, machine_info
 from tailor.ui.project import find_models, model_summary
 from tailor.ui.roots import check_data_file, save_upload
@@ -19,13 +19,6 @@ from tailor.ui.roots import check_data_file, save_upload
 router = APIRouter()
 
 
-def _ctx(request: Request):
-    return request.app.state.ctx
-
-
-def _render(request: Request, name: str, **values):
-    return request.app.state.templates.TemplateResponse(request, name, values, status_code=values.pop("status", 200)
-                                                        if "status" in values else 200)
 
 
 def _last(ctx, kind: str):
@@ -35,9 +28,9 @@ def _last(ctx, kind: str):
 
 @router.get("/", response_class=HTMLResponse)
 async def start(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     state = ctx.workspace.state()
-    return _render(request, "start.html", active="/", machine=machine_info(), load=load(), state=state,
+    return render(request, "start.html", active="/", machine=machine_info(), load=load(), state=state,
                    jobs=ctx.table.list(limit=10), models=find_models(ctx.roots.roots)[:20], roots=ctx.roots.roots)
 
 
@@ -70,7 +63,7 @@ def _source_info(path: str) -> dict:
 
 
 def _data_context(request: Request, **extra) -> dict:
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     ws = ctx.workspace
     state = ws.state()
     prep, insp = _last(ctx, "prepare"), _last(ctx, "inspect")
@@ -87,13 +80,13 @@ def _data_context(request: Request, **extra) -> dict:
 
 @router.get("/data", response_class=HTMLResponse)
 async def data_page(request: Request):
-    return _render(request, "data.html", **_data_context(request))
+    return render(request, "data.html", **_data_context(request))
 
 
 @router.put("/api/upload")
 async def upload(request: Request, name: str):
     """The browser PUTs the file's bytes (no multipart parsing needed); refused files leave nothing behind."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     declared = int(request.headers.get("content-length") or 0)
     if declared > ctx.max_upload_bytes:
         raise TailorError(f"{name} is larger than the upload limit of {ctx.max_upload_bytes / 2**20:.0f} MiB",
@@ -106,12 +99,12 @@ async def upload(request: Request, name: str):
 
 @router.get("/api/browse")
 async def browse(request: Request, path: str | None = None):
-    return JSONResponse(_ctx(request).roots.listing(path))
+    return JSONResponse(ctx_of(request).roots.listing(path))
 
 
 @router.post("/data/add")
 async def add_source(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     try:
         p = ctx.roots.check(form.get("path", ""), "data path")
@@ -123,7 +116,7 @@ async def add_source(request: Request):
         elif p.is_file():
             check_data_file(p, display=p.name, limit=2000)
     except TailorError as exc:
-        return _render(request, "data.html", **_data_context(request, add_error=exc, add_value=form.get("path", "")), status=400)
+        return render(request, "data.html", **_data_context(request, add_error=exc, add_value=form.get("path", "")), status=400)
     state = ctx.workspace.state()
     have = state.get("sources", [])
     ctx.workspace.update(sources=have + [a for a in added if a not in have])
@@ -142,7 +135,7 @@ def _registry_names(p: Path) -> list[str]:
 
 @router.post("/data/remove")
 async def remove_source(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     state = ctx.workspace.state()
     ctx.workspace.update(sources=[s for s in state.get("sources", []) if s != form.get("path")])
@@ -166,7 +159,7 @@ def data_settings(ctx, eval_share: float | None = None) -> dict:
 
 @router.post("/data/prepare")
 async def prepare(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     ws = ctx.workspace
     state = ws.state()
@@ -185,7 +178,7 @@ async def prepare(request: Request):
             settings["model"] = {"path": state["model"]}
         build(Recipe, settings, "Data page")  # the schema's own checks, before anything is written
     except TailorError as exc:
-        return _render(request, "data.html", **_data_context(request, prepare_error=exc), status=400)
+        return render(request, "data.html", **_data_context(request, prepare_error=exc), status=400)
     ws.update(eval_share=share)
     recipe = ws.data / "data.yaml"
     recipe.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
@@ -199,7 +192,7 @@ async def prepare(request: Request):
 
 @router.get("/data/status", response_class=HTMLResponse)
 async def data_status(request: Request):
-    return _render(request, "_data_results.html", **_data_context(request))
+    return render(request, "_data_results.html", **_data_context(request))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +223,7 @@ def _plan(ctx, model_path: str) -> tuple[list[dict], object]:
 async def model_page(request: Request, error: str | None = None):
     from tailor.models.presets import PRESETS
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     state = ctx.workspace.state()
     current, current_error, plan, plan_job = None, None, [], None
     build = _last(ctx, "model")
@@ -244,14 +237,14 @@ async def model_page(request: Request, error: str | None = None):
             plan, plan_job = _plan(ctx, state["model"])
         except TailorError as exc:
             current_error = exc
-    return _render(request, "model.html", active="/model", state=state, current=current, current_error=current_error,
+    return render(request, "model.html", active="/model", state=state, current=current, current_error=current_error,
                    models=find_models(ctx.roots.roots), presets=list(PRESETS), build_job=_last(ctx, "model"),
                    plan=plan, plan_job=plan_job, roots=ctx.roots.roots)
 
 
 @router.post("/model/select")
 async def select_model(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     try:
         p = ctx.roots.check(form.get("path", ""), "model directory")
@@ -260,7 +253,7 @@ async def select_model(request: Request):
             raise TailorError(f"{p} is an adapter: training starts from a full model", where="model directory",
                               fix="pick its base model (" + str(summary.get("base")) + "), or merge it on the Ship page first")
     except TailorError as exc:
-        return _render(request, "error.html", active="/model", error=exc, back="/model", status=400)
+        return render(request, "error.html", active="/model", error=exc, back="/model", status=400)
     ctx.workspace.update(model=str(p))
     start_plan(ctx, str(p))
     return RedirectResponse("/model", status_code=303)
@@ -271,7 +264,7 @@ async def build_model(request: Request):
     """A new model from a preset, with a byte-level BPE tokenizer trained on the project's data first."""
     from tailor.models.presets import PRESETS
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     ws = ctx.workspace
     try:
@@ -290,7 +283,7 @@ async def build_model(request: Request):
             raise TailorError("the tokenizer is trained on your data, and no data file is chosen yet", where="Model page",
                               fix="upload or pick a data file on the Data page first")
     except TailorError as exc:
-        return _render(request, "error.html", active="/model", error=exc, back="/model", status=400)
+        return render(request, "error.html", active="/model", error=exc, back="/model", status=400)
     out = ws.new_dir("models", f"{preset}-{len(list(ws.models.iterdir())) + 1}")
     tok = ctx.table.add("model", f"train tokenizer ({vocab} tokens)",
                         ctx.cli("tokenizer", "train", "--data", *files, "--vocab-size", str(vocab), "--out", str(out / "tokenizer")),

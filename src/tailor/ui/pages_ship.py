@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
 
 from tailor.errors import TailorError
-from tailor.ui.app import form_data
+from tailor.ui.app import ctx_of, form_data, render
 from tailor.ui.project import find_models, model_summary
 
 router = APIRouter()
@@ -21,12 +21,6 @@ EXPORT_FORMATS = ("safetensors", "gguf", "onnx")
 QUANTIZE_METHODS = ("int8-dynamic", "int8-weight", "int4-weight")
 
 
-def _ctx(request: Request):
-    return request.app.state.ctx
-
-
-def _render(request: Request, name: str, status: int = 200, **values):
-    return request.app.state.templates.TemplateResponse(request, name, values, status_code=status)
 
 
 def _model(ctx, path: str, where: str) -> Path:
@@ -45,18 +39,18 @@ def _choices(ctx) -> list[dict]:
 
 @router.get("/evaluate", response_class=HTMLResponse)
 async def evaluate_page(request: Request, error: str | None = None):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     state = ctx.workspace.state()
     runs = [j for j in ctx.table.list(kind="train", states=("done",))]
     tuned = str(Path(runs[0].run_dir) / "final") if runs else ""
     eval_file = ctx.workspace.eval_file()
-    return _render(request, "evaluate.html", active="/evaluate", models=_choices(ctx), a=state.get("model") or "",
+    return render(request, "evaluate.html", active="/evaluate", models=_choices(ctx), a=state.get("model") or "",
                    b=tuned, data=str(eval_file) if eval_file else "", jobs=ctx.table.list(kind="compare", limit=10))
 
 
 @router.post("/evaluate/start")
 async def evaluate_start(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     try:
         a = _model(ctx, form.get("a", ""), "model A (base)")
@@ -67,7 +61,7 @@ async def evaluate_start(request: Request):
         n = int(form.get("max_new_tokens") or 32)
     except (TailorError, ValueError) as exc:
         exc = exc if isinstance(exc, TailorError) else TailorError(str(exc), where="answer length", fix="a whole number")
-        return _render(request, "error.html", 400, active="/evaluate", error=exc, back="/evaluate")
+        return render(request, "error.html", 400, active="/evaluate", error=exc, back="/evaluate")
     out = ctx.workspace.new_dir("evals", f"{a.name}-vs-{b.parent.name if b.name == 'final' else b.name}")
     job = ctx.table.add("compare", f"compare {a.name} vs {b.parent.name}/{b.name}",
                         ctx.cli("compare", str(a), str(b), f"max_new_tokens={n}", "--data", str(data), "--out", str(out)),
@@ -77,13 +71,13 @@ async def evaluate_start(request: Request):
 
 @router.get("/evaluate/{job_id}", response_class=HTMLResponse)
 async def evaluate_result(request: Request, job_id: int):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     job = ctx.table.get(job_id)
     result = None
     f = Path(job.run_dir or "") / "compare.json"
     if job.state == "done" and f.is_file():
         result = json.loads(f.read_text(encoding="utf-8"))
-    return _render(request, "compare.html", active="/evaluate", job=job, result=result,
+    return render(request, "compare.html", active="/evaluate", job=job, result=result,
                    report=str(Path(job.run_dir) / "report.html") if result else None, log=ctx.table.log_tail(job_id, 30))
 
 
@@ -99,21 +93,21 @@ def _free_port() -> int:
 
 @router.get("/chat", response_class=HTMLResponse)
 async def chat_page(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     servers = [j for j in ctx.table.list(kind="serve", states=("queued", "running"))]
-    return _render(request, "chat.html", active="/chat", models=_choices(ctx), servers=servers)
+    return render(request, "chat.html", active="/chat", models=_choices(ctx), servers=servers)
 
 
 @router.post("/chat/start")
 async def chat_start(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     try:
         paths = [_model(ctx, form[k], f"model {i + 1}") for i, k in enumerate(("model1", "model2")) if form.get(k)]
         if not paths:
             raise TailorError("no model chosen", where="Chat page", fix="pick a model or a trained run")
     except TailorError as exc:
-        return _render(request, "error.html", 400, active="/chat", error=exc, back="/chat")
+        return render(request, "error.html", 400, active="/chat", error=exc, back="/chat")
     for job in ctx.table.list(kind="serve", states=("queued", "running")):
         ctx.runner.stop(job.id)  # one chat session at a time: its models hold memory
     for p in paths:
@@ -133,7 +127,7 @@ async def _server(ctx, job_id: int) -> str:
 
 @router.get("/api/chat/{job_id}/ready")
 async def chat_ready(request: Request, job_id: int):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     job = ctx.table.get(job_id)
     if job.state != "running":
         return {"ready": False, "state": job.state, "log": ctx.table.log_tail(job_id, 8)}
@@ -148,7 +142,7 @@ async def chat_ready(request: Request, job_id: int):
 @router.post("/api/chat/{job_id}")
 async def chat(request: Request, job_id: int):
     """Stream the model's answer: the server's OpenAI-style SSE events passed through as they come."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     body = await request.json()
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -204,11 +198,11 @@ def _versions(db: Path) -> list[dict]:
 
 @router.get("/ship", response_class=HTMLResponse)
 async def ship_page(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     runs = ctx.table.list(kind="train", states=("done",))
     jobs = ctx.table.list(kind="ship", limit=10)
     shipped = [{"job": j, "report": _reports(j) if j.state == "done" else None, "files": _files(j)} for j in jobs]
-    return _render(request, "ship.html", active="/ship", models=_choices(ctx), shipped=shipped,
+    return render(request, "ship.html", active="/ship", models=_choices(ctx), shipped=shipped,
                    default=str(Path(runs[0].run_dir) / "final") if runs else "", formats=EXPORT_FORMATS,
                    methods=QUANTIZE_METHODS, eval_file=ctx.workspace.eval_file(),
                    registry=str(ctx.workspace.root / "registry.db"), reg_jobs=ctx.table.list(kind="registry", limit=5),
@@ -217,7 +211,7 @@ async def ship_page(request: Request):
 
 @router.post("/ship/start")
 async def ship_start(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     action = form.get("action", "")
     try:
@@ -251,7 +245,7 @@ async def ship_start(request: Request):
                 raise TailorError(f"unknown export format {fmt!r}", where="format", fix=", ".join(EXPORT_FORMATS))
             argv = ctx.cli("export", str(model), "--format", fmt, "--out", str(out), *measure)
     except TailorError as exc:
-        return _render(request, "error.html", 400, active="/ship", error=exc, back="/ship")
+        return render(request, "error.html", 400, active="/ship", error=exc, back="/ship")
     ctx.table.add("ship", f"{action} {label} {form.get('format') or form.get('method') or ''}".strip(), argv,
                   device=ctx.device, run_dir=out)
     return RedirectResponse("/ship", status_code=303)
@@ -262,7 +256,7 @@ async def zip_folder(request: Request):
     """One .zip of a result folder for download, written by a job (a large model takes a while to pack)."""
     import sys
 
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     folder = ctx.roots.check(form_data(await request.body()).get("path", ""), "folder to download")
     if not folder.is_dir():
         raise TailorError(f"{folder} is not a folder", where="download", fix="pick a result folder on the Ship page")
@@ -276,7 +270,7 @@ async def zip_folder(request: Request):
 @router.post("/ship/registry")
 async def registry(request: Request):
     """Register a model in the workspace's registry (and promote it to production when asked)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     db = str(ctx.workspace.root / "registry.db")
     try:
@@ -285,7 +279,7 @@ async def registry(request: Request):
         if not name or not all(c.isalnum() or c in "-_." for c in name):
             raise TailorError(f"model name {name!r} is not usable", where="registry name", fix="letters, digits, - _ . e.g. support-bot")
     except TailorError as exc:
-        return _render(request, "error.html", 400, active="/ship", error=exc, back="/ship")
+        return render(request, "error.html", 400, active="/ship", error=exc, back="/ship")
     stage = "production" if form.get("promote") == "on" else "candidate"
     ctx.table.add("registry", f"register {name} ({stage})",
                   ctx.cli("registry", "register", name, str(model), "--url", db, "--stage", stage), run_dir=model)
@@ -295,7 +289,7 @@ async def registry(request: Request):
 @router.post("/ship/promote")
 async def promote(request: Request):
     """Make a registered version production (`tailor registry promote`; the previous one is archived)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     name, version = form.get("name", ""), form.get("version", "")
     known = {(v["name"], str(v["version"])) for v in _versions(ctx.workspace.root / "registry.db")}

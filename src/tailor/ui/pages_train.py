@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse
 
 from tailor.errors import TailorError
-from tailor.ui.app import form_data
+from tailor.ui.app import ctx_of, form_data, render
 from tailor.ui.forms import EXTRA, FormErrors, recipe_yaml, schema_fields, settings_from_form, split_fields, validate
 from tailor.ui.pages_data import data_settings
 from tailor.ui.project import read_metrics
@@ -20,9 +20,6 @@ FIELDS = schema_fields()
 # Defaults a first run on a small machine should have: short, logged often, checkpointed, evaluated.
 SUGGESTED = {"train.logging_steps": "5", "train.save_steps": "50"}
 
-
-def _ctx(request: Request):
-    return request.app.state.ctx
 
 
 def _managed(ctx, name: str, run_dir: Path) -> dict:
@@ -37,14 +34,14 @@ def _managed(ctx, name: str, run_dir: Path) -> dict:
 
 
 def _page(request: Request, form: dict[str, str], errors: dict | None = None, preview: str | None = None, status: int = 200):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     basic, advanced = split_fields(FIELDS)
     runs = ctx.table.list(kind="train", limit=20)
     keys = {f.key for f in FIELDS} | {EXTRA}
     others = {k: e for k, e in (errors or {}).items() if k not in keys}  # section-wide checks, missing model or data
-    return request.app.state.templates.TemplateResponse(request, "train.html", {
-        "active": "/train", "basic": basic, "advanced": advanced, "form": form, "errors": errors or {},
-        "preview": preview, "runs": runs, "other_errors": others, "state": ctx.workspace.state(), "extra_key": EXTRA}, status_code=status)
+    return render(request, "train.html", status, active="/train", basic=basic, advanced=advanced, form=form,
+                  errors=errors or {}, preview=preview, runs=runs, other_errors=others, state=ctx.workspace.state(),
+                  extra_key=EXTRA)
 
 
 @router.get("/train", response_class=HTMLResponse)
@@ -63,7 +60,7 @@ def _recipe(ctx, form: dict[str, str], run_dir: Path) -> tuple[dict, str]:
 
 @router.post("/train/preview", response_class=HTMLResponse)
 async def preview(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     try:
         _, text = _recipe(ctx, form, ctx.workspace.runs / _run_name(form))
@@ -79,7 +76,7 @@ def _run_name(form: dict) -> str:
 
 @router.post("/train/start")
 async def start_training(request: Request):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     form = form_data(await request.body())
     name = _run_name(form)
     try:
@@ -97,28 +94,27 @@ async def start_training(request: Request):
 
 @router.get("/runs/{job_id}", response_class=HTMLResponse)
 async def run_page(request: Request, job_id: int):
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     job = ctx.table.get(job_id)
     recipe = Path(job.meta.get("recipe", ""))
     final = Path(job.run_dir or "") / "final"
     queued_behind = [j for j in ctx.table.list(kind="train", states=("running",)) if j.id != job.id] if job.state == "queued" else []
-    return request.app.state.templates.TemplateResponse(request, "run.html", {
-        "active": "/train", "job": job, "log": ctx.table.log_tail(job_id, 40),
-        "recipe_text": recipe.read_text(encoding="utf-8") if recipe.is_file() else "", "recipe_path": str(recipe),
-        "final": str(final) if final.is_dir() else None, "queued_behind": queued_behind,
-        "resumable": job.state in ("failed", "stopped") and any(Path(job.run_dir or "").glob("checkpoint-*"))})
+    return render(request, "run.html", active="/train", job=job, log=ctx.table.log_tail(job_id, 40),
+                  recipe_text=recipe.read_text(encoding="utf-8") if recipe.is_file() else "", recipe_path=str(recipe),
+                  final=str(final) if final.is_dir() else None, queued_behind=queued_behind,
+                  resumable=job.state in ("failed", "stopped") and any(Path(job.run_dir or "").glob("checkpoint-*")))
 
 
 @router.get("/api/runs/{job_id}/metrics")
 async def metrics(request: Request, job_id: int, after: int = 0):
-    job = _ctx(request).table.get(job_id)
+    job = ctx_of(request).table.get(job_id)
     rows = read_metrics(job.run_dir, after) if job.run_dir else []
     return {"state": job.state, "next": after + len(rows), "rows": rows}
 
 
 @router.get("/runs/{job_id}/recipe.yaml")
 async def download_recipe(request: Request, job_id: int):
-    job = _ctx(request).table.get(job_id)
+    job = ctx_of(request).table.get(job_id)
     p = Path(job.meta.get("recipe", ""))
     if not p.is_file():
         raise TailorError(f"run {job_id} has no recipe file", where=str(p))
@@ -130,7 +126,7 @@ async def download_recipe(request: Request, job_id: int):
 async def resume(request: Request, job_id: int):
     """Continue a stopped or failed run from its latest checkpoint (train.resume=true, the same weights as an
     uninterrupted run)."""
-    ctx = _ctx(request)
+    ctx = ctx_of(request)
     job = ctx.table.get(job_id)
     if job.kind != "train" or job.active:
         raise TailorError(f"job {job_id} is {job.state}", where="resume", fix="resume a stopped or failed training run")
