@@ -121,3 +121,13 @@ def test_one_ui_per_workspace(tmp_path):
         lock_workspace(tmp_path)
     held.close()
     lock_workspace(tmp_path).close()  # free again once the first UI is gone
+
+
+def test_ui_device_reaches_every_job(tmp_path):
+    from tailor.ui.app import create_app
+
+    app = create_app(tmp_path, device="cpu")
+    runner = app.state.ctx.runner
+    job = runner.table.add("t", "env", py("import os; print('device', os.environ['TAILOR_DEVICE'])"), device="cpu")
+    assert runner.wait(job.id).state == "done"
+    assert "device cpu" in runner.table.log_tail(job.id)

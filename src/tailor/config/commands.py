@@ -68,7 +68,7 @@ class PlanCommand(CommandSettings):
     device: Literal["cpu", "cuda"] | None = Field(None, description="Device to plan for (default: cuda when present, else cpu).", json_schema_extra=flag(choice="device"))
     memory_gb: float | None = Field(None, gt=0, description="Device memory in GiB to judge against (default: measured on this machine).")
     nproc: int = Field(1, ge=1, description="Processes (GPUs) sharing the run: DDP replicates, FSDP / ZeRO shard (train.distributed).")
-    calibrate: bool = Field(False, description="Time a few real steps of the model's own blocks (random weights) for the speed estimate, instead of the default efficiency.")
+    calibrate: bool = Field(False, description="Time a few real steps of the model's own blocks (2 blocks, random weights) for the speed estimate, also for a catalog model (default: only for a model on disk, when they need under a quarter of the device memory).")
     json_: bool = Field(False, alias="json", description="Print the plans as JSON instead of tables.", json_schema_extra=flag(flag="--json"))
 
 
@@ -270,6 +270,6 @@ class UiCommand(CommandSettings):
     root: list[str] = Field(default_factory=list, description="Extra folders the file pickers may read (repeatable; the workspace is always one); nothing outside them is readable.", json_schema_extra=flag(action="append", metavar="DIR"))
     token: str | None = Field(None, description="Access token to require (default: a random one when --host is not loopback, none on loopback).")
     max_upload_mb: float = Field(512.0, gt=0, description="Largest file an upload may send, in MiB.")
-    device: str | None = Field(None, description="Device name of the job queue (one training job per device at a time; default: one queue for the machine).")
+    device: str | None = Field(None, description="Device every job runs on (cpu, cuda, cuda:1, ...; sets TAILOR_DEVICE for them) and the name of its queue: one training job at a time per device (default: the best device, one queue).")
     jobs_per_device: int = Field(1, ge=1, description="Training, evaluation and export jobs that may run at once on the device; the rest wait in the queue.")
     nice: int = Field(10, ge=0, le=19, description="CPU priority lowering of jobs (os.nice), so pages answer while a job uses every core.")

@@ -84,7 +84,10 @@ def create_app(workspace: str | Path, roots: list[str | Path] | None = None, *, 
     ws = Workspace(workspace)
     table = JobTable(ws.root)
     # COLUMNS: the commands' rich tables and progress lines are written to a log file, read in a wide page
-    runner = Runner(table, slots_per_device, nice, env={"COLUMNS": "160"})
+    env = {"COLUMNS": "160"}
+    if device != "default":
+        env["TAILOR_DEVICE"] = device  # every job's stage picks this device (tailor.models.loading.resolve_device)
+    runner = Runner(table, slots_per_device, nice, env=env)
     ctx = Context(ws, Roots([ws.root, *(roots or [])]), table, runner, host, port,
                   token, int(max_upload_mb * 2**20), device)
     ctx.allowed_hosts = {h for h in (*LOOPBACK, host) if h not in ("0.0.0.0", "::")}
