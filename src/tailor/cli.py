@@ -69,7 +69,7 @@ def cmd_plan(a: C.PlanCommand) -> int:
         path, overrides = None, [path, *overrides]  # no RECIPE (a --model plan): argparse took the first key=value
     recipe = load_recipe(path, overrides, reads=TrainRecipe) if path else \
         build(TrainRecipe, parse_overrides(overrides, TrainRecipe), "command line")
-    plans = compare_methods(recipe, a.device, a.memory_gb, a.nproc, model=a.model, calibrate=a.calibrate,
+    plans = compare_methods(recipe, a.device, a.memory_gb, a.nproc, model=a.model, calibrate=a.calibrate or None,
                             methods=tuple(dict.fromkeys((recipe.adapter.method, "full", "freeze", "lora", "dora", "qlora"))))
     if a.json_:
         print(json.dumps({"plan": plans[0].to_dict(), "methods": [p.to_dict() for p in plans]}, indent=2, default=str))

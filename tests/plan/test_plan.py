@@ -11,7 +11,8 @@ from tailor.config import TrainRecipe, load_recipe
 from tailor.errors import TailorError
 from tailor.plan import (GIB, RunSettings, compare_methods, estimate_memory, find_fixes, plan_run, shape_of,
                          verdict)
-from tailor.plan.memory import NF4_BYTES, activation_bytes, adapter_parameters
+from tailor.plan.memory import (CPU_HEAP_RETENTION, CPU_RUNTIME, NF4_BYTES, activation_bytes, adapter_parameters,
+                                heap_share)
 
 V, H, I, L, HEADS, KV = 100, 64, 128, 2, 4, 2
 HEAD_DIM, KVD = H // HEADS, KV * (H // HEADS)
@@ -43,7 +44,9 @@ def test_full_fp32_breakdown_matches_a_hand_count(shape):
     tokens = 64
     block = 2 * (2 * H * 4 + H * 4) + (2 * H + 2 * KVD) * 4 + 4 * I * 4  # norms, q k v out, gate up act product
     assert mem.activations == tokens * (L * block + 3 * H * 4)
-    assert mem.temporary == tokens * V * 12  # log-softmax, its gradient, the logits' gradient (float32)
+    # log-softmax, its gradient, the logits' gradient (float32); on CPU the heap's retention and the runtime
+    assert heap_share(shape, s) == 1.0  # every tensor of this micro-batch is far below glibc's mmap threshold
+    assert mem.temporary == int(tokens * V * 12 + CPU_RUNTIME + CPU_HEAP_RETENTION * mem.activations)
     during_backward = mem.activations + mem.temporary + V * H * 4  # + the head's gradient
     assert mem.peak == mem.weights + mem.optimizer + max(during_backward, mem.gradients) + 1000
     assert mem.overhead == 1000
@@ -145,3 +148,19 @@ def test_bad_input_is_a_tailor_error(tmp_path):
         plan_run(load_recipe(None, [f"model.path={tmp_path}"], reads=TrainRecipe), "cpu", measure=False)
     with pytest.raises(TailorError, match="unknown device"):
         plan_run(TrainRecipe(), "tpu", model="qwen3-0.6b", measure=False)
+
+
+def test_calibration_runs_real_steps_of_two_blocks_and_respects_its_budget(shape):
+    from tailor.plan.speed import calibrate
+
+    s = RunSettings(method="lora", seq_len=16, batch_size=2)
+    speed = calibrate(shape, s, steps=1)
+    assert speed.calibrated and 0 < speed.efficiency <= 1 and speed.matmul_flops > 0
+    assert not calibrate(shape, s, budget=1).calibrated  # its own 2-block run would not fit: skipped
+
+
+def test_a_model_on_disk_is_calibrated_by_default(tmp_path, llama_dir):
+    r = load_recipe(None, [f"model.path={llama_dir}", "data.max_length=16", "train.batch_size=2"], reads=TrainRecipe)
+    plan = plan_run(r, "cpu", memory_gb=8)
+    assert plan.speed.calibrated and plan.tokens_per_second > 0
+    assert plan_run(r, "cpu", memory_gb=8, calibrate=False).speed.calibrated is False

@@ -9,7 +9,8 @@
     activations  what autograd saves for the backward pass: per token and decoder block, the tensors listed in
                  `_block_saved` (norms, projections, attention inputs and output, MLP), x the tokens of one
                  micro-batch; with gradient checkpointing only each block's input plus one block recomputed
-    temporary    the loss (float32 logits, log-softmax and their gradients over the vocabulary), bf16 autocast's
+    temporary    the loss (float32 logits, log-softmax and their gradients over the vocabulary), on CPU the heap
+                 retention and runtime of CPU_HEAP_RETENTION / CPU_RUNTIME, bf16 autocast's
                  weight copies, DDP's gradient buckets, the optimizer step's largest scratch tensor
     overhead     the process before the model exists (CPU: interpreter, torch, transformers; CUDA: context and
                  kernels); predicted peaks are compared with measured ones above it
@@ -27,6 +28,14 @@ from dataclasses import asdict, dataclass
 from tailor.plan.shape import ModelShape
 
 GIB = 2 ** 30
+MIB = 2 ** 20
+# CPU (glibc malloc): tensors under the largest mmap threshold (32 MiB) come from the heap, which keeps freed
+# blocks; over a run the high-water mark rises above the live bytes by this share of the activations held there
+# (fitted on bench/bench_plan.py's grid: 0.25-0.4 measured), plus what the first steps add to the process
+# (OpenMP threads, oneDNN kernels, the Trainer): CPU_RUNTIME.
+CPU_HEAP_RETENTION = 0.3
+CPU_RUNTIME = 40 * MIB
+MMAP_THRESHOLD_MAX = 32 * MIB
 NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit codes, an 8-bit scale per 64 weights, a float32 scale per 256 scales
 DTYPE_BYTES = {"float32": 4, "fp32": 4, "bfloat16": 2, "bf16": 2, "float16": 2, "fp16": 2}
 
@@ -213,6 +222,17 @@ def activation_bytes(shape: ModelShape, s: RunSettings) -> tuple[int, int]:
     return int(saved), int(loss)
 
 
+def heap_share(shape: ModelShape, s: RunSettings) -> float:
+    """Share of the saved activations in tensors small enough for glibc's heap (under MMAP_THRESHOLD_MAX): the
+    hidden-sized and intermediate-sized tensors of one micro-batch, weighted by how many of each a block keeps."""
+    tokens = s.batch_size * s.seq_len
+    lo = 2 if s.precision in ("bf16", "fp16") else 4
+    inter = shape.moe_intermediate_size if shape.moe_layers and not shape.intermediate_size else shape.intermediate_size
+    sizes = [(tokens * shape.hidden_size * 4, 6 * shape.hidden_size * 4), (tokens * inter * lo, 4 * inter * lo)]
+    total = sum(w for _, w in sizes)
+    return sum(w for size, w in sizes if size <= MMAP_THRESHOLD_MAX) / total if total else 1.0
+
+
 def _frozen_prefix(shape: ModelShape, s: RunSettings) -> int:
     """Decoder blocks below every trainable parameter (freeze-last-N: backward stops before them)."""
     if s.method == "freeze":
@@ -248,6 +268,8 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
     head_grads = head_grads * tbytes if s.method in ("full", "freeze") else 0
     step_scratch = 2 * max((lin.in_features * lin.out_features * lin.experts for lin in shape.linears), default=0) * tbytes \
         if s.method in ("full", "freeze") and s.optimizer != "adamw" else 0
+    if s.device.startswith("cpu"):
+        temporary += CPU_RUNTIME + CPU_HEAP_RETENTION * heap_share(shape, s) * saved
     during_backward = saved + temporary + (gradients if s.grad_accum > 1 else head_grads / gdiv)
     at_step = gradients + step_scratch
     peak = weights + adapter + optimizer + max(during_backward, at_step) + overhead

@@ -160,7 +160,7 @@ def framework_overhead(device: str) -> int:
 def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
              model: str | None = None, settings: RunSettings | None = None, shape: ModelShape | None = None,
              measure: bool = True, train_tokens: int | None = None, speed: DeviceSpeed | None = None,
-             calibrate: bool = False) -> Plan:
+             calibrate: bool | None = None) -> Plan:
     """Predict one run: peak memory per process (broken down), speed, duration and the verdict on the device.
 
     recipe: a Recipe/TrainRecipe (its model, adapter, train and data sections); model: a catalog name instead of
@@ -169,7 +169,9 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     from the recipe; measure: probe the device's matmul peak and bandwidth for the time estimate (False: memory
     only); train_tokens: tokens per epoch (default: none, so no epoch time unless train.max_steps is set);
     speed: a DeviceSpeed already measured, used instead of probing; calibrate: time a few real steps of the model's
-    own blocks (tailor.plan.speed.calibrate) instead of the default efficiency.
+    own blocks (tailor.plan.speed.calibrate) instead of the default efficiency: True always, None (default) when the
+    model is on disk (model.path or model.preset, not a catalog name) and the 2-block model needs under a quarter
+    of the device memory, False never.
     """
     import torch
 
@@ -196,10 +198,11 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     tokens = s.batch_size * s.seq_len * s.grad_accum
     step = tps = None
     if speed is not None or (measure and (device == "cpu" or torch.cuda.is_available())):
-        if speed is None and calibrate:
+        on_disk = model is None and recipe is not None and bool(recipe.model.path or recipe.model.preset)
+        if speed is None and (calibrate or (calibrate is None and on_disk)):
             from tailor.plan.speed import calibrate as run_calibration
 
-            speed = run_calibration(shape, s)
+            speed = run_calibration(shape, s, budget=None if calibrate else (total or 0) // 4)
         speed = speed or measure_device(device, s.precision)
         if not speed.calibrated:
             notes.append(f"speed: measured matmul peak x default efficiency {speed.efficiency:.0%} "
@@ -270,7 +273,7 @@ def _not_modelled(s: RunSettings) -> list[str]:
 
 def compare_methods(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
                     model: str | None = None, methods: tuple[str, ...] = METHODS, measure: bool = True,
-                    calibrate: bool = False) -> list[Plan]:
+                    calibrate: bool | None = None) -> list[Plan]:
     """The recipe's run planned with every method (full, freeze last N, LoRA, DoRA, QLoRA) side by side.
 
     The recommended plan (`recommended=True`) is the one that fits with the most trainable parameters, preferring

@@ -117,7 +117,7 @@ def calibration_shape(shape: ModelShape) -> int:
     return max(1, min(shape.num_layers, max(2, first_dense + 1)))
 
 
-def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096) -> DeviceSpeed:
+def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096, budget: int | None = None) -> DeviceSpeed:
     """The device's matmul peak and bandwidth, with the efficiency measured by a few real training steps.
 
     The steps run transformers' own model of the same architecture and sizes, cut to `calibration_shape` blocks
@@ -125,7 +125,8 @@ def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096) -> D
     `max_tokens` tokens), with the planned precision and gradient checkpointing; what trains mirrors the method
     (full: everything; freeze: the last blocks and head; lora and the rest: the embeddings only, so backward crosses
     every frozen block as it does under an adapter). The efficiency is the share of the matmul peak that makes the
-    time model reproduce the fastest step.
+    time model reproduce the fastest step. With `budget` (bytes), a calibration whose own predicted peak is larger
+    is skipped (the default efficiency stays, `calibrated` False).
     """
     from dataclasses import replace as dc_replace
 
@@ -145,6 +146,12 @@ def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096) -> D
     small = shape_of(cfg, cfg.to_dict(), name=shape.name)
     batch = max(1, min(s.batch_size, max_tokens // max(s.seq_len, 1)))
     seq = min(s.seq_len, max_tokens) if batch == 1 else s.seq_len
+    if budget is not None:
+        from tailor.plan.memory import estimate_memory
+
+        need, _, _ = estimate_memory(small, dc_replace(s, method="full", batch_size=batch, seq_len=seq, optimizer="sgd"), 0)
+        if need.peak > budget:
+            return base
     gen = torch.Generator().manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32 if s.weight_dtype == "float32" else torch.bfloat16)
     model.to(device).train()
