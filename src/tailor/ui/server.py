@@ -32,7 +32,10 @@ def run(settings) -> None:
     app = create_app(settings.workspace, settings.root, host=settings.host, port=settings.port, token=token,
                      max_upload_mb=settings.max_upload_mb, device=settings.device or "default",
                      slots_per_device=settings.jobs_per_device, nice=settings.nice)
-    shown = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+    import socket
+
+    # on every address: the machine's name is what another computer opens
+    shown = socket.gethostname() if settings.host in ("0.0.0.0", "::") else settings.host
     url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{settings.port}/"
     print(f"tailor ui: workspace {app.state.ctx.workspace.root}; files confined to {app.state.ctx.roots.describe()}")
     print(f"open {url}" + (f"?token={token}" if token else ""), flush=True)
