@@ -260,7 +260,9 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
     saved, loss = activation_bytes(shape, s)
     temporary = loss
     if s.precision in ("bf16", "fp16") and s.method != "qlora" and wbytes == 4:
-        temporary += shape.parameters * 2 / wdiv  # autocast caches a half-precision copy of every weight it uses
+        # autocast keeps a half-precision copy of every matmul weight until the backward (embeddings are lookups)
+        cast = shape.parameters - (0 if shape.tied_embeddings else shape.by_kind.get("embedding", 0))
+        temporary += cast * 2 / wdiv
     if s.distributed == "ddp" or (s.nproc > 1 and s.distributed == "none"):
         temporary += trainable * tbytes  # DDP's gradient buckets
     # grads the backward has produced while the loss temporaries and most activations still exist: the head

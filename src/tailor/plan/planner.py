@@ -88,8 +88,16 @@ def model_shape(recipe=None, model: str | None = None) -> ModelShape:
         return shape_of(config_from_dict(raw), raw, name=model)
     m = recipe.model
     if m.path:
+        folder = Path(m.path)
+        known = catalog_name(folder.name)
+        if known and not (folder / "config.json").is_file():
+            # not downloaded yet, but a catalog model by its name: plan from the published config.json
+            raw = catalog_config(known)
+            shape = shape_of(config_from_dict(raw), raw, name=known)
+            shape.unknown.append(f"{folder} has no config.json yet: planned from the catalog's {known}")
+            return shape
         config, raw = read_config(m.path, m.trust_remote_code)
-        return shape_of(config, raw, name=Path(m.path).name)
+        return shape_of(config, raw, name=folder.name)
     if m.preset:
         from tailor.models.loading import load_tokenizer
         from tailor.models.presets import build_config
@@ -98,6 +106,16 @@ def model_shape(recipe=None, model: str | None = None) -> ModelShape:
         return shape_of(config, config.to_dict(), name=m.preset)
     raise TailorError("no model to plan for", where="model.path / model.preset",
                       fix="set model.path or model.preset in the recipe, or pass --model NAME (a catalog model)")
+
+
+def catalog_name(folder_name: str) -> str | None:
+    """The catalog entry a model folder is named after (Qwen2.5-7B-Instruct -> qwen2.5-7b), or None."""
+    from tailor.plan.catalog import catalog
+
+    key = folder_name.lower()
+    for suffix in ("-instruct", "-chat", "-base", "-hf"):
+        key = key.removesuffix(suffix)
+    return key if key in catalog() else None
 
 
 def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSettings:
@@ -276,8 +294,8 @@ def compare_methods(recipe=None, device: str | None = None, memory_gb: float | N
                     calibrate: bool | None = None) -> list[Plan]:
     """The recipe's run planned with every method (full, freeze last N, LoRA, DoRA, QLoRA) side by side.
 
-    The recommended plan (`recommended=True`) is the one that fits with the most trainable parameters, preferring
-    full > dora > lora > freeze > qlora on ties of fitting (QLoRA only when nothing in full precision fits). Each plan
+    The recommended plan (`recommended=True`) is the first that fits in the order full, dora, lora, freeze, qlora
+    (QLoRA only on CUDA, where bitsandbytes runs); when none fits, the first that is tight. Each plan
     that does not fit gets `fixes`: the smallest changes that make it fit, first the cheapest.
     """
     base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure, calibrate=calibrate)
@@ -292,7 +310,9 @@ def compare_methods(recipe=None, device: str | None = None, memory_gb: float | N
         p.fixes = [] if p.verdict in ("fits", "unknown") else find_fixes(p, shape, recipe, memory_gb, model)
         plans.append(p)
     order = {"full": 0, "dora": 1, "lora": 2, "freeze": 3, "qlora": 4}
-    fitting = [p for p in plans if p.verdict == "fits"] or [p for p in plans if p.verdict == "tight"]
+    # QLoRA's 4-bit base is bitsandbytes on CUDA: planned everywhere, recommended only there
+    usable = [p for p in plans if p.settings.method != "qlora" or p.device.startswith("cuda")]
+    fitting = [p for p in usable if p.verdict == "fits"] or [p for p in usable if p.verdict == "tight"]
     if fitting:
         min(fitting, key=lambda p: order.get(p.settings.method, 9)).recommended = True
     return plans
@@ -333,7 +353,7 @@ def find_fixes(plan: Plan, shape: ModelShape, recipe=None, memory_gb: float | No
     for change, overrides, settings in tries:
         mem, _, _ = estimate_memory(shape, settings, plan.memory.overhead)
         v = verdict(mem.peak, plan.device_memory_bytes)
-        if v == "fits":
+        if v == "fits" and all(mem.peak < f.peak_bytes for f in fixes):  # each further fix must save more
             fixes.append(Fix(change, overrides, mem.peak, v))
             if len(fixes) == 3:
                 break

@@ -87,5 +87,5 @@ def print_comparison(plans: list[Plan], console) -> None:
                       fix.change if fix else "")
     console.print(table)
     best = next((p for p in plans if p.recommended), None)
-    console.print(f"recommended: [bold]{best.settings.method}[/] (fits with the most trainable parameters)" if best
+    console.print(f"recommended: [bold]{best.settings.method}[/] (the first that fits of full, dora, lora, freeze, qlora)" if best
                   else "[red]no method fits as configured[/]: see the fixes")
