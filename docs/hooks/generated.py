@@ -25,7 +25,7 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2] / "src" / "tailor"
 
 # The public sections, in the order a recipe reads; each is rendered with the dotted prefix a
 # recipe or `key=value` override uses for it (found on tailor.config.Recipe).
-SECTIONS = ("ModelConfig", "DataConfig", "AdapterConfig", "TrainConfig", "EvalConfig", "ServeConfig",
+SECTIONS = ("ModelConfig", "DataConfig", "AdapterConfig", "TrainConfig", "PreferenceConfig", "GrpoConfig", "EvalConfig", "ServeConfig",
             "DistillConfig", "RefreshConfig", "QuickstartConfig")
 
 CONFIG_INTRO = """# Configuration reference
