@@ -164,3 +164,9 @@ def test_a_model_on_disk_is_calibrated_by_default(tmp_path, llama_dir):
     plan = plan_run(r, "cpu", memory_gb=8)
     assert plan.speed.calibrated and plan.tokens_per_second > 0
     assert plan_run(r, "cpu", memory_gb=8, calibrate=False).speed.calibrated is False
+
+
+def test_classification_has_no_vocabulary_sized_loss(shape):
+    s = RunSettings(method="full", seq_len=32, batch_size=2)
+    assert activation_bytes(shape, s)[1] == 64 * V * 12
+    assert activation_bytes(shape, replace(s, objective="classification"))[1] == 0

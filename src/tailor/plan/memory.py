@@ -80,6 +80,7 @@ class RunSettings:
     zero_stage: int = 2                 # deepspeed
     device: str = "cpu"
     padded: bool = False                # batches carry padding (an attention mask): sdpa repeats GQA keys/values
+    objective: str = "sft"              # train.objective: classification has no vocabulary-sized loss
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -219,6 +220,8 @@ def activation_bytes(shape: ModelShape, s: RunSettings) -> tuple[int, int]:
     saved = tokens * (blocks + shape.hidden_size * (2 * hi + lo))  # + the final norm
     # the loss: float32 logits, log-softmax output, its gradient and the logits' gradient over the vocabulary
     loss = tokens * shape.vocab_size * (3 * 4 + (lo if lo != 4 else 0))
+    if s.objective == "classification":
+        loss = 0  # a label head: the loss is over a few classes, not the vocabulary
     return int(saved), int(loss)
 
 

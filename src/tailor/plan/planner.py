@@ -136,7 +136,7 @@ def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSett
                        precision=precision, optimizer=t.optimizer, seq_len=d.max_length, batch_size=t.batch_size,
                        grad_accum=t.grad_accum, gradient_checkpointing=t.gradient_checkpointing, nproc=nproc,
                        distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
-                       device=device, padded=not (d.packing or t.objective == "pretrain"))
+                       device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective)
 
 
 def device_memory(device: str) -> int | None:
@@ -280,6 +280,11 @@ def _durations(plan: Plan, recipe, train_tokens: int | None) -> None:
 
 def _not_modelled(s: RunSettings) -> list[str]:
     notes = ["data loading, evaluation and checkpoint saving are not in the step time"]
+    if s.objective in ("dpo", "orpo", "kto", "simpo"):
+        notes.append(f"{s.objective}: planned as one sequence per row; the chosen and rejected answers (and DPO's "
+                     "reference forward) add activations and time not modelled")
+    elif s.objective == "grpo":
+        notes.append("grpo: generation of the sampled answers (KV cache, several completions per prompt) is not modelled")
     if s.method in ("prefix", "prompt", "ia3"):
         notes.append(f"{s.method}: the adapter is modelled, its extra activations are not")
     if s.device.startswith("cuda"):

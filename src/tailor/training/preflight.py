@@ -39,6 +39,9 @@ def preflight(recipe, device: torch.device, out: Path, precision: str):
     except TailorError as exc:  # a model the plan cannot read must not stop a run that may well work
         log.warning("pre-flight: no plan (%s)", exc.what)
         return None
+    teacher = getattr(getattr(recipe, "distill", None), "teacher", None)
+    if teacher:
+        plan.not_modelled.append(f"distillation: the teacher ({teacher}) is not in the plan")
     if plan.verdict == "does not fit":
         plan.fixes = find_fixes(plan, shape, recipe, t.preflight_memory_gb)
     if is_main_process():
