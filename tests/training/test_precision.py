@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from tailor.config import load_recipe
 from tailor.errors import TailorError
@@ -107,3 +108,25 @@ def test_auto_on_a_faked_amx_cpu_trains_in_what_the_check_allows(tmp_path, monke
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert rows and all(r["precision"] == expected for r in rows)
     assert rows[0]["precision_reason"] == result.metrics["precision_reason"]
+
+
+class CrashAtStep3(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kw):
+        if state.global_step == 2:  # checkpoint-2 is written
+            raise RuntimeError("crash")
+
+
+def test_a_resumed_run_keeps_the_precision_auto_chose(tmp_path, monkeypatch, llama_dir, chat_file):
+    monkeypatch.setattr(loading, "cpu_flags", lambda: frozenset(AMX))
+    monkeypatch.setattr(precision, "bf16_speedup", lambda device: 2.5)
+    monkeypatch.setattr(precision, "MIN_STEP_SPEEDUP", 0.0)
+    settings = [f"model.path={llama_dir}", f"data.train=[{chat_file}]", f"train.output_dir={tmp_path / 'run'}",
+                "train.batch_size=4", "train.logging_steps=1", "train.save_steps=2", "data.max_length=48",
+                "train.max_steps=4", "train.mfu_probe_seconds=0", "train.resume=true"]
+    with pytest.raises(RuntimeError, match="crash"):
+        run(load_recipe(None, settings), callbacks=[CrashAtStep3()])
+    assert {r["precision"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")} == {"bf16"}
+    monkeypatch.setattr(precision, "LOSS_TOLERANCE", -1.0)  # measuring again would now give fp32
+    resumed = run(load_recipe(None, settings))
+    assert resumed.metrics["steps"] == 4 and resumed.metrics["precision"] == "bf16"
+    assert resumed.metrics["precision_reason"].startswith("bf16: kept from the run being resumed (bf16 autocast")

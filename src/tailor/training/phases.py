@@ -107,7 +107,8 @@ def start(recipe: Recipe) -> Run:
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():  # under torchrun only rank 0 writes run files
         save_recipe(recipe, out / "config.yaml")
-    choice = resolve_precision(t.precision, device)
+    choice = resolved_before(out, resume_from) if t.precision == "auto" else None
+    choice = choice or resolve_precision(t.precision, device)
     if t.precision == "auto":
         log.info("precision: %s", choice.reason)
     from tailor.training.preflight import preflight
@@ -115,6 +116,21 @@ def start(recipe: Recipe) -> Run:
     plan = preflight(recipe, device, out, choice.name)  # before any weight is loaded: a run that cannot fit stops here
     set_seed(t.seed)
     return Run(out, resume_from, device, choice.name, choice.reason, choice.confirm, plan)
+
+
+def resolved_before(out: Path, resume_from: Path | None):
+    """A resumed run keeps the precision `auto` chose when it started (metrics.jsonl records it): measuring again
+    could pick another one halfway through the run. None when there is nothing to resume or nothing recorded."""
+    from tailor.training.callbacks import read_metrics
+    from tailor.training.precision import Precision
+
+    if resume_from is None:
+        return None
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if r.get("precision") in ("fp32", "bf16", "fp16")]
+    if not rows:
+        return None
+    return Precision(rows[-1]["precision"], f"{rows[-1]['precision']}: kept from the run being resumed "
+                                            f"({rows[-1].get('precision_reason') or rows[0].get('precision_reason', '')})")
 
 
 def load_causal_lm(recipe: Recipe, out: Path):
