@@ -100,7 +100,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--methods", default="dpo,orpo,kto,simpo")
+    ap.add_argument("--methods", default="dpo,orpo,kto,simpo", help="train.objective values, or dpo+rpo (DPO + SFT loss)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -152,15 +152,17 @@ def main() -> int:
 
     runs = []
     for method in a.methods.split(","):
+        # "dpo+rpo": DPO plus the SFT loss on the chosen answer (preference.rpo_alpha=1, RPO)
+        objective, extra = ("dpo", {"rpo_alpha": 1.0}) if method == "dpo+rpo" else (method, {})
         for seed in map(int, a.seeds.split(",")):
             run_dir = out / f"{method}-s{seed}"
             recipe = Recipe.model_validate({
                 "model": {"path": a.model}, "data": {"train": [str(pairs_file)], "max_length": 128, "val_ratio": 0.0},
                 "adapter": {"method": "lora", "r": 16, "alpha": 32},
-                "train": {"objective": method, "output_dir": str(run_dir), "max_steps": a.steps,
+                "train": {"objective": objective, "output_dir": str(run_dir), "max_steps": a.steps,
                           "batch_size": a.batch_size, "lr": a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
                           "save_steps": 10_000, "seed": seed},
-                "preference": {"beta": a.beta}})
+                "preference": {"beta": a.beta, **extra}})
             t0 = time.perf_counter()
             result = train(recipe)
             seconds = time.perf_counter() - t0
