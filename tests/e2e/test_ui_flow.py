@@ -1,8 +1,9 @@
 """A new user in a real browser: upload a chat file, prepare it, build a toy model, train it while watching the
-curve, close the tab and restart the UI mid-training, evaluate, chat with it side by side, export it; bad uploads
+curve, close the tab and restart the UI mid-training, stop it and resume from its checkpoint, evaluate, chat with it side by side, export it; bad uploads
 and paths outside the roots refused on the page. Page times are measured while the job trains."""
 
 import json
+import re
 import statistics
 import time
 import urllib.request
@@ -93,12 +94,12 @@ def test_new_user_builds_trains_evaluates_chats_and_ships(ui, page, shots, tmp_p
     page.click("#preview-btn")
     assert "valid number" in page.inner_text("[data-key='train.lr'] .error")
     shots(page, "train-errors")
-    values = {"train.lr": "0.003", "train.max_steps": "40", "train.batch_size": "4", "data.max_length": "64",
+    values = {"train.lr": "0.003", "train.max_steps": "60", "train.batch_size": "4", "data.max_length": "64",
               "train.logging_steps": "2", "train.eval_steps": "10", "train.save_steps": "10", "adapter.r": "8"}
     for key, value in values.items():
         page.fill(f"[name='{key}']", value)
     page.click("#preview-btn")
-    assert "max_steps: 40" in page.inner_text("#recipe-yaml")
+    assert "max_steps: 60" in page.inner_text("#recipe-yaml")
     shots(page, "train")
     page.click("#start-btn")
     page.wait_for_url("**/runs/*")
@@ -125,8 +126,25 @@ def test_new_user_builds_trains_evaluates_chats_and_ships(ui, page, shots, tmp_p
     later = wait_points(page, "loss", first + 2)
     assert later > first
     shots(page, "run")
+    # Stop once a checkpoint is written, then resume from it: the run continues where it stopped.
+    out = ui.workspace / "runs" / "run" / "out"
+    end = time.monotonic() + 120
+    while not any(out.glob("checkpoint-*/trainer_state.json")) and time.monotonic() < end:
+        time.sleep(0.2)
+    page.click("#run-status form button")  # stop
+    page.wait_for_selector("#resume-form", timeout=60_000)
+    assert page.inner_text("#run-status .state") == "stopped"
+    page.click("#resume-form button")
+    page.wait_for_url("**/runs/*")
+    job_id = page.url.rsplit("/", 1)[1]
     page.wait_for_selector("text=Result:", timeout=180_000)
     assert page.inner_text("#run-status .state") == "done"
+    resumed_steps = [int(n) for n in re.findall(r"step (\d+)/60", page.inner_text("#run-status"))]
+    assert resumed_steps and resumed_steps[-1] == 60
+    resumed_job = json.loads(urllib.request.urlopen(f"{ui.url}/api/jobs/{job_id}").read())
+    assert "train.resume=true" in resumed_job["argv"]
+    log = (ui.workspace / "jobs" / job_id / "log.txt").read_text()
+    assert int(re.findall(r"step (\d+)/60", log)[0]) > 10  # started from the checkpoint, not from step 0
     losses = json.loads(urllib.request.urlopen(f"{ui.url}/api/runs/{job_id}/metrics").read())["rows"]
     curve = [r["loss"] for r in losses if "loss" in r]
     assert curve[-1] < curve[0]  # it learned
@@ -179,7 +197,7 @@ def test_new_user_builds_trains_evaluates_chats_and_ships(ui, page, shots, tmp_p
 
     summary = {path: {"median_ms": round(1000 * statistics.median(ts), 1), "max_ms": round(1000 * max(ts), 1)}
                for path, ts in times.items()}
-    shots.save_json("page-times.json", {"during": "training (40 LoRA steps, llama-micro, nice 10)", "pages": summary,
+    shots.save_json("page-times.json", {"during": "training (60 LoRA steps, llama-micro, nice 10)", "pages": summary,
                                         "flow_seconds": round(time.perf_counter() - t0, 1),
                                         "phases_seconds_since_start": phases})
     print("phases:", phases)
