@@ -275,6 +275,13 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
         if s.method in ("full", "freeze") and s.optimizer != "adamw" else 0
     if s.device.startswith("cpu"):
         temporary += CPU_RUNTIME + CPU_HEAP_RETENTION * heap_share(shape, s) * saved
+        if _is_lora(s.method):
+            # peft adds the adapter's output to the base output of every wrapped layer (base output, B(A(x)),
+            # scaled, sum): output-sized temporaries that glibc's heap keeps between the saved activations
+            # (fitted on bench/bench_plan.py's LoRA rows: about one output-sized tensor per wrapped layer)
+            lo = 2 if s.precision in ("bf16", "fp16") else 4
+            outs = sum(lin.out_features * lin.count for lin in _targeted(shape, s) if lin.experts == 1)
+            temporary += s.batch_size * s.seq_len * outs * lo
     during_backward = saved + temporary + (gradients if s.grad_accum > 1 else head_grads / gdiv)
     at_step = gradients + step_scratch
     peak = weights + adapter + optimizer + max(during_backward, at_step) + overhead
