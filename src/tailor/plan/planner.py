@@ -155,15 +155,21 @@ def device_memory(device: str) -> int | None:
         return None
 
 
-def process_rss() -> int:
-    """This process's resident set size (bytes); 0 where /proc is missing."""
+def proc_status_bytes(field: str) -> int | None:
+    """A memory field of /proc/self/status in bytes (VmRSS: resident set, VmHWM: its high-water mark); None where
+    /proc is missing."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def process_rss() -> int:
+    """This process's resident set size (bytes); 0 where /proc is missing."""
+    return proc_status_bytes("VmRSS") or 0
 
 
 def framework_overhead(device: str) -> int:

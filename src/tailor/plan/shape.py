@@ -84,8 +84,6 @@ class ModelShape:
 def read_config(path: str | Path, trust_remote_code: bool = False):
     """(config, raw dict) of a model directory or a config.json file, read with transformers' AutoConfig when it
     knows the architecture; (None, raw) when it does not (the caller estimates from the raw fields)."""
-    from transformers import AutoConfig
-
     p = Path(path)
     file = p / "config.json" if p.is_dir() else p
     if not file.is_file():

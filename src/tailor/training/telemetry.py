@@ -61,12 +61,11 @@ def peak_memory_bytes(device: torch.device) -> int:
     """Peak memory since `reset_peak_memory`: CUDA allocated bytes, or the process's peak resident set size."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    from tailor.plan.planner import proc_status_bytes
+
+    hwm = proc_status_bytes("VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)  # bytes on macOS, KiB elsewhere
 
