@@ -120,8 +120,9 @@ def calibration_shape(shape: ModelShape) -> int:
 def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096, budget: int | None = None) -> DeviceSpeed:
     """The device's matmul peak and bandwidth, with the efficiency measured by a few real training steps.
 
-    The steps run transformers' own model of the same architecture and sizes, cut to `calibration_shape` blocks
-    with random weights (so no checkpoint is needed), on the planned micro-batch (fewer rows when it holds more than
+    The steps run transformers' own model of the same architecture and sizes, cut to `calibration_shape` blocks and
+    to one block more (their difference is the time of one more block, extrapolated to the model's depth), with
+    random weights (so no checkpoint is needed), on the planned micro-batch (fewer rows when it holds more than
     `max_tokens` tokens), with the planned precision and gradient checkpointing; what trains mirrors the method
     (full: everything; freeze: the last blocks and head; lora and the rest: the embeddings only, so backward crosses
     every frozen block as it does under an adapter). The efficiency is the share of the matmul peak that makes the
@@ -130,44 +131,70 @@ def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096, budg
     """
     from dataclasses import replace as dc_replace
 
-    from transformers import AutoModelForCausalLM
-
     from tailor.plan.shape import shape_of
 
-    device = s.device
-    base = measure_device(device, s.precision)
+    base = measure_device(s.device, s.precision)
     if shape.config is None:
         return base
     blocks = calibration_shape(shape)
-    fields = {**shape.config.to_dict(), "num_hidden_layers": blocks}
-    if isinstance(fields.get("layer_types"), list):
-        fields["layer_types"] = fields["layer_types"][:blocks]
-    cfg = shape.config.__class__.from_dict(fields)
-    small = shape_of(cfg, cfg.to_dict(), name=shape.name)
     batch = max(1, min(s.batch_size, max_tokens // max(s.seq_len, 1)))
     seq = min(s.seq_len, max_tokens) if batch == 1 else s.seq_len
     if budget is not None:
         from tailor.plan.memory import estimate_memory
 
+        small = shape_of(_truncated(shape, blocks + 1), name=shape.name)
         need, _, _ = estimate_memory(small, dc_replace(s, method="full", batch_size=batch, seq_len=seq, optimizer="sgd"), 0)
         if need.peak > budget:
             return base
-    gen = torch.Generator().manual_seed(0)
+    t_a = _time_blocks(_truncated(shape, blocks), s, batch, seq, steps)
+    t_full = t_a
+    if shape.num_layers > blocks:
+        # one block more: the time of the model's most common block, measured (MoE blocks cost more than FLOPs say)
+        t_b = _time_blocks(_truncated(shape, blocks + 1), s, batch, seq, steps)
+        per_block = max(t_b - t_a, 0.3 * t_a / blocks)
+        t_full = t_a + (shape.num_layers - blocks) * per_block
+    method = "full" if s.method == "full" else "freeze" if s.method == "freeze" else "lora"
+    fpt, recompute = matmul_flops_per_token(shape, method, s.freeze_last_n if method == "freeze" else None, 0, seq)
+    from tailor.plan.memory import activation_bytes
+
+    act, _ = activation_bytes(shape, dc_replace(s, batch_size=batch, seq_len=seq, method=method))
+    wbytes = shape.parameters * (4 if s.weight_dtype == "float32" else 2)
+    moved = (3 * wbytes + ELEMENTWISE_PASSES * act) / base.bandwidth
+    compute = max(t_full - moved, t_full * 0.2)
+    flops = (fpt + (recompute if s.gradient_checkpointing else 0.0)) * batch * seq
+    eff = min(1.0, flops / (compute * base.matmul_flops))
+    return dc_replace(base, efficiency=eff, calibrated=True)
+
+
+def _truncated(shape: ModelShape, blocks: int):
+    """The model's config cut to its first `blocks` decoder blocks."""
+    fields = {**shape.config.to_dict(), "num_hidden_layers": blocks}
+    if isinstance(fields.get("layer_types"), list):
+        fields["layer_types"] = fields["layer_types"][:blocks]
+    return shape.config.__class__.from_dict(fields)
+
+
+def _time_blocks(cfg, s, batch: int, seq: int, steps: int) -> float:
+    """Fastest of `steps` forward + backward passes (after a warm-up) of transformers' model built from `cfg`, random
+    weights, what trains mirroring s.method (see `calibrate`)."""
+    from transformers import AutoModelForCausalLM
+
+    device = s.device
+    blocks = cfg.num_hidden_layers
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32 if s.weight_dtype == "float32" else torch.bfloat16)
     model.to(device).train()
     if s.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    trainable_layers = None
     if s.method == "freeze":
         n = min(s.freeze_last_n, blocks)
-        trainable_layers = n
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("lm_head") or any(f"layers.{i}." in name for i in range(blocks - n, blocks))
     elif s.method != "full":
         for p in model.parameters():
             p.requires_grad = False
         model.get_input_embeddings().weight.requires_grad = True
-    ids = torch.randint(0, max(small.vocab_size, 2), (batch, seq), generator=gen).to(device)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, max(cfg.vocab_size, 2), (batch, seq), generator=gen).to(device)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16,
                               enabled=s.precision in ("bf16", "fp16"))
 
@@ -184,16 +211,4 @@ def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096, budg
         return time.perf_counter() - t0
 
     one()  # warm-up: kernels, allocator
-    best = min(one() for _ in range(steps))
-    method = "full" if s.method == "full" else "freeze" if s.method == "freeze" else "lora"
-    fpt, recompute = matmul_flops_per_token(small, method, trainable_layers, 0, seq)
-    from tailor.plan.memory import activation_bytes
-
-    act, _ = activation_bytes(small, dc_replace(s, batch_size=batch, seq_len=seq, method=method))
-    wbytes = small.parameters * (4 if s.weight_dtype == "float32" else 2)
-    moved = (3 * wbytes + ELEMENTWISE_PASSES * act) / base.bandwidth
-    compute = max(best - moved, best * 0.2)
-    flops = (fpt + (recompute if s.gradient_checkpointing else 0.0)) * batch * seq
-    eff = min(1.0, flops / (compute * base.matmul_flops))
-    del model
-    return dc_replace(base, efficiency=eff, calibrated=True)
+    return min(one() for _ in range(steps))
