@@ -172,7 +172,7 @@ def test_fill_errors_name_the_template():
     cases = [([TEMPLATE], "unknown slot.*{days}", "templates[0]"),
              (['{"text": "ok {product}"}', '{"text": "x" '], "not valid JSON", "templates[1]"),
              (['["a list"]'], "must be a JSON object", "templates[0]"),
-             (['{"prompt": "{product}"}'], "does not make a usable row", "templates[0]"),
+             (['{"product_name": "{product}"}'], "does not make a usable row", "templates[0]"),  # {prompt} alone is a GRPO prompt row now
              ([], "no templates", "fill.templates")]
     for templates, msg, where in cases:
         with pytest.raises(TailorError, match=msg) as e:
