@@ -70,8 +70,8 @@ class ServeConfig(Section):
     runtime: Runtime = True
 
 
-class Recipe(Section):
-    """A whole run: which model, which data, which adapter, how to train and how to evaluate."""
+class TrainRecipe(Section):
+    """What `tailor train` reads."""
 
     model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
     data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
@@ -79,6 +79,12 @@ class Recipe(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Preference optimization (train.objective dpo, orpo, kto, simpo).")
     grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO with verifiable rewards (train.objective grpo).")
+
+
+class Recipe(TrainRecipe):
+    """A whole run: which model, which data, which adapter, how to train and how to evaluate (TrainRecipe's
+    sections, then the other commands')."""
+
     eval: EvalConfig = Field(default_factory=EvalConfig, description="Generation-based evaluation.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="The OpenAI-compatible server (`tailor serve`).")
     distill: DistillConfig = Field(default_factory=DistillConfig, description="Teacher -> student distillation (`tailor distill`).")
@@ -101,17 +107,6 @@ class QuickstartConfig(Section):
     sft_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the SFT recipe.")
 
 
-
-
-class TrainRecipe(Section):
-    """What `tailor train` reads."""
-
-    model: ModelConfig = Field(default_factory=ModelConfig, description="The base model.")
-    data: DataConfig = Field(default_factory=DataConfig, description="Training and validation data.")
-    adapter: AdapterConfig = Field(default_factory=AdapterConfig, description="What trains.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="The optimization.")
-    preference: PreferenceConfig = Field(default_factory=PreferenceConfig, description="Preference optimization (train.objective dpo, orpo, kto, simpo).")
-    grpo: GrpoConfig = Field(default_factory=GrpoConfig, description="GRPO with verifiable rewards (train.objective grpo).")
 
 
 class DistillRecipe(TrainRecipe):
