@@ -14,6 +14,7 @@ Everything is re-exported here: import from `tailor.config`.
 from tailor.config.alignment import GrpoConfig, PreferenceConfig, RewardSpec
 from tailor.config.commands import *  # noqa: F401,F403  (every command's settings and choice Literals)
 from tailor.config.commands import MEASURE_MAX_EXAMPLES, CommandSettings, HpoSettings
+from tailor.config.documents import DocumentConfig
 from tailor.config.data import (PII_KINDS, AugmentConfig, BackTranslationConfig, ChineseStep, CleanStep, ControlStep,
                                 DataConfig, DedupConfig, EdaConfig, FillConfig, HtmlStep, LanguageStep, LengthStep,
                                 NfkcStep, PiiStep, RegexStep, SourceConfig, SplitConfig, WhitespaceStep)
@@ -27,7 +28,7 @@ from tailor.config.sections import (AdapterConfig, DistillConfig, EvalConfig, In
 
 __all__ = [
     "AdapterConfig", "AugmentConfig", "BackTranslationConfig", "ChineseStep", "CleanStep", "CommandSettings",
-    "ControlStep", "DataConfig", "DataRecipe", "DedupConfig", "DistillConfig", "DistillRecipe", "EdaConfig",
+    "ControlStep", "DataConfig", "DataRecipe", "DedupConfig", "DistillConfig", "DistillRecipe", "DocumentConfig", "EdaConfig",
     "EvalConfig", "FillConfig", "GrpoConfig", "PreferenceConfig", "RewardSpec", "HpoRecipe", "HpoSettings", "HtmlStep", "InputPath", "LanguageStep", "LengthStep",
     "MEASURE_MAX_EXAMPLES", "ModelConfig", "NfkcStep", "OutputPath", "OutputRule", "PII_KINDS", "PathRole", "PiiStep",
     "QuickstartConfig", "Recipe", "RefreshConfig", "RefreshRecipe", "RegexStep", "Section", "ServeConfig",

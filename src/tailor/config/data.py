@@ -6,13 +6,14 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from tailor.config.documents import DocumentConfig
 from tailor.config.sections import ChatTemplate, InputPath, OutputPath, Section
 
 
 class SourceConfig(Section):
     """One input: a file, folder, glob or saved `datasets` directory, or a dataset of a LLaMA-Factory registry."""
 
-    path: InputPath | None = Field(None, description="A .json/.jsonl/.csv/.parquet/.txt file, a folder, a glob (data/*.jsonl) or a saved `datasets` directory.")
+    path: InputPath | None = Field(None, description="A .json/.jsonl/.csv/.parquet/.txt file, a document (.pdf/.docx/.html/.htm/.md/.png/.jpg/.tiff), a folder, a glob (data/*.jsonl) or a saved `datasets` directory.")
     registry: InputPath | None = Field(None, description="A LLaMA-Factory dataset_info.json (or the folder holding it); use with `name`.")
     name: str | None = Field(None, description="Dataset name inside `registry`.")
     format: Literal["auto", "messages", "sharegpt", "alpaca", "text", "classification", "preference", "kto", "prompt"] = Field(
@@ -22,6 +23,7 @@ class SourceConfig(Section):
     text_per: Literal["line", "file"] = Field("line", description="Plain .txt files: one document per line, or the whole file as one document.")
     split: Literal["auto", "train", "eval", "test"] = Field("auto", description="The split these rows go to; auto = data.split decides.")
     max_rows: int | None = Field(None, ge=1, description="Read at most this many rows from this source.")
+    document: DocumentConfig = Field(default_factory=DocumentConfig, description="Documents (.pdf, .docx, .html, .md, images): text chunks or QA pairs, OCR, boilerplate removal.")
 
     @model_validator(mode="after")
     def _one_place(self) -> "SourceConfig":

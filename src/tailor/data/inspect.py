@@ -126,6 +126,7 @@ def inspect_prepared(prepared, tokenizer, samples: int = 3, out_dir: str | Path 
         if ds is not None:
             ids_col, lab_col = ds["input_ids"], ds["labels"]
             sources = ds["source"] if "source" in ds.column_names else ["?"] * len(ds)
+            wheres = ds["where"] if "where" in ds.column_names else [""] * len(ds)
             lengths = [len(x) for x in ids_col]
             lengths_by_split[split] = lengths
             by_src: dict[str, list[int]] = defaultdict(list)
@@ -147,7 +148,8 @@ def inspect_prepared(prepared, tokenizer, samples: int = 3, out_dir: str | Path 
             all_rows.extend(zip(ids_col, lab_col))
             for i in range(min(samples, len(ds))):
                 segs = loss_segments(tokenizer, ids_col[i], lab_col[i])
-                shown.append({"split": split, "source": sources[i], "segments": segs, "text": marked_text(segs)})
+                shown.append({"split": split, "source": sources[i], "where": wheres[i], "section": _section(records, wheres[i]),
+                              "segments": segs, "text": marked_text(segs)})
         entry["sources"] = dict(per_source)
         stats[split] = entry
     if tokenizer is not None and all_rows:
@@ -163,6 +165,14 @@ def inspect_prepared(prepared, tokenizer, samples: int = 3, out_dir: str | Path 
     if out_dir is not None and lengths_by_split:
         hist = save_histogram(lengths_by_split, Path(out_dir) / "token_lengths.png", max_length)
     return InspectResult(stats, checks, shown, hist)
+
+
+def _section(records: list[dict], where: str) -> str:
+    """The document section (provenance of rows read from documents) of the record at `where`, or ""."""
+    for r in records:
+        if r.get("where") == where:
+            return str((r.get("meta") or {}).get("section") or "")
+    return ""
 
 
 def save_histogram(lengths_by_split: dict[str, list[int]], path: Path, max_length: int | None = None) -> Path:
@@ -209,7 +219,8 @@ def print_result(result: InspectResult, console) -> None:
         mark = "[green]ok[/]" if c.ok else ("[bold red]FAIL[/]" if c.severity == "error" else "[yellow]warn[/]")
         console.print(f"{mark}  {c.name}: {c.message}")
     for s in result.samples:
-        console.print(f"\n[bold]{s['split']} sample[/] ({s['source']}); [reverse green]highlighted[/] = carries loss:")
+        origin = ", ".join(x for x in (s["source"], s.get("where"), s.get("section") and f"section: {s['section']}") if x)
+        console.print(f"\n[bold]{s['split']} sample[/] ({origin}); [reverse green]highlighted[/] = carries loss:")
         text = Text()
         for chunk, on in s["segments"]:
             text.append(chunk, style="reverse green" if on else "dim")

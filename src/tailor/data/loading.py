@@ -1,6 +1,7 @@
 """Read the files users have into canonical records (shapes in `tailor.data.records`).
 
-Inputs: .jsonl, .json, .csv, .parquet, .txt files, a folder (its supported files, sorted, not
+Inputs: .jsonl, .json, .csv, .parquet, .txt files, documents (.pdf, .docx, .html/.htm, .md and images read
+by OCR: `tailor.data.documents`, rows of text chunks or QA pairs with `page` and `section`), a folder (its supported files, sorted, not
 recursive; a LLaMA-Factory `dataset_info.json` in it is registry metadata and is not read as rows),
 a glob (`data/**/*.jsonl`), a saved `datasets` directory (`save_to_disk`), or an entry of a
 LLaMA-Factory `dataset_info.json` (see `tailor.data.registry`). JSONL, CSV, Parquet, .txt and saved
@@ -35,10 +36,13 @@ from typing import Iterator
 
 from tailor.config import SourceConfig
 from tailor.data.formats import FIELDS, TAG_DEFAULTS, _Bad, _meta, _RowError, convert_row
+from tailor.data.images import ImageError, check_images
 from tailor.data.records import StepReport
 from tailor.errors import TailorError
 
-SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt")
+from tailor.data.documents import SUPPORTED as DOCUMENTS, Unreadable, document_rows, is_document
+
+SUPPORTED = (".jsonl", ".json", ".csv", ".parquet", ".txt") + DOCUMENTS
 LEGACY_KEYS = ("answer", "fact_id", "lang", "label")  # kept on chat records by the old `load_records` API
 _SKIP_HINT = "fix the row, or set data.on_error=skip to count and skip such rows"
 
@@ -59,9 +63,10 @@ def is_saved_dataset(path: Path) -> bool:
 
 
 def _is_data_file(f: Path) -> bool:
-    # dataset_info.json is a LLaMA-Factory registry or a saved dataset's metadata, never rows
+    # dataset_info.json is a LLaMA-Factory registry or a saved dataset's metadata, never rows; a README
+    # describes the folder (a data set's card), it is not one of its documents
     return (f.is_file() and f.suffix.lower() in SUPPORTED and not f.name.startswith(".")
-            and f.name != "dataset_info.json" and not is_saved_dataset(f.parent))
+            and f.name != "dataset_info.json" and f.stem.upper() != "README" and not is_saved_dataset(f.parent))
 
 
 def source_files(path: str | Path, base_dir: Path | None = None) -> list[Path]:
@@ -190,6 +195,11 @@ def _read_txt(path: Path, text_per: str) -> Iterator[tuple[object, str]]:
 def _rows(path: Path, text_per: str = "line", mapped: set[str] = frozenset(),
           record_keys: set[str] = frozenset()) -> Iterator[tuple[object, str]]:
     suffix = path.suffix.lower()
+    if path.is_file() and is_document(path):  # data.train files: default document settings (text chunks)
+        from tailor.config.documents import DocumentConfig
+
+        yield from document_rows(path, DocumentConfig(), {})
+        return
     try:
         if path.is_dir():
             yield from _read_saved(path, mapped)
@@ -219,14 +229,18 @@ def _validate(src: SourceConfig, on_error: str) -> None:
                                   fix=f"{hint}valid keys: {', '.join(valid)}")
 
 
-def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: Path | None = None) -> Iterator[dict]:
+def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: Path | None = None,
+                tokenizer=None) -> Iterator[dict]:
     """Stream canonical records from one source, each with `where`, `source`, `meta` and `origin`.
 
     report.n_in counts every row read and report.n_out every record yielded. A malformed row raises
     a TailorError naming file, line or row, and field (on_error="raise"), or is counted under a short
     reason in `report` (on_error="skip"). `src.max_rows` caps the rows read. Relative paths resolve
     against `base_dir`. With `src.registry`, the entry is resolved by `tailor.data.registry`; the
-    source's own format, columns and tags override the entry's.
+    source's own format, columns and tags override the entry's. Documents are read by
+    `tailor.data.documents` (chunks measured with `tokenizer` when given); their statistics go to
+    `report.extra["documents"]`, and an unreadable one (encrypted, damaged) counts as one dropped row with
+    on_error="skip".
     """
     name = src.name
     if src.registry:
@@ -248,23 +262,45 @@ def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: 
                               fix="use format: text (or auto) for .txt sources, or convert the file to .jsonl")
         fmt, cols = ("text", {}) if is_txt else (src.format, src.columns)
         short = name or (path.stem if path.is_file() else path.name)
-        for row, where in _rows(path, src.text_per, mapped, record_keys):
+        if path.is_file() and is_document(path):
+            fmt, cols, short = "auto", {}, name or path.name
+            rows = _document_rows(path, src, on_error, report, tokenizer)
+        else:
+            rows = _rows(path, src.text_per, mapped, record_keys)
+        for row, where in rows:
             read += 1
             report.n_in += 1
             try:
                 rec, used = convert_row(row, fmt, cols, src.tags)
+                if "images" in rec:
+                    check_images(rec, path.parent if path.is_file() else path)
             except _RowError as e:
                 if on_error == "raise":
                     at = f"{where}, field '{e.column}'" if e.column else where
                     fix = f"{e.fix}; {_SKIP_HINT}" if e.fix else _SKIP_HINT
                     raise TailorError(f"unusable row: {e.reason}", where=at, fix=fix) from None
                 report.drop(e.reason, where)
+            except ImageError as e:  # the file and the row are both named
+                if on_error == "raise":
+                    raise TailorError(f"unusable row: {e.reason} ({e.image})", where=f"{where}, field 'images'",
+                                      fix=f"{e.fix}; {_SKIP_HINT}") from None
+                report.drop(e.reason, f"{where} ({e.image})")
             else:
                 rec.update(meta=_meta(row, used), where=where, source=short, origin="original")
                 report.n_out += 1
                 yield rec
             if src.max_rows and read >= src.max_rows:
                 return
+
+
+def _document_rows(path: Path, src: SourceConfig, on_error: str, report: StepReport, tokenizer) -> Iterator[tuple[object, str]]:
+    try:
+        yield from document_rows(path, src.document, report.extra.setdefault("documents", {}), tokenizer)
+    except Unreadable as exc:
+        if on_error == "raise":
+            raise
+        report.n_in += 1  # the file stands for one row: it is accounted as dropped
+        report.drop(f"unreadable document: {exc.what}", str(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -130,7 +130,7 @@ def tokenizer_dir(tokenizer) -> str | None:
     return str(Path(name).resolve()) if name else None
 
 
-def cache_key(recipe: Recipe, files: list[Path], tokenizer=None) -> str:
+def cache_key(recipe: Recipe, files: list[Path], tokenizer=None, processor=None) -> str:
     """Hash of the input files' bytes, the data settings and the tokenizer (its files and chat template)."""
     h = hashlib.blake2b(digest_size=16)
     from tailor import __version__
@@ -139,6 +139,8 @@ def cache_key(recipe: Recipe, files: list[Path], tokenizer=None) -> str:
     settings = recipe.data.model_dump(mode="json", exclude={"prepared_dir", "num_proc", "train", "eval", "val_ratio", "packing"})
     settings["tokenizer"] = tokenizer_dir(tokenizer)
     settings["chat_template_text"] = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if processor is not None:  # its image processor decides how many tokens each image takes
+        settings["processor"] = processor.image_processor.to_json_string()
     h.update(json.dumps(settings, sort_keys=True).encode())
     for f in files:
         _hash_path(h, f)
@@ -154,7 +156,7 @@ def cache_key(recipe: Recipe, files: list[Path], tokenizer=None) -> str:
 # The pipeline
 
 
-def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | None) -> Iterator[dict]:
+def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | None, tokenizer=None) -> Iterator[dict]:
     from tailor.data.loading import iter_source
 
     # Reports are created up front so the accounting lists the sources first, in order.
@@ -163,7 +165,7 @@ def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | No
 
     def stream() -> Iterator[dict]:
         for src, step in zip(data.sources, steps):
-            for rec in iter_source(src, data.on_error, step, base_dir):
+            for rec in iter_source(src, data.on_error, step, base_dir, tokenizer):
                 rec["split"] = src.split
                 yield rec
 
@@ -184,13 +186,14 @@ def _cached(out: Path, key: str) -> Prepared | None:
 
 
 def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path | None = None,
-        force: bool = False) -> Prepared:
+        force: bool = False, processor=None) -> Prepared:
     """Prepare `recipe.data.sources` into `recipe.data.prepared_dir` (reusing it when inputs and settings are unchanged).
 
     `tokenizer` (loaded by the caller from model.tokenizer / model.path, data.chat_template applied)
     tokenizes the splits and serves token bounds of the length cleaning step; without one, only the
     records are written. `translator` serves data.augment.back_translation
     (`tailor.models.translation.translator_for`). Relative source paths are read from `base_dir`.
+    `processor` (a vision-language model's) places the image tokens of rows with images (`tailor.data.images`).
     """
     from tailor.data.augment import augment_records
     from tailor.data.clean import clean_records
@@ -204,14 +207,14 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
     base = Path(base_dir) if base_dir else None
     out = Path(data.prepared_dir)
     files = _input_files(data, base)
-    key = cache_key(recipe, files, tokenizer)
+    key = cache_key(recipe, files, tokenizer, processor)
     cached = None if force else _cached(out, key)
     if cached is not None:
         return cached
 
     started = time.perf_counter()
     report = PrepareReport()
-    stream = _stream_sources(data, report, base)
+    stream = _stream_sources(data, report, base, tokenizer)
     stream = clean_records(stream, data.clean, report, tokenizer=tokenizer)
     dedup = resolved(data.dedup)
     if dedup.exact or dedup.near:
@@ -247,7 +250,8 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
 
         for s in SPLITS:
             if splits[s]:
-                ds, stats = tokenize_split(splits[s], tokenizer, data.max_length, data.system_prompt, num_proc=data.num_proc)
+                ds, stats = tokenize_split(splits[s], tokenizer, data.max_length, data.system_prompt, num_proc=data.num_proc,
+                                           processor=processor)
                 if ds is not None:
                     ds.save_to_disk(str(tmp / "tokenized" / s))
                 token_stats[s] = stats

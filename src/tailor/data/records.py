@@ -97,6 +97,7 @@ class StepReport:
     added: int = 0            # rows a step created (augmentation); not input rows
     dropped: Counter = field(default_factory=Counter)
     examples: dict = field(default_factory=dict)  # reason -> first "where" it happened
+    extra: dict = field(default_factory=dict)     # step-specific accounting (documents: pages, OCR, QA pairs)
 
     def drop(self, reason: str, where: str | None = None) -> None:
         self.dropped[reason] += 1
@@ -108,8 +109,9 @@ class StepReport:
         return sum(self.dropped.values())
 
     def to_dict(self) -> dict:
-        return {"step": self.name, "in": self.n_in, "out": self.n_out, "changed": self.changed, "added": self.added,
-                "dropped": dict(self.dropped.most_common()), "first_seen": self.examples}
+        out = {"step": self.name, "in": self.n_in, "out": self.n_out, "changed": self.changed, "added": self.added,
+               "dropped": dict(self.dropped.most_common()), "first_seen": self.examples}
+        return {**out, **self.extra} if self.extra else out
 
     def line(self) -> str:
         parts = [f"{self.name}: {self.n_in} in, {self.n_out} out"]
@@ -155,10 +157,32 @@ class PrepareReport:
 
     def to_text(self) -> str:
         lines = [f"rows read: {self.rows_read}"]
-        lines += [f"  {s.line()}" for s in self.steps]
+        for s in self.steps:
+            lines.append(f"  {s.line()}")
+            lines += [f"    {line}" for line in _document_lines(s.extra.get("documents"))]
         lines.append("splits: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
         for split, t in (self.extra.get("tokens") or {}).items():
             lines.append(f"tokens {split}: {t['tokenized']} rows, {t['tokens']} tokens ({t['loss_tokens']} carry loss), "
                          f"mean {t['length_mean']}, p95 {t['length_p95']}, max {t['length_max']}, {t['truncated']} truncated")
             lines += [f"  {n} rows {reason}" for reason, n in t["not_tokenized"].items()]
         return "\n".join(lines)
+
+
+def _document_lines(stats: dict | None) -> list[str]:
+    """The documents part of a load step: per format pages, rows and speed; QA pairs by method; OCR pages."""
+    if not stats:
+        return []
+    lines = []
+    for fmt, s in stats.items():
+        if fmt in ("qa_pairs", "ocr"):
+            continue
+        rate = f", {s['pages'] / s['seconds']:.1f} pages/s" if s["seconds"] else ""
+        lines.append(f"{fmt}: {s['files']} files, {s['pages']} pages ({s['ocr_pages']} OCR, {s['empty_pages']} empty, "
+                     f"{s['skipped_pages']} skipped), {s['boilerplate_removed']} boilerplate lines removed, "
+                     f"{s['rows']} rows{rate}")
+    if stats.get("qa_pairs"):
+        lines.append("QA pairs: " + ", ".join(f"{k} {v}" for k, v in stats["qa_pairs"].items()))
+    for p in stats.get("ocr", []):
+        flag = " LOW" + (" (dropped)" if p["dropped"] else "") if p["low"] else ""
+        lines.append(f"OCR {p['file']} page {p['page']}: confidence {p['confidence']}{flag}")
+    return lines
