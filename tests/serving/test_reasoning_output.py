@@ -5,15 +5,16 @@ import asyncio
 import io
 import json
 
-from tailor.serving import chat, protocol as P, routes
+from tailor.serving import chat, protocol as P, routes, structured
 
 PIECES = ["<th", "ink>3 + 4", " = 7</thi", "nk>The answer", " is 7."]
 
 
 def test_non_streamed_answer_separates_the_reasoning():
-    msg = routes._assistant("<think>3 + 4 = 7</think>The answer is 7.")
-    assert (msg.reasoning_content, msg.content) == ("3 + 4 = 7", "The answer is 7.")
-    plain = routes._assistant("The answer is 7.")
+    plan = structured.ChatPlan([], None, None)
+    msg, reason = structured.assistant_message("<think>3 + 4 = 7</think>The answer is 7.", plan, "stop")
+    assert (msg.reasoning_content, msg.content, reason) == ("3 + 4 = 7", "The answer is 7.", "stop")
+    plain, _ = structured.assistant_message("The answer is 7.", plan, "stop")
     assert (plain.reasoning_content, plain.content) == (None, "The answer is 7.")
 
 
@@ -27,7 +28,7 @@ def test_streamed_chunks_carry_reasoning_content_then_content(monkeypatch):
     req = P.ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "3 + 4?"}], stream=True)
 
     async def collect():
-        return [item async for item in routes._chat_stream(None, None, req, 3, None)]
+        return [item async for item in routes._chat_stream(None, None, req, structured.plan_chat(req), 3, None)]
 
     chunks = [json.loads(c["data"]) for c in asyncio.run(collect()) if c["data"] != "[DONE]"]
     deltas = [c["choices"][0]["delta"] for c in chunks]

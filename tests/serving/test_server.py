@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,8 @@ KEY = "sk-test-serving"
 QUESTION = [{"role": "user", "content": "How long can I return a laptop?"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(llama_dir, tmp_path_factory):
+def server(llama_dir, tmp_path_factory, serve_process):
     """A running `tailor serve` with one LoRA adapter, API keys, a blocklist and small limits."""
     from peft import LoraConfig, get_peft_model
 
@@ -41,28 +34,11 @@ def server(llama_dir, tmp_path_factory):
     peft_model.save_pretrained(tmp / "adapter")
     expected["tiny"] = generate(peft_model, tok, [QUESTION], max_new_tokens=12)[0]
     (tmp / "keys.txt").write_text(KEY + "\n")
-    port = _free_port()
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "tailor.cli", "serve", str(llama_dir), "max_batch_size=4", "max_queue=4",
-                             "max_tokens=200", "max_body_bytes=4096", "blocklist=['secret\\s+plan']", "--port", str(port),
-                             "--adapter", f"tiny={tmp / 'adapter'}", "--api-keys-file", str(tmp / "keys.txt"),
-                             "--model-name", "base"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    while True:
-        if proc.poll() is not None:
-            pytest.fail("server exited:\n" + (tmp / "server.log").read_text())
-        try:
-            if httpx.get(base + "/ready", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() - t0 < 90, "server did not become ready"
-        time.sleep(0.2)
-    yield {"url": base, "expected": expected, "tokenizer": tok, "log": tmp / "server.log"}
-    proc.terminate()
-    proc.wait(timeout=15)
-    log.close()
+    args = [str(llama_dir), "max_batch_size=4", "max_queue=4", "max_tokens=200", "max_body_bytes=4096",
+            "blocklist=['secret\\s+plan']", "--adapter", f"tiny={tmp / 'adapter'}", "--api-keys-file",
+            str(tmp / "keys.txt"), "--model-name", "base"]
+    with serve_process(args, tmp / "server.log") as base:
+        yield {"url": base, "expected": expected, "tokenizer": tok, "log": tmp / "server.log"}
 
 
 @pytest.fixture

@@ -10,8 +10,10 @@ import datetime as _dt
 import json
 from dataclasses import dataclass
 
+from tailor.data.tools import assistant_text, with_tools
+
 FIELDS = ("messages", "system", "tools", "instruction", "input", "output", "history", "text", "label", "prompt",
-          "chosen", "rejected")
+          "chosen", "rejected", "images")
 TAG_DEFAULTS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                 "system_tag": "system", "observation_tag": "observation", "function_tag": "function_call"}
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "bot": "assistant",
@@ -41,6 +43,7 @@ class _Row:
 
     def __init__(self, row: dict, cols: dict[str, str]):
         self.row, self.cols, self.used = row, cols, set()
+        self.part_images: list[str] = []  # image references taken from OpenAI content parts, in order
 
     def col(self, name: str, default: str | None = None) -> str:
         return self.cols.get(name, default or name)
@@ -79,25 +82,48 @@ class _Row:
         return v
 
 
-def _content(v):
-    if isinstance(v, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in v):
+def _image_part(p: dict) -> str | None:
+    """The image reference of an OpenAI `image_url` part (or a bare `image` part), else None."""
+    if p.get("type") == "image_url":
+        url = p.get("image_url")
+        url = url.get("url") if isinstance(url, dict) else url
+        return url if isinstance(url, str) and url else None
+    if p.get("type") == "image":
+        ref = p.get("image") or p.get("url") or p.get("path")
+        return ref if isinstance(ref, str) and ref else None
+    return None
+
+
+def _content(v, images: list | None = None):
+    """Message content as text: OpenAI text parts joined; LLaMA-Factory's v1 parts (text, reasoning, tool_call,
+    each with a `value`) become one assistant text with a <think> block and tool calls (`tailor.data.tools`).
+    With `images`, OpenAI image parts become `<image>` placeholders and their references are appended to it."""
+    if not (isinstance(v, list) and v and all(isinstance(p, dict) for p in v)):
+        return v
+    if images is not None and any(p.get("type") in ("image_url", "image") for p in v):
+        if not all(p.get("type") == "text" or _image_part(p) for p in v):
+            return v
+        images.extend(_image_part(p) for p in v if p.get("type") != "text")
+        return "".join(p.get("text", "") if p.get("type") == "text" else "<image>" for p in v)
+    kinds = {p.get("type") for p in v}
+    if kinds == {"text"} and all("value" not in p for p in v):
         return "".join(p.get("text", "") for p in v)  # OpenAI content parts, text only
-    return v
+    if not kinds <= {"text", "reasoning", "tool_call"}:
+        return v
 
+    def joined(kind):
+        return "".join(str(p.get("text", p.get("value", ""))) for p in v if p.get("type") == kind)
 
-def _tool_calls(m: dict) -> str | None:
-    """An OpenAI assistant turn's tool_calls as the JSON text a sharegpt function_call turn holds."""
     calls = []
-    for c in m.get("tool_calls") or []:
-        fn = c.get("function", c) if isinstance(c, dict) else {}
-        args = fn.get("arguments")
-        if isinstance(args, str):
+    for p in v:
+        if p.get("type") == "tool_call":
+            call = p.get("value")
             try:
-                args = json.loads(args)
+                calls.append(json.loads(call) if isinstance(call, str) else call)
             except json.JSONDecodeError:
-                pass
-        calls.append({"name": fn.get("name"), "arguments": args})
-    return json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False) if calls else None
+                raise _RowError("a tool_call part is not valid JSON", "tool_call",
+                                'a tool_call value must be {"name": ..., "arguments": {...}}') from None
+    return assistant_text(joined("text"), calls, joined("reasoning") or None)
 
 
 def _turns(r: _Row, turns: list, tags: dict[str, str], col: str) -> list[dict]:
@@ -117,9 +143,9 @@ def _turns(r: _Row, turns: list, tags: dict[str, str], col: str) -> list[dict]:
             known = sorted({k for k in roles if isinstance(k, str)})
             raise _RowError(f"unknown role '{raw}'", f"{col}[{i}].{role_key}",
                             f"use one of {', '.join(known)}, or name your role values with `tags` (user_tag, ...)")
-        content = _content(m[content_key] if content_key in m else m.get("content"))
-        if not content and role == "assistant" and m.get("tool_calls"):
-            content = _tool_calls(m)
+        content = _content(m[content_key] if content_key in m else m.get("content"), r.part_images)
+        if role == "assistant" and m.get("tool_calls") and (content is None or isinstance(content, str)):
+            content = assistant_text(content, m["tool_calls"])  # text before the calls, then the calls
         if not isinstance(content, str):
             raise _RowError("message content is not a string", f"{col}[{i}].{content_key}",
                             "every turn needs text content")
@@ -129,18 +155,16 @@ def _turns(r: _Row, turns: list, tags: dict[str, str], col: str) -> list[dict]:
 
 def _system(r: _Row, msgs: list[dict]) -> list[dict]:
     """Put the system column and the tools column (as an add-on) into one leading system message."""
-    parts = [s for s in (r.text("system", required=False),) if s and s.strip()]
-    tools = r.get("tools")
-    if isinstance(tools, (list, dict)):
-        tools = json.dumps(tools, ensure_ascii=False) if tools else None
-    if isinstance(tools, str) and tools.strip() not in ("", "[]", "{}"):
-        parts.append(f"Tools you can call (JSON):\n{tools}")
-    if not parts:
-        return msgs
+    system, tools = r.text("system", required=False), r.get("tools")
     if msgs and msgs[0]["role"] == "system":
-        parts.insert(0, msgs[0]["content"])
+        system = "\n\n".join(p for p in (msgs[0]["content"], system) if p and p.strip())
         msgs = msgs[1:]
-    return [{"role": "system", "content": "\n\n".join(parts)}, *msgs]
+    try:
+        system = with_tools(system, tools if isinstance(tools, (str, list, dict)) else None)
+    except json.JSONDecodeError:
+        raise _RowError(f"'{r.col('tools')}' is not valid JSON", r.col("tools"),
+                        "tools must be a JSON list of function definitions") from None
+    return [{"role": "system", "content": system}, *msgs] if system else msgs
 
 
 def _alpaca_prompt(r: _Row) -> list[dict]:
@@ -155,6 +179,20 @@ def _alpaca_prompt(r: _Row) -> list[dict]:
     extra = r.text("input", required=False)
     msgs.append({"role": "user", "content": f"{instruction}\n{extra}" if instruction and extra else instruction or extra})
     return _system(r, msgs)
+
+
+def conversation(messages: list[dict], tools=None) -> list[dict]:
+    """OpenAI-shaped messages (assistant `tool_calls`, `tool` results) and tool definitions as canonical messages,
+    by the same conversion the loader applies to training rows; the server renders requests with it.
+
+    Raises TailorError naming the message at fault."""
+    from tailor.errors import TailorError
+
+    r = _Row({"messages": messages, "tools": tools}, {})
+    try:
+        return _system(r, _turns(r, messages, {}, "messages"))
+    except _RowError as e:
+        raise TailorError(e.reason, where=e.column, fix=e.fix) from None
 
 
 def _chat(msgs: list[dict], col: str) -> dict:
@@ -284,9 +322,11 @@ def convert_row(row: object, fmt: str = "auto", columns: dict[str, str] | None =
             raise _RowError(f"missing field '{r.col('messages', name)}'", r.col("messages", name),
                             "give every row its list of turns, or map messages to that column in `columns`")
         rec = _chat(_system(r, _turns(r, turns, tags, r.col("messages", name))), r.col("messages", name))
+        _attach_images(r, rec)
     elif kind == "alpaca":
         prompt = _alpaca_prompt(r)
         rec = _chat([*prompt, {"role": "assistant", "content": r.text("output")}], r.col("output"))
+        _attach_images(r, rec)
     else:
         text = r.text("text")
         if not text.strip():
@@ -299,6 +339,17 @@ def convert_row(row: object, fmt: str = "auto", columns: dict[str, str] | None =
                                 "a classification row needs a string or integer label")
             rec["label"] = label
     return rec, r.used
+
+
+def _attach_images(r: _Row, rec: dict) -> None:
+    """The row's images (its `images` column, or the image parts of its messages) as rec["images"]."""
+    listed = r.listing("images") if r.has("images") else None
+    if listed and r.part_images:
+        raise _RowError("images both in a column and in content parts", r.col("images"),
+                        "give a row's images either as the `images` list or as image_url parts, not both")
+    images = listed or r.part_images
+    if images or listed is not None:
+        rec["images"] = list(images)
 
 
 def _scalar(v):

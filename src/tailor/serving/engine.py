@@ -66,6 +66,7 @@ class Sequence:
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # None = off, k = chosen token plus k alternatives
     deadline: float = math.inf  # time.monotonic() after which the request is stopped
+    json_schema: dict | None = None  # constrain decoding to JSON matching it (tailor.models.grammar)
     # running state, owned by the engine thread
     ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -77,6 +78,7 @@ class Sequence:
     _prefix_offset: int = 0
     _read_offset: int = 0
     _generator: torch.Generator | None = None
+    _constraint: object | None = None  # the grammar state when json_schema is set, built by the engine thread
     _released: bool = False
 
     def cancel(self) -> None:
@@ -108,6 +110,7 @@ class Engine:
         self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None) or 2048
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]  # the logits' width, for grammar masks
         self.device = next(model.parameters()).device
         self.is_peft = hasattr(model, "peft_config")
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
@@ -268,6 +271,11 @@ class Engine:
 
     def _prefill_rows(self, seqs: list[Sequence]) -> None:
         """One forward pass over left-padded prompts; rows that go on join their adapter's running batch."""
+        for s in seqs:
+            if s.json_schema is not None and s._constraint is None:
+                from tailor.models.grammar import json_constraint
+
+                s._constraint = json_constraint(self.tokenizer, s.json_schema, self.vocab_size, self.eos_ids)
         width = max(len(s.prompt_ids) for s in seqs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked out anyway
         ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in seqs], device=self.device)
@@ -350,11 +358,16 @@ class Engine:
 
     def _advance(self, seqs: list[Sequence], logits: torch.Tensor) -> None:
         """Choose each row's next token, then emit its text and decide whether it is finished."""
+        for i, s in enumerate(seqs):
+            if s._constraint is not None:
+                s._constraint.mask(logits[i])  # only tokens the grammar allows next (end-of-sequence when complete)
         chosen = logits.argmax(-1).tolist()
         logp = torch.log_softmax(logits, -1) if any(s.logprobs is not None for s in seqs) else None
         for i, s in enumerate(seqs):
             if s.temperature > 0:
                 chosen[i] = _sample(logits[i], s.temperature, s.top_p, s._generator)
+            if s._constraint is not None:
+                s._constraint.advance(chosen[i])
             self._append(s, chosen[i], logp[i] if logp is not None and s.logprobs is not None else None)
 
     def _append(self, s: Sequence, token: int, logp: torch.Tensor | None) -> None:
@@ -384,8 +397,11 @@ class Engine:
             self._finish(s, "stop")
             return
         full = len(s.ids) >= s.max_tokens or len(s.prompt_ids) + len(s.ids) >= self.max_context
-        self._emit(s, len(s.text) if full else len(s.text) - _holdback(s.text, s.stop), info)
-        if full:
+        complete = s._constraint is not None and s._constraint.finished  # the JSON is closed: nothing may follow
+        self._emit(s, len(s.text) if full or complete else len(s.text) - _holdback(s.text, s.stop), info)
+        if complete:
+            self._finish(s, "stop", flush=True)
+        elif full:
             self._finish(s, "length", flush=True)
 
     def _emit(self, s: Sequence, upto: int, info: list) -> None:

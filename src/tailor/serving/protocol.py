@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Request(BaseModel):
@@ -40,14 +40,84 @@ class TextPart(_Request):
     text: str
 
 
+_FUNCTION_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
+class FunctionCallIn(_Request):
+    name: str = Field(pattern=_FUNCTION_NAME, description="The function the assistant called.")
+    arguments: str = Field(description="Its arguments as JSON text (as the server returned them).")
+
+
+class ToolCallIn(_Request):
+    id: str | None = Field(None, max_length=256, description="The call's id (tool messages answer it by tool_call_id).")
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="developer is treated as system.")
-    content: Union[str, list[TextPart]] = Field(description="Text, or a list of text parts.")
+    content: Union[str, list[TextPart], None] = Field(None, description="Text, or a list of text parts (may be null "
+                                                      "only for an assistant message with tool_calls).")
     name: str | None = Field(None, max_length=256, description="Optional participant name (not rendered by chat templates).")
     tool_call_id: str | None = Field(None, max_length=256, description="For role=tool: the call this message answers.")
+    tool_calls: list[ToolCallIn] | None = Field(None, max_length=64, description="For role=assistant: the tool calls "
+                                                "it made (rendered as tailor trains them, tailor.data.tools).")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required (it may be null only for an assistant message with tool_calls)")
+        return self
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+
+class FunctionDef(_Request):
+    name: str = Field(pattern=_FUNCTION_NAME, description="Letters, digits, _ . - (at most 64).")
+    description: str | None = Field(None, max_length=8192)
+    parameters: dict | None = Field(None, description="A JSON schema of the arguments (an object schema).")
+    strict: bool | None = Field(None, description="Accepted for compatibility: arguments are constrained to the "
+                                "schema whenever decoding is constrained (tool_choice required or named).")
+
+
+class ToolDef(_Request):
+    type: Literal["function"] = Field(description="Only function tools exist.")
+    function: FunctionDef
+
+
+class NamedFunction(_Request):
+    name: str = Field(pattern=_FUNCTION_NAME)
+
+
+class NamedToolChoice(_Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class TextFormat(_Request):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Request):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(_Request):
+    name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$", description="A name for the schema.")
+    description: str | None = Field(None, max_length=8192)
+    schema_: dict | None = Field(None, alias="schema", description="The JSON schema the answer must match.")
+    strict: bool | None = Field(None, description="Accepted for compatibility: the answer always matches the schema "
+                                "(constrained decoding), strict or not.")
+
+
+class JsonSchemaFormat(_Request):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
 
 
 class StreamOptions(_Request):
@@ -76,6 +146,12 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far.")
+    tools: list[ToolDef] | None = Field(None, max_length=128, description="Functions the model may call.")
+    tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = Field(
+        None, description="auto (the default with tools): the model decides; none: no calls; required or a named "
+                          "function: decoding is constrained to a call.")
+    response_format: Union[TextFormat, JsonObjectFormat, JsonSchemaFormat, None] = Field(
+        None, discriminator="type", description="json_object or json_schema: decoding is constrained to such JSON.")
     logprobs: bool = Field(False, description="Return the log probability of each generated token.")
     max_completion_tokens: int | None = Field(None, ge=1, description="Newer name of max_tokens (wins when both are set).")
     top_logprobs: int | None = Field(None, ge=0, le=20, description="With logprobs: this many most likely alternatives per token.")
@@ -139,18 +215,37 @@ class ChoiceLogprobs(BaseModel):
     content: list[TokenLogprob] | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str  # JSON text of an object
+
+
+class ToolCall(BaseModel):
+    id: str = Field(default_factory=lambda: _id("call"))
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+# finish_reason: "tool_calls" when the answer is valid tool calls; "invalid_tool_call" when the model wrote
+# something that starts like a tool call but does not parse (or names no given tool / no argument object):
+# the text is then left in `content`, never in `tool_calls`, and `tool_call_error` says what is wrong.
+FinishReason = Literal["stop", "length", "tool_calls", "invalid_tool_call"]
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     # DeepSeek API convention: a reasoning model's <think> block, apart from the answer in `content`.
     reasoning_content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_error: str | None = None
 
 
 class ChatChoice(BaseModel):
     index: int
     message: AssistantMessage
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletion(BaseModel):
@@ -162,17 +257,31 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class FunctionDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionDelta
+
+
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     reasoning_content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    tool_call_error: str | None = None
 
 
 class ChatChunkChoice(BaseModel):
     index: int
     delta: Delta
     logprobs: ChoiceLogprobs | None = None
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: FinishReason | None = None
 
 
 class ChatCompletionChunk(BaseModel):

@@ -16,12 +16,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from tailor.config import ServeConfig
-from tailor.data.reasoning import ReasoningStream, split_reasoning
+from tailor.data.reasoning import ReasoningStream
+from tailor.data.formats import conversation
 from tailor.data.templates import encode_prompt
 from tailor.errors import TailorError
 from tailor.serving import protocol as P
 from tailor.serving.engine import Engine, Event, Overloaded, Sequence
 from tailor.serving.safety import GuardViolation, InputGuard, OutputFilter
+from tailor.serving.structured import (BadRequest, ChatPlan, ToolCallStream, assistant_message, message_dict,
+                                      plan_chat)
 
 
 class APIError(Exception):
@@ -176,7 +179,10 @@ def _render(st: ServerState, messages: list[dict]) -> list[int]:
 
 
 def _messages(msgs: list[P.ChatMessage]) -> list[dict]:
-    return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in msgs]
+    try:
+        return conversation([message_dict(m) for m in msgs])
+    except TailorError as e:
+        raise APIError(400, f"the conversation cannot be used: {e.what}", param=e.where or "messages") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,27 +212,26 @@ async def reload(request: Request) -> dict:
 async def chat_completions(req: P.ChatCompletionRequest, request: Request):
     """Answer a conversation; with `stream` as server-sent events ending in `data: [DONE]`."""
     st = _state(request)
-    messages = _messages(req.messages)
-    _guard(st, [m["content"] for m in messages])
+    try:
+        plan = plan_chat(req)  # tools, tool_choice and response_format checked; the constraint built
+    except BadRequest as e:
+        raise APIError(400, e.message, param=e.param, code="invalid_value") from None
+    _guard(st, [m["content"] for m in plan.messages])
     st.adapter_for(req.model)
-    prompt = _render(st, messages)
+    prompt = _render(st, plan.messages)
     top = (req.top_logprobs or 0) if req.logprobs else None
     spec = _sampling(req, st, len(prompt), req.max_completion_tokens or req.max_tokens, top)
-    run = _Run(st, _seeded(dict(spec, prompt_ids=prompt), req.seed, req.n))
+    run = _Run(st, _seeded(dict(spec, prompt_ids=prompt, json_schema=plan.schema), req.seed, req.n))
     st.engine.metrics and st.engine.metrics.prompt_tokens.inc(len(prompt))
     if req.stream:
-        return _sse(_chat_stream(st, run, req, len(prompt), request))
+        return _sse(_chat_stream(st, run, req, plan, len(prompt), request))
     texts, reasons, logprobs = await _collect(st, run, request)
-    choices = [P.ChatChoice(index=i, message=_assistant(texts[i]), finish_reason=reasons[i],
-                            logprobs=P.ChoiceLogprobs(content=[_chat_lp(t) for t in logprobs[i]]) if req.logprobs else None)
-               for i in range(req.n)]
+    choices = []
+    for i in range(req.n):
+        message, reason = assistant_message(texts[i], plan, reasons[i])
+        lp = P.ChoiceLogprobs(content=[_chat_lp(t) for t in logprobs[i]]) if req.logprobs else None
+        choices.append(P.ChatChoice(index=i, message=message, finish_reason=reason, logprobs=lp))
     return P.ChatCompletion(model=req.model, choices=choices, usage=run.usage(len(prompt)))
-
-
-def _assistant(text: str) -> P.AssistantMessage:
-    """The answer, with a leading <think> block moved to reasoning_content (tailor.data.reasoning)."""
-    reasoning, answer = split_reasoning(text)
-    return P.AssistantMessage(content=answer, reasoning_content=reasoning)
 
 
 @router.post("/v1/completions", response_model=P.Completion, responses=_ERRORS)
@@ -347,7 +352,8 @@ def _error_data(e: APIError) -> dict:
     return {"data": body.model_dump_json()}
 
 
-async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest, prompt_tokens: int, request: Request):
+async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest, plan: ChatPlan, prompt_tokens: int,
+                       request: Request):
     cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
 
     def chunk(choices, usage=None):
@@ -357,6 +363,7 @@ async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest,
     for i in range(req.n):
         yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(role="assistant", content=""))])
     splitters = [ReasoningStream() for _ in range(req.n)]  # a <think> block streams as reasoning_content
+    calls = [ToolCallStream(plan.tool_names) if plan.tool_names is not None else None for _ in range(req.n)]
     async for item, err in _events(st, run, request):
         if err:
             yield _error_data(err)
@@ -366,12 +373,20 @@ async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest,
         if reason:
             more = splitters[i].flush()
             reasoning, content = reasoning + more[0], content + more[1]
+        fragments, problem = [], None
+        if calls[i] is not None:  # text that may be a tool call waits until it is complete
+            content = calls[i].feed(content)
+            if reason:
+                rest, fragments, problem, reason = calls[i].finish(reason)
+                content += rest
         if reasoning or content or tokens:
             lp = P.ChoiceLogprobs(content=[_chat_lp(t) for t in tokens]) if req.logprobs and tokens else None
             delta = P.Delta(content=content if content or not reasoning else None, reasoning_content=reasoning or None)
             yield chunk([P.ChatChunkChoice(index=i, delta=delta, logprobs=lp)])
+        for fragment in fragments:
+            yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(tool_calls=[fragment]))])
         if reason:
-            yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(), finish_reason=reason)])
+            yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(tool_call_error=problem), finish_reason=reason)])
     if req.stream_options and req.stream_options.include_usage:
         yield chunk([], usage=run.usage(prompt_tokens))
     yield {"data": "[DONE]"}

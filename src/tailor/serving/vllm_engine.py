@@ -212,8 +212,18 @@ class VllmEngine:
         """vLLM SamplingParams for one sequence (one choice: the routes expand `n` into sequences)."""
         from vllm import SamplingParams
 
+        extra = {}
+        if seq.json_schema is not None:  # vLLM's own structured-output backend constrains decoding
+            try:
+                from vllm.sampling_params import StructuredOutputsParams  # vLLM >= 0.10.2
+
+                extra["structured_outputs"] = StructuredOutputsParams(json=seq.json_schema)
+            except ImportError:
+                from vllm.sampling_params import GuidedDecodingParams
+
+                extra["guided_decoding"] = GuidedDecodingParams(json=seq.json_schema)
         return SamplingParams(n=1, temperature=seq.temperature, top_p=seq.top_p, max_tokens=seq.max_tokens,
-                              stop=list(seq.stop) or None, seed=seq.seed, logprobs=seq.logprobs)
+                              stop=list(seq.stop) or None, seed=seq.seed, logprobs=seq.logprobs, **extra)
 
     async def _run(self, rid: str, seq: Sequence) -> None:
         reason = None
