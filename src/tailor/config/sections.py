@@ -113,6 +113,7 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (0 = off).")
     labels: list[str] | None = Field(None, description="train.objective=classification: the label set in class-id order (default: the labels in the training data, sorted; numerically when all are integers).")
     class_weights: Literal["none", "balanced"] | list[float] = Field("none", description="train.objective=classification: loss weight per class: none, balanced (n_rows / (n_classes x rows of the class), as scikit-learn) or one weight per label in label order.")
+    logits: Literal["loss", "all"] = Field("loss", description="train.objective pretrain/sft: loss = the output layer and the cross-entropy run only at the positions whose next token carries loss (answers in SFT; not prompts, padding or packed-row boundaries), through transformers' logits_to_keep: the same loss and gradients with less work (train_summary.json says which ran; label smoothing and prompt tuning fall back to all); all = every position, as transformers computes it.")
 
     @field_validator("labels", mode="before")
     @classmethod

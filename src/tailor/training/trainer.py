@@ -4,6 +4,11 @@ Nothing is patched onto an instance: adversarial steps are `training_step`, the 
 (loss-token counting, step timing) hang off `get_batch_samples`, FSDP on CPUs is set up where the Trainer
 builds its accelerator, and what a trainer adds to train_summary.json or to a saved model are the methods
 `summary_metrics` and `save_extras`. Objective-specific trainers (classification, distillation) subclass it.
+
+`loss_logits=True` (the LM recipe's default, `train.logits: loss`) runs the output layer and the cross-entropy only at
+the positions whose next token carries loss, through transformers' own `logits_to_keep` (a boolean mask per row) and
+`shift_labels`: the same loss and gradients, without the vocabulary-wide product at prompt, padding and
+document-boundary positions.
 """
 
 from __future__ import annotations
@@ -11,9 +16,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import inspect
+import logging
+
+import torch
 from transformers import Trainer
 
 from tailor.training.regularize import Adversarial, adversarial_step
+
+log = logging.getLogger("tailor")
 
 
 class BatchObserver:
@@ -33,16 +44,24 @@ class BatchObserver:
 class TailorTrainer(Trainer):
     """transformers' Trainer plus adversarial training, batch observers, FSDP on CPUs and explicit summary/save hooks.
 
-    `adversarial`: an Adversarial (FGM/PGD on the input embeddings) or None for plain steps.
+    `adversarial`: an Adversarial (FGM/PGD on the input embeddings) or None for plain steps. `loss_logits`: compute
+    logits only where the loss reads them (see the module's docstring); it falls back to every position, with one
+    line saying why, where that would not give the same loss.
     """
 
     # Causal-LM losses predict labels[t + 1] at position t, so loss-bearing tokens are counted over labels[..., 1:].
     # A trainer whose labels are not shifted (a classification head) sets this to False.
     loss_shifts_labels = True
 
-    def __init__(self, *args, adversarial: Adversarial | None = None, **kwargs):
+    def __init__(self, *args, adversarial: Adversarial | None = None, loss_logits: bool = False, **kwargs):
         self.adversarial = adversarial
         super().__init__(*args, **kwargs)
+        self.loss_logits, self.loss_logits_reason = loss_logits, "train.logits: all" if not loss_logits else ""
+        if loss_logits:
+            why_not = loss_logits_unsupported(self.model, self.label_smoother is not None)
+            if why_not:
+                self.loss_logits, self.loss_logits_reason = False, why_not
+                log.info("logits: computed at every position (%s)", why_not)
         for observer in self.batch_observers():
             observer.attach(self)
 
@@ -71,9 +90,33 @@ class TailorTrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         return adversarial_step(self, super().training_step, model, inputs, num_items_in_batch, self.adversarial)
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.get("labels")
+        if not self.loss_logits or return_outputs or labels is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # Position t predicts labels[t + 1] (transformers' ForCausalLMLoss shift): keep the positions whose shifted
+        # label is not ignored, row by row; the model returns their logits flattened, in the order of shift_labels.
+        shifted = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+        keep = shifted != -100
+        inputs = {**inputs, "logits_to_keep": keep, "shift_labels": shifted[keep]}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
     def summary_metrics(self) -> dict:
         """Fields this trainer adds to train_summary.json (called once, after training)."""
-        return {}
+        return {"logits": "loss positions" if self.loss_logits else f"all positions ({self.loss_logits_reason})"}
 
     def save_extras(self, folder: Path) -> None:
         """Files this trainer adds beside a saved model (final/, final_ema/)."""
+
+
+def loss_logits_unsupported(model, label_smoothing: bool) -> str:
+    """Why logits cannot be limited to the loss positions for this model ('' when they can)."""
+    if label_smoothing:
+        return "train.label_smoothing smooths over the model's own shifted logits"
+    config = getattr(model, "peft_config", None)
+    if config and any(c.is_prompt_learning and c.peft_type.value != "PREFIX_TUNING" for c in config.values()):
+        return "prompt tuning prepends virtual tokens to every row"
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return f"{type(base).__name__}.forward takes no logits_to_keep"
+    return ""

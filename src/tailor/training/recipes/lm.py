@@ -27,7 +27,8 @@ def train(recipe: Recipe, callbacks: list | None = None, *, start: tuple | None 
     model, tokenizer, base_dir = start or phases.load_causal_lm(recipe, run.out)
     data = lm_data(recipe, tokenizer, model)
     model, parameters = phases.prepare_model(recipe, model)
-    trainer = phases.build_trainer(TailorTrainer, recipe, run, model, tokenizer, data, callbacks)
+    trainer = phases.build_trainer(TailorTrainer, recipe, run, model, tokenizer, data, callbacks,
+                                   loss_logits=recipe.train.logits == "loss")
     fitted = phases.fit(trainer, recipe, run, data)
     return phases.finish(trainer, recipe, run, data, tokenizer, base_dir, parameters, fitted)
 
