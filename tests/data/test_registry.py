@@ -110,7 +110,7 @@ def test_registry_errors(tmp_path):
         "alpaca_en_demo": {"file_name": "a.json"},
         "hub": {"hf_hub_url": "someone/some-data", "formatting": "sharegpt"},
         "script": {"script_url": "my_script"},
-        "pictures": {"file_name": "a.json", "columns": {"prompt": "q", "response": "a", "images": "img"}},
+        "pictures": {"file_name": "a.json", "columns": {"prompt": "q", "response": "a", "videos": "vid"}},
         "typo": {"file_name": "a.json", "columns": {"promt": "q"}},
         "gone": {"file_name": "missing.json"},
         "badrow": {"file_name": "a.json", "formatting": "sharegpt"},
@@ -121,7 +121,7 @@ def test_registry_errors(tmp_path):
         with pytest.raises(TailorError, match=rf"(?s)'{name}' is not a local file \({key}\).*does not download"
                                               r".*download the data files.*file_name"):
             resolve_registry(reg, name)
-    with pytest.raises(TailorError, match="text-only.*images"):
+    with pytest.raises(TailorError, match="cannot use videos"):
         resolve_registry(reg, "pictures")
     with pytest.raises(TailorError, match="(?s)unknown column key 'promt'.*did you mean 'prompt'"):
         resolve_registry(reg, "typo")

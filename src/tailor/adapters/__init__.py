@@ -18,7 +18,14 @@ PEFT_METHODS = frozenset({"lora", "dora", "qlora", "prefix", "prompt", "ia3"})
 
 
 def apply_adapter(model, cfg):
-    """Prepare `model` for training with the method named by `cfg.method`."""
+    """Prepare `model` for training with the method named by `cfg.method` (a vision-language model: on its
+    language model, the vision tower and projector as adapter.vision_tower / adapter.projector say)."""
+    from tailor.models.vision import is_vision_model
+
+    if is_vision_model(model):
+        from tailor.adapters.vision import apply_vision
+
+        return apply_vision(model, cfg)
     return METHODS[cfg.method](model, cfg)
 
 

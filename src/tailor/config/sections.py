@@ -79,6 +79,8 @@ class AdapterConfig(Section):
     rslora: bool = Field(False, description="With lora/dora/qlora: rank-stabilized scaling alpha / sqrt(r) instead of alpha / r.")
     num_virtual_tokens: int = Field(20, ge=1, description="With prefix/prompt: how many trained virtual tokens are prepended.")
     freeze_last_n: int = Field(2, ge=0, description="With method=freeze: how many final transformer blocks train (the head and final norm always do).")
+    vision_tower: Literal["frozen", "train"] = Field("frozen", description="Vision-language models: frozen = the vision tower keeps its weights; train = it trains in full (with LoRA: saved beside the adapter).")
+    projector: Literal["train", "frozen"] = Field("train", description="Vision-language models: train = the projector from vision features to the language model trains in full (with LoRA: saved beside the adapter); frozen = it keeps its weights.")
     lora_experts: bool | None = Field(None, description="With lora/dora/qlora on a mixture-of-experts model: true = LoRA also wraps the fused expert weights (added to any target_modules list); false = experts and router stay frozen (attention only: peft maps MLP names onto the experts); None = as target_modules says (all-linear reaches experts and router).")
 
     @model_validator(mode="after")
@@ -95,7 +97,7 @@ class AdapterConfig(Section):
 
 
 class TrainConfig(Section):
-    objective: Literal["pretrain", "sft", "classification", "dpo", "orpo", "kto", "simpo", "grpo"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows; dpo / orpo / simpo = preference pairs {prompt, chosen, rejected}, kto = answers labelled true/false (settings in `preference`); grpo = sampled answers scored by rewards (settings in `grpo`). All but pretrain/sft/classification are TRL's trainers.")
+    objective: Literal["pretrain", "sft", "classification", "dpo", "orpo", "kto", "simpo", "grpo", "contrastive"] = Field("sft", description="pretrain = loss on all tokens; sft = loss on assistant tokens (end-of-turn included; a vision-language model reads rows with images); contrastive = CLIP-style symmetric InfoNCE between a vision-language model's pooled image features and its captions' text features (vision tower and projector train); classification = a sequence-classification head (AutoModelForSequenceClassification) on the base, trained on {text, label} rows; dpo / orpo / simpo = preference pairs {prompt, chosen, rejected}, kto = answers labelled true/false (settings in `preference`); grpo = sampled answers scored by rewards (settings in `grpo`). All but pretrain/sft/classification are TRL's trainers.")
     output_dir: OutputPath = Field("runs/train", description="Run directory: checkpoints, final model or adapter, metrics.jsonl, TensorBoard logs, resolved config.yaml (input paths absolute). Relative = to the working directory.")
     epochs: float = Field(3.0, gt=0, description="Passes over the training data (ignored when train.max_steps > 0).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use train.epochs.")

@@ -10,7 +10,8 @@ entry whose columns name a `prompt` but no `response` (`{prompt: text}`) is pret
 Entries with only a hub or remote address (hf_hub_url, ms_hub_url, om_hub_url, script_url,
 cloud_file_name) are refused: tailor does not download. An entry with both reads its local file;
 hub-only keys (subset, split, folder, revision, file_sha1) have no meaning for a local file.
-Multimodal columns (images, videos, audios) are refused: tailor is text-only. A `kto_tag` column makes
+An `images` column gives each row its image files (relative to the data file; `tailor.data.images`); videos
+and audios columns are refused. A `kto_tag` column makes
 the entry KTO rows (a conversation whose last answer is labelled true/false).
 """
 
@@ -25,10 +26,10 @@ from tailor.errors import TailorError
 
 REGISTRY_FILE = "dataset_info.json"
 ALPACA = {"prompt": "instruction", "query": "input", "response": "output", "history": "history", "system": "system",
-          "tools": "tools", "chosen": "chosen", "rejected": "rejected", "kto_tag": "label"}
+          "tools": "tools", "chosen": "chosen", "rejected": "rejected", "kto_tag": "label", "images": "images"}
 SHAREGPT = {"messages": "messages", "system": "system", "tools": "tools", "chosen": "chosen", "rejected": "rejected",
-            "kto_tag": "label"}
-UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio"}
+            "kto_tag": "label", "images": "images"}
+UNSUPPORTED_COLUMNS = {"videos": "videos", "audios": "audio"}
 HUB_KEYS = ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url", "cloud_file_name")
 TAGS = ("role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag", "function_tag", "system_tag")
 
@@ -60,7 +61,7 @@ def _columns(entry: dict, formatting: str, ranking: bool, where: str) -> tuple[s
     known = ALPACA if formatting == "alpaca" else SHAREGPT
     for key, value in cols.items():
         if key in UNSUPPORTED_COLUMNS:
-            raise TailorError(f"tailor trains text-only models and cannot use {UNSUPPORTED_COLUMNS[key]} (columns.{key})",
+            raise TailorError(f"tailor trains text and image models and cannot use {UNSUPPORTED_COLUMNS[key]} (columns.{key})",
                               where=where, fix=f"remove columns.{key}, or use a dataset without it")
         if key not in known:
             near = difflib.get_close_matches(key, list(known), n=1)

@@ -27,7 +27,7 @@ from tailor.data.templates import encode_conversation
 IGNORE = -100
 NOT_TOKENIZED = "not tokenized (classification, preference and KTO rows are kept as records)"
 NO_LOSS_TOKEN = "no assistant token in the conversation"
-COLUMNS = ("input_ids", "labels", "chat", "source", "where")
+COLUMNS = ("input_ids", "labels", "chat", "source", "where", "images")
 
 
 def with_system_prompt(messages: list[dict], system_prompt: str | None) -> list[dict]:
@@ -48,8 +48,13 @@ def _text_encodings(tokenizer, texts: list[str]) -> list[dict]:
     return [{"input_ids": x + eos, "labels": x + eos, "chat": False} for x in ids]
 
 
-def encode_record(rec: dict, tokenizer, system_prompt: str | None = None) -> dict | str:
-    """{"input_ids", "labels", "chat"} for a conversation or a text record, or why the record has no tokens."""
+def encode_record(rec: dict, tokenizer, system_prompt: str | None = None, processor=None) -> dict | str:
+    """{"input_ids", "labels", "chat"} for a conversation or a text record, or why the record has no tokens.
+    A conversation with images is encoded by `tailor.data.images.encode_multimodal` with the model's `processor`."""
+    if rec.get("images"):
+        from tailor.data.images import encode_multimodal
+
+        return encode_multimodal(with_system_prompt(rec["messages"], system_prompt), rec["images"], processor)
     if "messages" in rec:
         enc = encode_conversation(tokenizer, with_system_prompt(rec["messages"], system_prompt), None)
         if enc is None:
@@ -60,24 +65,25 @@ def encode_record(rec: dict, tokenizer, system_prompt: str | None = None) -> dic
     return NOT_TOKENIZED
 
 
-def _encode_batch(batch: dict, tokenizer, system_prompt: str | None) -> dict:
+def _encode_batch(batch: dict, tokenizer, system_prompt: str | None, processor=None) -> dict:
     out: dict[str, list] = {c: [] for c in (*COLUMNS, "status")}
     records = [json.loads(raw) for raw in batch["record"]]
     texts = iter(_text_encodings(tokenizer, [r["text"] for r in records if _is_text(r)]))
     for rec in records:
-        enc = next(texts) if _is_text(rec) else encode_record(rec, tokenizer, system_prompt)
+        enc = next(texts) if _is_text(rec) else encode_record(rec, tokenizer, system_prompt, processor)
         ok = isinstance(enc, dict)
         out["input_ids"].append(enc["input_ids"] if ok else [])
         out["labels"].append(enc["labels"] if ok else [])
         out["chat"].append(bool(ok and enc["chat"]))
         out["source"].append(str(rec.get("source") or ""))
         out["where"].append(str(rec.get("where") or ""))
+        out["images"].append(enc.get("images", []) if ok else [])
         out["status"].append("ok" if ok else enc)
     return out
 
 
 def tokenize_split(records: list[dict], tokenizer, max_length: int, system_prompt: str | None = None,
-                   num_proc: int = 1):
+                   num_proc: int = 1, processor=None):
     """(Dataset of input_ids/labels/chat/source/where, statistics) for chat and text records.
 
     The dataset is None when no record had tokens. Statistics count the rows `max_length` will cut
@@ -88,7 +94,8 @@ def tokenize_split(records: list[dict], tokenizer, max_length: int, system_promp
     raw = Dataset.from_dict({"record": [json.dumps(r, ensure_ascii=False) for r in records]})
     enc = raw.map(_encode_batch, batched=True, batch_size=256, remove_columns=["record"],
                   num_proc=num_proc if num_proc > 1 and len(records) >= 512 else None,
-                  fn_kwargs={"tokenizer": tokenizer, "system_prompt": system_prompt}, desc="tokenizing")
+                  fn_kwargs={"tokenizer": tokenizer, "system_prompt": system_prompt, "processor": processor},
+                  desc="tokenizing")
     status = enc["status"]
     keep = [i for i, s in enumerate(status) if s == "ok"]
     skipped: dict[str, int] = {}
@@ -135,8 +142,15 @@ def sft_examples(ds, max_length: int, report: LoadReport | None = None):
             report.skip(reason, where)
 
     rows: dict[str, list] = {"input_ids": [], "labels": []}
+    images = ds["images"] if "images" in ds.column_names else [[]] * len(ds)
+    vision = any(images)
+    if vision:
+        rows["images"] = []
     for n, (ids, labels, chat, where) in enumerate(zip(ds["input_ids"], ds["labels"], ds["chat"], ds["where"])):
         where = where or f"row {n}"
+        if len(ids) > max_length and images[n]:
+            skip("image tokens cut by data.max_length", where)  # a part of an image cannot be trained on
+            continue
         if not chat:
             skip("raw text record in an sft run (needs a conversation)", where)
             continue
@@ -148,6 +162,8 @@ def sft_examples(ds, max_length: int, report: LoadReport | None = None):
             skip("truncated to data.max_length (kept)", where)
         rows["input_ids"].append(ids)
         rows["labels"].append(labels)
+        if vision:
+            rows["images"].append(images[n])
     return Dataset.from_dict(rows)
 
 

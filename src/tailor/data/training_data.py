@@ -40,7 +40,7 @@ def raw_files_recipe(recipe: Recipe) -> Recipe:
     return recipe.model_copy(update={"data": data})
 
 
-def prepare_training_data(recipe: Recipe, tokenizer, *, translator=None) -> Prepared:
+def prepare_training_data(recipe: Recipe, tokenizer, *, translator=None, processor=None) -> Prepared:
     """The prepared directory a run trains on: data.train's prepared directory, or its raw files or
     data.sources prepared now (or reused from the cache)."""
     d = recipe.data
@@ -54,9 +54,9 @@ def prepare_training_data(recipe: Recipe, tokenizer, *, translator=None) -> Prep
         _check_tokenizer(prepared, tokenizer)
         return prepared
     if d.train:
-        return run(raw_files_recipe(recipe), tokenizer, translator=translator)
+        return run(raw_files_recipe(recipe), tokenizer, translator=translator, processor=processor)
     if d.sources:
-        return run(recipe, tokenizer, translator=translator)
+        return run(recipe, tokenizer, translator=translator, processor=processor)
     raise TailorError("no training data given", where="data.train / data.sources",
                       fix="set data.train to files or a prepared directory, or data.sources to inputs to prepare")
 
@@ -76,7 +76,7 @@ def _check_tokenizer(prepared: Prepared, tokenizer) -> None:
                           where=where, fix="prepare the data with the same tokenizer (model.tokenizer / model.path)")
 
 
-def build_training_data(recipe: Recipe, tokenizer, *, translator=None):
+def build_training_data(recipe: Recipe, tokenizer, *, translator=None, processor=None):
     """(train, validation or None, LoadReport) token datasets for a training run (sft or pretrain).
 
     `tokenizer` is the run's (data.chat_template applied); `translator` serves
@@ -84,7 +84,7 @@ def build_training_data(recipe: Recipe, tokenizer, *, translator=None):
     rows read and kept, and every row left out or cut with its reason (preparation steps,
     tokenization, the objective's rules, held-out test rows).
     """
-    prepared = prepare_training_data(recipe, tokenizer, translator=translator)
+    prepared = prepare_training_data(recipe, tokenizer, translator=translator, processor=processor)
     return training_datasets(prepared, recipe)
 
 

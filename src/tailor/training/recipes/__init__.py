@@ -6,6 +6,9 @@
     dpo, orpo, kto,   recipes/preference.py       preference pairs / KTO's labelled answers (TRL's trainers)
       simpo
     grpo              recipes/grpo.py             prompts + reference answers; sampled answers scored by rewards (TRL)
+    sft (a vision-    recipes/vision.py           conversations with <image> placeholders + images (processor's tokens)
+      language model)
+    contrastive       recipes/contrastive.py      image-caption pairs: CLIP-style symmetric InfoNCE (vision side)
     (tailor distill)  recipes/distill.py          causal-LM tokens + a frozen teacher's soft targets
 
 Where new objectives go: a new file here with one `train(recipe, callbacks=None) -> TrainResult` that reads
@@ -21,13 +24,13 @@ from typing import Callable
 
 from tailor.config import Recipe
 from tailor.errors import TailorError
-from tailor.training.recipes import classification, grpo, lm, preference
+from tailor.training.recipes import classification, contrastive, grpo, lm, preference, vision
 
 
 # train.objective -> recipe function.
 RECIPES: dict[str, Callable] = {"pretrain": lm.train, "sft": lm.train, "classification": classification.train,
                                 "dpo": preference.train, "orpo": preference.train, "kto": preference.train,
-                                "simpo": preference.train, "grpo": grpo.train}
+                                "simpo": preference.train, "grpo": grpo.train, "contrastive": contrastive.train}
 
 
 def recipe_for(recipe: Recipe) -> Callable:
@@ -36,4 +39,6 @@ def recipe_for(recipe: Recipe) -> Callable:
     if objective not in RECIPES:
         raise TailorError(f"train.objective={objective} has no training recipe", where="train.objective",
                           fix=f"use one of: {', '.join(RECIPES)}")
+    if objective == "sft" and vision.is_vision_recipe(recipe):
+        return vision.train
     return RECIPES[objective]

@@ -1,0 +1,210 @@
+"""Images in the data: references checked at load time, tokens placed by the model's own processor, pixels per batch.
+
+A multimodal record is a chat record with an `images` list; each `<image>` placeholder in its messages stands for
+the next image, in order (LLaMA-Factory's convention). OpenAI content parts (`{"type": "image_url", "image_url":
+{"url": "data:..." | path}}`) become the same placeholders and list (`tailor.data.formats`). An image reference
+is an absolute file path (relative paths are resolved against the data file's folder at load time) or a
+`data:image/...;base64,` URL. Remote URLs are refused: nothing is downloaded.
+
+`check_images` runs on every loaded row: placeholder count = image count, every file present, readable and within
+MAX_IMAGE_BYTES / MAX_IMAGE_PIXELS; a failing row raises or is counted with its reason like any malformed row.
+`encode_multimodal` turns a record into tokens: the conversation through the chat template (the ONE path,
+`tailor.data.templates`), each placeholder replaced by the processor's image token repeated as many times as the
+processor says that image takes (loss never on image tokens). `VisionCollator` pads a batch and runs the
+processor's image processor on its images (pixel_values, and image_grid_thw for Qwen2-VL).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+PLACEHOLDER = "<image>"
+MAX_IMAGE_BYTES = 20 * 1024 * 1024  # per image file or data URL
+MAX_IMAGE_PIXELS = 4096 * 4096      # width x height
+IGNORE = -100
+NO_PROCESSOR = "images in a row, but the model has no image processor (a text-only model)"
+IMAGE_TOKENS_CUT = "image tokens cut by data.max_length"
+
+
+class ImageError(Exception):
+    """A row whose images cannot be used: a short stable reason and the image at fault."""
+
+    def __init__(self, reason: str, image: str, fix: str):
+        super().__init__(reason)
+        self.reason, self.image, self.fix = reason, image, fix
+
+
+def _decode_data_url(url: str) -> bytes:
+    head, _, payload = url.partition(",")
+    if not head.startswith("data:image/") or ";base64" not in head:
+        raise ImageError("unreadable image", url[:40], "a data URL must look like data:image/png;base64,<data>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageError("unreadable image", url[:40], "the data URL's base64 payload is corrupt") from None
+
+
+def image_bytes(ref: str) -> bytes:
+    """The encoded bytes of an image reference (a file path or a data: URL); ImageError when absent or too large."""
+    if ref.startswith("data:"):
+        data = _decode_data_url(ref)
+    elif ref.startswith(("http://", "https://")):
+        raise ImageError("remote image URL", ref, "tailor works offline: download the image and give its path, "
+                                                  "or send it inline as a data:image/...;base64 URL")
+    else:
+        p = Path(ref)
+        if not p.is_file():
+            raise ImageError("image file not found", ref, f"put the image at {ref}, or fix the path (relative paths "
+                                                          "are read from the data file's folder)")
+        if p.stat().st_size > MAX_IMAGE_BYTES:
+            raise ImageError("oversized image", ref, f"images may be at most {MAX_IMAGE_BYTES >> 20} MiB; shrink it")
+        data = p.read_bytes()
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ImageError("oversized image", ref[:60], f"images may be at most {MAX_IMAGE_BYTES >> 20} MiB; shrink it")
+    return data
+
+
+def load_image(ref: str):
+    """The image as an RGB PIL image (checked for size before decoding its pixels)."""
+    from PIL import Image, UnidentifiedImageError
+
+    data = image_bytes(ref)
+    try:
+        img = Image.open(io.BytesIO(data))
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise ImageError("oversized image", ref[:60], f"images may have at most {MAX_IMAGE_PIXELS:,} pixels "
+                                                          f"({img.width}x{img.height} given); resize it")
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError):
+        raise ImageError("unreadable image", ref[:60], "the file is not an image PIL can decode (JPEG, PNG, ...)") from None
+
+
+def count_placeholders(messages: list[dict]) -> int:
+    return sum(m["content"].count(PLACEHOLDER) for m in messages)
+
+
+def check_images(rec: dict, base: Path | None) -> None:
+    """Resolve `rec["images"]` against `base` (in place) and check every image; raises ImageError."""
+    refs = rec.get("images")
+    if not isinstance(refs, list) or not all(isinstance(x, str) and x for x in refs):
+        raise ImageError("images is not a list of paths", str(refs)[:60], "give `images` as a list of file paths")
+    n = count_placeholders(rec.get("messages") or [])
+    if n != len(refs):
+        raise ImageError("<image> placeholders != images", f"{n} placeholders, {len(refs)} images",
+                         "put one <image> in the messages for each entry of `images`, in order")
+    resolved = []
+    for ref in refs:
+        if not ref.startswith(("data:", "http://", "https://")) and not Path(ref).is_absolute() and base is not None:
+            ref = str((base / ref).resolve())
+        load_image(ref)  # decodes the header and checks size; the pixels are read per batch
+        resolved.append(ref)
+    rec["images"] = resolved
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens and pixels, by the model's processor
+
+
+def image_token(processor) -> str:
+    """What one image's placeholder becomes in the rendered text: the processor's image token, framed by its
+    vision start/end tokens where the model has them (Qwen2-VL finds images by them)."""
+    tok = processor.image_token
+    start, end = getattr(processor, "vision_start_token", None), getattr(processor, "vision_end_token", None)
+    return f"{start}{tok}{end}" if start and end else tok
+
+
+def image_token_counts(processor, images: list) -> list[int]:
+    """How many image tokens each image takes in the model's input, as the processor itself computes it."""
+    inputs = processor.image_processor(images, return_tensors="pt")
+    return [processor.replace_image_token(inputs, i).count(processor.image_token) for i in range(len(images))]
+
+
+def expand_image_tokens(ids: list[int], labels: list[int], image_id: int, counts: list[int]) -> tuple[list, list]:
+    """Each occurrence of `image_id` repeated counts[i] times (label IGNORE)."""
+    out_ids, out_labels, k = [], [], 0
+    for t, lab in zip(ids, labels):
+        if t == image_id:
+            out_ids += [t] * counts[k]
+            out_labels += [IGNORE] * counts[k]
+            k += 1
+        else:
+            out_ids.append(t)
+            out_labels.append(lab)
+    if k != len(counts):
+        raise ValueError(f"{k} image tokens in the rendered text for {len(counts)} images")
+    return out_ids, out_labels
+
+
+def with_image_tokens(messages: list[dict], processor) -> list[dict]:
+    token = image_token(processor)
+    return [{**m, "content": m["content"].replace(PLACEHOLDER, token)} for m in messages]
+
+
+def encode_multimodal(messages: list[dict], images: list[str], processor) -> dict | str:
+    """{"input_ids", "labels", "chat", "images"} for a conversation with images, or why it has no tokens."""
+    from tailor.data.templates import encode_conversation
+
+    if processor is None or not hasattr(processor, "image_processor"):
+        return NO_PROCESSOR
+    enc = encode_conversation(processor.tokenizer, with_image_tokens(messages, processor), None)
+    if enc is None:
+        return "no assistant token in the conversation"
+    counts = image_token_counts(processor, [load_image(r) for r in images])
+    ids, labels = expand_image_tokens(enc["input_ids"], enc["labels"], processor.image_token_id, counts)
+    return {"input_ids": ids, "labels": labels, "chat": True, "images": list(images)}
+
+
+def token_types(processor, ids) -> dict:
+    """{"mm_token_type_ids": ...} for processors whose models locate images by it (Qwen2-VL's M-RoPE), else {}."""
+    import torch
+
+    if "mm_token_type_ids" not in getattr(processor, "model_input_names", []):
+        return {}
+    return {"mm_token_type_ids": torch.tensor(processor.create_mm_token_type_ids(ids.tolist()))}
+
+
+def prompt_inputs(processor, messages: list[dict], images: list[str]) -> dict:
+    """Model inputs (batch of one) for a prompt with images: what chat, eval and serving generate from."""
+    import torch
+
+    from tailor.data.templates import render
+
+    text = render(processor.tokenizer, with_image_tokens(messages, processor), add_generation_prompt=True)
+    ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    pixels = [load_image(r) for r in images]
+    if pixels:
+        ids, _ = expand_image_tokens(ids, ids, processor.image_token_id, image_token_counts(processor, pixels))
+    out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}
+    if pixels:
+        out.update(processor.image_processor(pixels, return_tensors="pt"))
+    return {**out, **token_types(processor, out["input_ids"])}
+
+
+@dataclass
+class VisionCollator:
+    """Right-pad input_ids/labels (as PadCollator) and add the batch's images as the processor prepares them."""
+
+    processor: object
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        images = [load_image(r) for f in features for r in (f.get("images") or [])]
+        if images:
+            batch.update(self.processor.image_processor(images, return_tensors="pt"))
+        return {**batch, **token_types(self.processor, ids)}
