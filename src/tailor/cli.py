@@ -171,6 +171,11 @@ def cmd_quickstart(a: C.QuickstartCommand) -> int:
     from tailor.quickstart import run
 
     cfg = build(QuickstartConfig, parse_overrides(a.overrides, QuickstartConfig), "command line")
+    if cfg.domain == "vision":
+        from tailor.quickstart.vision import run as run_vision
+
+        run_vision(cfg)
+        return 0
     run(cfg)
     return 0
 

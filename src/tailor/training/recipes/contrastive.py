@@ -137,6 +137,9 @@ def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     for p in model.get_submodule(_language_path(model)).parameters():
         p.requires_grad_(False)  # the text side is the fixed target space
     model.get_input_embeddings().weight.requires_grad_(False)
+    from tailor.models.loading import count_parameters
+
+    parameters = count_parameters(model)
     trainer = phases.build_trainer(ContrastiveTrainer, recipe, run, model, processor, data, callbacks)
     fitted = phases.fit(trainer, recipe, run, data)
     del model.tailor_logit_scale  # not part of the architecture: final/ loads with plain transformers

@@ -1,0 +1,127 @@
+"""A synthetic product-inspection domain: rendered parts with or without a defect, and questions about them.
+
+Each image shows one machined part (a disc, a plate or a ring) on a background, at a random position, scale and
+lighting, with one of: no defect, a scratch, a dent, a discoloration or a missing piece. Questions come in English
+and Chinese ("Is this part defective?", "缺陷类型是什么？"); the evaluation set uses images drawn with other seeds
+and question wordings never seen in training. Everything is deterministic in the seed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFECTS = ("none", "scratch", "dent", "discoloration", "missing")
+TYPE_ANSWER = {"en": {"none": "no defect", "scratch": "a scratch", "dent": "a dent", "discoloration": "discoloration",
+                      "missing": "a missing piece"},
+               "zh": {"none": "无缺陷", "scratch": "划痕", "dent": "凹痕", "discoloration": "变色", "missing": "缺件"}}
+# (train wordings, held-out wordings) per language and question kind
+QUESTIONS = {
+    ("en", "defect"): (["Is this part defective?", "Does this part have a defect?", "Is the part OK?"],
+                       ["Would this part fail inspection?"]),
+    ("en", "type"): (["What is wrong with it?", "What kind of defect does it have?", "Name the defect."],
+                     ["Which defect do you see on this part?"]),
+    ("zh", "defect"): (["这个零件有缺陷吗？", "零件合格吗？"], ["这个零件能通过检验吗？"]),
+    ("zh", "type"): (["缺陷类型是什么？", "这是什么缺陷？"], ["零件上有哪种缺陷？"]),
+}
+
+
+def answer(lang: str, kind: str, defect: str) -> str:
+    """The reference answer: yes/no for the defect question, the defect's name for the type question."""
+    if kind == "defect":
+        if lang == "en":
+            return "No, the part is good." if defect == "none" else "Yes, it is defective."
+        return "合格，没有缺陷。" if defect == "none" else "不合格，有缺陷。"
+    name = TYPE_ANSWER[lang][defect]
+    if lang == "en":
+        return "Nothing, it has no defect." if defect == "none" else f"It has {name}."
+    return "没有缺陷。" if defect == "none" else f"缺陷是{name}。"
+
+
+def render(defect: str, rng: random.Random, size: int = 64):
+    """One inspection image (PIL, RGB) of a part with `defect`."""
+    from PIL import Image, ImageDraw
+
+    bg = tuple(rng.randint(20, 90) for _ in range(3))
+    img = Image.new("RGB", (size, size), bg)
+    d = ImageDraw.Draw(img)
+    light = rng.uniform(0.8, 1.15)
+    metal = tuple(min(255, int(c * light)) for c in (170, 175, 185))
+    r = rng.uniform(0.28, 0.40) * size
+    cx, cy = rng.uniform(r + 2, size - r - 2), rng.uniform(r + 2, size - r - 2)
+    shape = rng.choice(("disc", "plate", "ring"))
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "plate":
+        d.rectangle(box, fill=metal)
+    else:
+        d.ellipse(box, fill=metal)
+        if shape == "ring":
+            d.ellipse((cx - r * 0.3, cy - r * 0.3, cx + r * 0.3, cy + r * 0.3), fill=bg)
+    # defects sit on the part's body, away from a ring's hole
+    a = rng.uniform(0, 6.283)
+    from math import cos, sin
+
+    px, py = cx + 0.6 * r * cos(a), cy + 0.6 * r * sin(a)
+    if defect == "scratch":
+        dx, dy = 0.5 * r * cos(a + 1.3), 0.5 * r * sin(a + 1.3)
+        d.line((px - dx, py - dy, px + dx, py + dy), fill=tuple(int(c * 0.35) for c in metal), width=2)
+    elif defect == "dent":
+        s = r * rng.uniform(0.18, 0.26)
+        d.ellipse((px - s, py - s, px + s, py + s), fill=tuple(int(c * 0.55) for c in metal))
+        d.ellipse((px - s * 0.4, py - s * 0.4, px + s * 0.2, py + s * 0.2), fill=tuple(int(c * 0.4) for c in metal))
+    elif defect == "discoloration":
+        s = r * rng.uniform(0.3, 0.42)
+        tint = (min(255, int(metal[0] * 1.1)), int(metal[1] * 0.75), int(metal[2] * 0.3))
+        d.ellipse((px - s, py - s, px + s, py + s), fill=tint)
+    elif defect == "missing":
+        s = r * 0.55
+        ex, ey = cx + 0.9 * r * cos(a), cy + 0.9 * r * sin(a)
+        d.polygon([(ex, ey), (ex + s * cos(a + 2.2), ey + s * sin(a + 2.2)), (ex + s * cos(a - 2.2), ey + s * sin(a - 2.2))],
+                  fill=bg)
+        d.ellipse((ex - s * 0.5, ey - s * 0.5, ex + s * 0.5, ey + s * 0.5), fill=bg)
+    return img
+
+
+@dataclass
+class InspectionDomain:
+    train: list[dict] = field(default_factory=list)     # conversations with one image
+    captions: list[dict] = field(default_factory=list)  # image-caption pairs for contrastive alignment
+    eval: list[dict] = field(default_factory=list)      # held-out images and wordings, with labels
+
+
+def _row(image: str, question: str, reference: str, **labels) -> dict:
+    return {"messages": [{"role": "user", "content": f"<image>{question}"}, {"role": "assistant", "content": reference}],
+            "images": [image], **labels}
+
+
+def generate(out_dir: Path, seed: int = 0, train_images: int = 600, eval_images: int = 100, size: int = 64) -> InspectionDomain:
+    """Render the images under out_dir/images and return the rows (image paths relative to out_dir)."""
+    rng = random.Random(seed)
+    (out_dir / "images").mkdir(parents=True, exist_ok=True)
+    dom = InspectionDomain()
+    for split, n in (("train", train_images), ("eval", eval_images)):
+        for i in range(n):
+            defect = DEFECTS[i % len(DEFECTS)]
+            name = f"images/{split}-{i:04d}.png"
+            render(defect, rng, size).save(out_dir / name)
+            for lang in ("en", "zh"):
+                for kind in ("defect", "type"):
+                    seen, held = QUESTIONS[(lang, kind)]
+                    if split == "train":
+                        dom.train.append(_row(name, rng.choice(seen), answer(lang, kind, defect)))
+                    else:
+                        dom.eval.append(_row(name, held[0], answer(lang, kind, defect), defect=defect, kind=kind,
+                                             lang=lang))
+            if split == "train":
+                dom.captions.append(_row(name, "", answer("en", "type", defect)))
+    return dom
+
+
+def write(dom: InspectionDomain, out_dir: Path) -> dict[str, Path]:
+    files = {}
+    for name, rows in (("train", dom.train), ("captions", dom.captions), ("eval", dom.eval)):
+        files[name] = out_dir / f"{name}.jsonl"
+        files[name].write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return files
