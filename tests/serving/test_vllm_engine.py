@@ -223,3 +223,21 @@ def test_build_app_serves_through_vllm(monkeypatch, fake_vllm, llama_dir):
 
         expected = encode_prompt(app.state.tailor.engine.tokenizer, [{"role": "user", "content": "hi"}])
         assert fake_vllm[0].calls[-1]["prompt"] == {"prompt_token_ids": expected}  # the one prompt path
+
+
+def test_json_schema_reaches_vllm_as_structured_outputs(fake_vllm, tokenizer, tmp_path, monkeypatch):
+    sampling = types.ModuleType("vllm.sampling_params")
+    sampling.StructuredOutputsParams = lambda **kw: ("structured", kw)
+    monkeypatch.setitem(sys.modules, "vllm.sampling_params", sampling)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"max_position_embeddings": 96}))
+    engine = VllmEngine(model, tokenizer, ServeConfig())
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    s, _ = _seq(8)
+    s.json_schema = schema
+    assert engine.sampling_params(s).structured_outputs == ("structured", {"json": schema})
+    del sampling.StructuredOutputsParams  # vLLM before 0.10.2: guided decoding
+    sampling.GuidedDecodingParams = lambda **kw: ("guided", kw)
+    assert engine.sampling_params(s).guided_decoding == ("guided", {"json": schema})
+    assert not hasattr(engine.sampling_params(_seq(8)[0]), "guided_decoding")
