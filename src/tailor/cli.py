@@ -128,15 +128,18 @@ def cmd_merge(a: C.MergeCommand) -> int:
 
 
 def cmd_chat(a: C.ChatCommand) -> int:
+    from tailor.models.grammar import load_schema
     from tailor.serving.chat import load_chat_model, remote_answer, remote_repl, repl, stream_answer
 
+    schema = load_schema(a.json_schema) if a.json_schema else None
     if a.url:
         key = a.api_key or os.environ.get("TAILOR_API_KEY")
         if a.prompt is not None:
             messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
-            print(remote_answer(a.url, messages, a.model, a.max_new_tokens, 0.7 if a.sample else 0.0, api_key=key))
+            print(remote_answer(a.url, messages, a.model, a.max_new_tokens, 0.7 if a.sample else 0.0, api_key=key,
+                                json_schema=schema))
             return 0
-        remote_repl(a.url, a.model, a.system, a.max_new_tokens, api_key=key)
+        remote_repl(a.url, a.model, a.system, a.max_new_tokens, api_key=key, json_schema=schema)
         return 0
     if not a.model:
         raise TailorError("chat needs a model directory, or --url of a running server", where="tailor chat",
@@ -144,9 +147,9 @@ def cmd_chat(a: C.ChatCommand) -> int:
     model, tokenizer = load_chat_model(a.model, a.adapter)
     if a.prompt is not None:
         messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
-        print(stream_answer(model, tokenizer, messages, a.max_new_tokens, a.sample))
+        print(stream_answer(model, tokenizer, messages, a.max_new_tokens, a.sample, json_schema=schema))
         return 0
-    repl(model, tokenizer, a.system, a.max_new_tokens, a.sample)
+    repl(model, tokenizer, a.system, a.max_new_tokens, a.sample, json_schema=schema)
     return 0
 
 

@@ -158,3 +158,20 @@ def test_auto_streams_text_then_calls_and_reports_broken_calls(monkeypatch):
     assert msg.tool_calls is None and reason == "invalid_tool_call" and "refund" in msg.tool_call_error
     msg, reason = structured.assistant_message("Sure, it shipped.", plan, "stop")
     assert (msg.content, msg.tool_calls, reason) == ("Sure, it shipped.", None, "stop")
+
+
+def test_chat_json_schema_local_and_remote(client, llama_dir, tmp_path, capsys):
+    from tailor.cli import main
+
+    schema_file = tmp_path / "ticket.json"
+    schema_file.write_text(json.dumps(Ticket.model_json_schema()))
+    assert main(["chat", str(llama_dir), "--json-schema", str(schema_file), "--prompt", "Order a tent",
+                 "--max-new-tokens", "120"]) == 0
+    local = Ticket.model_validate_json(capsys.readouterr().out)
+    url = str(client.base_url).rstrip("/").removesuffix("/v1")
+    assert main(["chat", "base", "--url", url, "--api-key", KEY, "--json-schema", str(schema_file), "--prompt",
+                 "Order a tent", "--max-new-tokens", "120"]) == 0
+    assert Ticket.model_validate_json(capsys.readouterr().out) == local  # greedy: the same constrained answer
+    schema_file.write_text('{"type": "object", "properties": {"a": {"type": "nonsense"}}}')
+    assert main(["chat", str(llama_dir), "--json-schema", str(schema_file), "--prompt", "x"]) == 2
+    assert "nonsense" in capsys.readouterr().err

@@ -101,6 +101,7 @@ class ChatCommand(CommandSettings):
     system: str | None = Field(None, description="System message.")
     max_new_tokens: int = Field(128, ge=1, description="Tokens per answer.")
     sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    json_schema: str | None = Field(None, description="A JSON-schema file: every answer is JSON matching it (constrained decoding; with --url sent as response_format).", json_schema_extra=flag(metavar="FILE"))
 
 
 class ServeCommand(CommandSettings):

@@ -23,8 +23,11 @@ def decoding_kwargs(tokenizer, max_new_tokens: int, do_sample: bool = False, tem
 
 @torch.no_grad()
 def generate_rows(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
-                  do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9) -> list[list[int]]:
-    """The generated token ids (up to max_new_tokens, padding after end-of-sequence included) per conversation."""
+                  do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
+                  json_schema: dict | None = None) -> list[list[int]]:
+    """The generated token ids (up to max_new_tokens, padding after end-of-sequence included) per conversation.
+
+    With `json_schema`, decoding is constrained to JSON matching it (tailor.models.grammar)."""
     model.eval()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -38,16 +41,26 @@ def generate_rows(model, tokenizer, conversations: list[list[dict]], max_new_tok
         for i, p in enumerate(prompts):
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
+        extra = {}
+        if json_schema is not None:
+            from transformers import LogitsProcessorList
+
+            from tailor.models.grammar import SchemaLogitsProcessor
+
+            extra["logits_processor"] = LogitsProcessorList([SchemaLogitsProcessor(tokenizer, json_schema)])
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                             **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p))
+                             **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p), **extra)
         rows.extend(out[:, width:].tolist())
     return rows
 
 
 def generate(model, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 64, batch_size: int = 16,
-             do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0) -> list[str]:
-    """Answer each conversation (its trailing assistant turn, if any, is dropped). Greedy by default."""
+             do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9, seed: int = 0,
+             json_schema: dict | None = None) -> list[str]:
+    """Answer each conversation (its trailing assistant turn, if any, is dropped). Greedy by default; with
+    `json_schema` every answer is JSON constrained to it."""
     if do_sample:
         torch.manual_seed(seed)
-    rows = generate_rows(model, tokenizer, conversations, max_new_tokens, batch_size, do_sample, temperature, top_p)
+    rows = generate_rows(model, tokenizer, conversations, max_new_tokens, batch_size, do_sample, temperature, top_p,
+                         json_schema)
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]

@@ -105,13 +105,13 @@ class SchemaLogitsProcessor:
     """A transformers LogitsProcessor constraining every row of one `model.generate` call to JSON matching a schema
     (make a new one per call: its rows start at the first step it sees)."""
 
-    def __init__(self, tokenizer, schema: dict | None, n_vocab: int):
-        self.tokenizer, self.grammar, self.n_vocab = tokenizer, schema_grammar(schema), n_vocab
+    def __init__(self, tokenizer, schema: dict | None):
+        self.tokenizer, self.grammar = tokenizer, schema_grammar(schema)
         self.rows: list[Constraint] | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.rows is None:
-            self.rows = [Constraint(self.tokenizer, self.grammar, self.n_vocab) for _ in range(input_ids.shape[0])]
+        if self.rows is None:  # the logits' width is the vocabulary the masks cover
+            self.rows = [Constraint(self.tokenizer, self.grammar, scores.shape[-1]) for _ in range(input_ids.shape[0])]
         else:
             for token, c in zip(input_ids[:, -1].tolist(), self.rows):
                 if not c.finished:
@@ -142,3 +142,22 @@ def parse_json(text: str, schema: dict | None) -> tuple[object | None, str | Non
     elif not isinstance(value, dict):
         return None, "not a JSON object"
     return value, None
+
+
+def load_schema(path) -> dict:
+    """A JSON-schema file (`tailor chat --json-schema`, eval.json_schema), checked for use in constrained decoding."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise TailorError(f"no JSON-schema file at {p}", where=str(path), fix="give the path of a .json schema file")
+    try:
+        schema = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TailorError(f"the JSON-schema file is not valid JSON: {e}", where=str(p)) from None
+    problem = schema_problem(schema)
+    if problem:
+        raise TailorError(f"the JSON schema cannot constrain decoding: {problem}", where=str(p),
+                          fix="see https://github.com/guidance-ai/llguidance/blob/main/docs/json_schema.md for "
+                              "what is supported")
+    return schema

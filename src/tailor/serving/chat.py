@@ -28,14 +28,20 @@ def load_chat_model(model_dir, adapter=None, runtime: bool = True):
 
 
 def stream_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 128, do_sample: bool = False,
-                  temperature: float = 0.7, top_p: float = 0.9, on_text: Callable[[str], None] | None = None) -> str:
-    """Generate one assistant turn, passing text pieces to on_text as they are decoded."""
-    from transformers import TextIteratorStreamer
+                  temperature: float = 0.7, top_p: float = 0.9, on_text: Callable[[str], None] | None = None,
+                  json_schema: dict | None = None) -> str:
+    """Generate one assistant turn, passing text pieces to on_text as they are decoded (JSON matching
+    `json_schema` when given: constrained decoding, tailor.models.grammar)."""
+    from transformers import LogitsProcessorList, TextIteratorStreamer
+
+    from tailor.models.grammar import SchemaLogitsProcessor
 
     ids = torch.tensor([encode_prompt(tokenizer, messages)], device=next(model.parameters()).device)
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     kwargs = dict(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                   **decoding_kwargs(tokenizer, max_new_tokens, do_sample, temperature, top_p))
+    if json_schema is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([SchemaLogitsProcessor(tokenizer, json_schema)])
     worker = threading.Thread(target=lambda: model.generate(**kwargs), daemon=True)
     worker.start()
     pieces = []
@@ -48,11 +54,12 @@ def stream_answer(model, tokenizer, messages: list[dict], max_new_tokens: int = 
 
 
 def repl(model, tokenizer, system: str | None = None, max_new_tokens: int = 128, do_sample: bool = False,
-         stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+         stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout, json_schema: dict | None = None) -> None:
     """Read user lines, stream answers, keep the conversation until /reset or /exit."""
     model.eval()
     _conversation(lambda messages, on_text: stream_answer(model, tokenizer, messages, max_new_tokens, do_sample,
-                                                          on_text=on_text), system, stdin, stdout)
+                                                          on_text=on_text, json_schema=json_schema),
+                  system, stdin, stdout)
 
 
 def _conversation(answer: Callable, system: str | None, stdin: TextIO, stdout: TextIO) -> None:
@@ -113,8 +120,9 @@ class _ReasoningDisplay:
 
 def remote_answer(url: str, messages: list[dict], model: str | None = None, max_tokens: int = 128,
                   temperature: float = 0.0, api_key: str | None = None, on_text: Callable[[str], None] | None = None,
-                  timeout: float = 300.0) -> str:
-    """One assistant turn from a running `tailor serve` (or any OpenAI-compatible server), streamed."""
+                  timeout: float = 300.0, json_schema: dict | None = None) -> str:
+    """One assistant turn from a running `tailor serve` (or any OpenAI-compatible server), streamed; with
+    `json_schema` asked for as response_format json_schema."""
     import json
     import urllib.error
     import urllib.request
@@ -128,8 +136,10 @@ def remote_answer(url: str, messages: list[dict], model: str | None = None, max_
         headers["Authorization"] = f"Bearer {api_key}"
     if model is None:
         model = _first_model(base, headers, timeout)
-    body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
-                       "stream": True}).encode()
+    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature, "stream": True}
+    if json_schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": json_schema}}
+    body = json.dumps(body).encode()
     request = urllib.request.Request(base + "/chat/completions", data=body, headers=headers, method="POST")
     pieces, thinking = [], _Rejoin()
     try:
@@ -206,7 +216,9 @@ def _error_message(e) -> str:
 
 
 def remote_repl(url: str, model: str | None = None, system: str | None = None, max_tokens: int = 128,
-                api_key: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> None:
+                api_key: str | None = None, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout,
+                json_schema: dict | None = None) -> None:
     """The interactive session of `repl`, answered by a server instead of a local model."""
     _conversation(lambda messages, on_text: remote_answer(url, messages, model, max_tokens, api_key=api_key,
-                                                          on_text=on_text), system, stdin, stdout)
+                                                          on_text=on_text, json_schema=json_schema),
+                  system, stdin, stdout)
