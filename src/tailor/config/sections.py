@@ -201,6 +201,7 @@ class EvalConfig(Section):
     robustness_rate: float = Field(0.1, gt=0, le=0.5, description="Share of characters (typo) or words (eda) changed per question.")
     refusal_patterns: list[str] = Field(default_factory=list, description="Extra regular expressions that mark an answer as a refusal (added to the built-in English and Chinese list).")
     worst_k: int = Field(5, ge=0, description="Worst examples listed in the results.")
+    json_schema: str | None = Field(None, description="Generation: a JSON-schema file; answers are generated constrained to it (llguidance) and scored as structured answers against JSON references: json_valid (parses and validates), json_field_accuracy (share of the reference's top-level fields matched), json_exact_match.")
     runtime: Runtime = True
 
     _one_file_is_a_list = field_validator("data", mode="before")(lambda v: [v] if isinstance(v, str) else v)

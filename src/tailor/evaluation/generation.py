@@ -20,7 +20,7 @@ from tailor.evaluation.scoring import pad_id, sequence_logprobs
 
 # Per-example keys averaged into the results (name in the results, key in the example row).
 MEAN_KEYS = ("fact_accuracy", "exact_match", "normalized_exact_match", "token_f1", "rouge1", "rouge2", "rougeL",
-             "answer_length", "answer_length_tokens")
+             "answer_length", "answer_length_tokens", "json_valid", "json_field_accuracy", "json_exact_match")
 RATE_KEYS = {"empty": "empty_rate", "refusal": "refusal_rate"}
 
 
@@ -39,11 +39,12 @@ def load_chat_records(paths: list[str], max_examples: int | None) -> list[dict]:
 
 
 def score(records: list[dict], predictions: list[str], tokenizer=None,
-          refusal_patterns: tuple[str, ...] = ()) -> tuple[dict, list[dict]]:
+          refusal_patterns: tuple[str, ...] = (), json_schema: dict | None = None) -> tuple[dict, list[dict]]:
     """Aggregate and per-example scores (overall and per `lang` when records carry one).
 
     With a tokenizer, `answer_length_tokens` counts the answer's tokens under it; `answer_length`
-    always counts words (characters for Chinese), comparable across models.
+    always counts words (characters for Chinese), comparable across models. With `json_schema` (eval.json_schema)
+    the answers are also scored as structured answers (`structured_scores`).
     """
     from tailor.data.reasoning import answer_of, split_reasoning
 
@@ -76,8 +77,35 @@ def score(records: list[dict], predictions: list[str], tokenizer=None,
         for key in ("lang", "fact_id"):
             if key in rec:
                 row[key] = rec[key]
+        if json_schema is not None:
+            row.update(structured_scores(pred, ref, json_schema, len(examples)))
         examples.append(row)
     return aggregate(examples), examples
+
+
+def structured_scores(prediction: str, reference: str, schema: dict, index: int) -> dict:
+    """json_valid (the answer parses and matches the schema), json_field_accuracy (share of the reference object's
+    top-level fields the answer has with the same value; 0 or 1 for a non-object reference), json_exact_match."""
+    import json
+
+    from tailor.models.grammar import parse_json
+
+    try:
+        ref = json.loads(reference)
+    except json.JSONDecodeError:
+        raise TailorError(f"evaluation record {index}: the reference answer is not JSON, so a structured answer "
+                          f"cannot be scored against it: {reference[:80]!r}", where="eval.json_schema",
+                          fix="give JSON reference answers, or leave out eval.json_schema") from None
+    value, problem = parse_json(prediction, schema)
+    row = {"json_valid": float(problem is None), "json_exact_match": float(problem is None and value == ref)}
+    if isinstance(ref, dict) and ref:
+        got = value if isinstance(value, dict) else {}
+        row["json_field_accuracy"] = sum(k in got and got[k] == v for k, v in ref.items()) / len(ref)
+    else:
+        row["json_field_accuracy"] = row["json_exact_match"]
+    if problem:
+        row["json_error"] = problem
+    return row
 
 
 def aggregate(examples: list[dict]) -> dict:
@@ -105,12 +133,13 @@ def aggregate(examples: list[dict]) -> dict:
     return result
 
 
-def answer(model, tokenizer, conversations: list[list[dict]], cfg: EvalConfig) -> list[str]:
-    """Batched answers with the eval settings (the one generation path)."""
+def answer(model, tokenizer, conversations: list[list[dict]], cfg: EvalConfig,
+           json_schema: dict | None = None) -> list[str]:
+    """Batched answers with the eval settings (the one generation path); JSON matching `json_schema` when given."""
     from tailor.models.generation import generate
 
     return generate(model, tokenizer, conversations, cfg.max_new_tokens, cfg.batch_size, cfg.do_sample,
-                    cfg.temperature, cfg.top_p, cfg.seed)
+                    cfg.temperature, cfg.top_p, cfg.seed, json_schema=json_schema)
 
 
 def answer_logprobs(model, tokenizer, conversations: list[list[dict]], predictions: list[str],

@@ -21,6 +21,7 @@ import string
 from tailor.config import EvalConfig
 from tailor.evaluation import metrics as M
 from tailor.evaluation.generation import answer, score
+from tailor.models.grammar import load_schema
 
 KEYS = ("fact_accuracy", "normalized_exact_match", "token_f1", "rougeL")
 _TEMPLATES = {
@@ -92,8 +93,9 @@ def evaluate(model, tokenizer, records: list[dict], clean: dict, examples: list[
     for kind in cfg.robustness_noise:
         noisy = [_noisy(r, kind, cfg.robustness_rate, random.Random(f"{cfg.seed}:robustness:{kind}:{i}"), table)
                  for i, r in enumerate(records)]
-        preds = answer(model, tokenizer, [r["messages"] for r in noisy], cfg)
-        metrics, rows = score(noisy, preds, tokenizer, tuple(cfg.refusal_patterns))
+        schema = load_schema(cfg.json_schema) if cfg.json_schema else None  # noisy questions, same constraint
+        preds = answer(model, tokenizer, [r["messages"] for r in noisy], cfg, schema)
+        metrics, rows = score(noisy, preds, tokenizer, tuple(cfg.refusal_patterns), schema)
         changed = sum(a["messages"] != b["messages"] for a, b in zip(records, noisy))
         out = {"changed_questions": changed}
         for key in KEYS:

@@ -33,6 +33,7 @@ from tailor.evaluation import classification, efficiency, generation, lm, retrie
 from tailor.evaluation import metrics as M
 from tailor.evaluation.generation import score  # noqa: F401  (part of this module's API)
 from tailor.evaluation.scoring import answer_nll
+from tailor.models.grammar import load_schema
 
 TASKS = ("generation", "lm", "classification", "retrieval")
 _LOADERS = {"generation": generation.load_chat_records, "lm": lm.load_rows,
@@ -70,6 +71,11 @@ def _check_options(cfg: EvalConfig, out_dir) -> None:
     if cfg.robustness and cfg.task != "generation":
         raise TailorError(f"robustness re-asks generation questions; it does not apply to task '{cfg.task}'",
                           where="eval.robustness", fix="set eval.robustness=false, or use eval.task=generation")
+    if cfg.json_schema:
+        if cfg.task != "generation":
+            raise TailorError(f"json_schema constrains generated answers; it does not apply to task '{cfg.task}'",
+                              where="eval.json_schema", fix="leave it out, or use eval.task=generation")
+        load_schema(cfg.json_schema)  # a missing or unusable schema fails before the model loads
 
 
 def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | None = None,
@@ -131,9 +137,10 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
 def _generation(model, tokenizer, records: list[dict], cfg: EvalConfig) -> tuple[dict, list[dict]]:
     convs = [r["messages"] for r in records]
     t = time.perf_counter()
-    predictions = generation.answer(model, tokenizer, convs, cfg)
+    schema = load_schema(cfg.json_schema) if cfg.json_schema else None
+    predictions = generation.answer(model, tokenizer, convs, cfg, schema)
     gen_seconds = time.perf_counter() - t
-    metrics, examples = generation.score(records, predictions, tokenizer, tuple(cfg.refusal_patterns))
+    metrics, examples = generation.score(records, predictions, tokenizer, tuple(cfg.refusal_patterns), schema)
     metrics = {"task": "generation", **metrics}
     nll, ntok, per_ex = answer_nll(model, tokenizer, convs, max_length=cfg.max_length, batch_size=cfg.batch_size)
     metrics["answer_perplexity"] = M.perplexity(nll, ntok)
