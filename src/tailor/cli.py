@@ -123,7 +123,8 @@ def cmd_merge(a: C.MergeCommand) -> int:
     from tailor.adapters.merge import merge
 
     out = merge(a.adapter, a.out, base=a.base)
-    _console().print(f"[bold green]merged[/] {a.adapter} -> {out} (loads with AutoModelForCausalLM.from_pretrained)")
+    auto = "AutoModelForImageTextToText" if (out / "processor_config.json").is_file() else "AutoModelForCausalLM"
+    _console().print(f"[bold green]merged[/] {a.adapter} -> {out} (loads with {auto}.from_pretrained)")
     return 0
 
 
@@ -155,6 +156,14 @@ def cmd_chat(a: C.ChatCommand) -> int:
 
 def cmd_serve(a: C.ServeCommand) -> int:
     from tailor.mlops.follow import registry_source
+    from tailor.serving.vision import is_vision_target, vision_chat
+
+    if a.image or is_vision_target(a.model, a.adapter):
+        if schema is not None:
+            raise TailorError("--json-schema is not supported with a vision-language model", where="tailor chat",
+                              fix="leave out --json-schema, or serve the model and ask with response_format")
+        print(vision_chat(a.model, a.adapter, a.prompt, a.image, a.system, a.max_new_tokens, a.sample))
+        return 0
     from tailor.serving.server import parse_adapters, serve
 
     model, extra = a.model, []

@@ -25,9 +25,14 @@ def merge(adapter_dir: str | Path, out_dir: str | Path, base: str | Path | None 
                               where=str(Path(adapter_dir) / "adapter_config.json"),
                               fix="use the adapter directory as it is (tailor eval/chat load it onto the base), "
                                   "or train with adapter.method=lora, dora or ia3 to get a mergeable adapter")
+    from tailor.adapters.vision import is_vision_adapter, load_vision_with_adapter
     from tailor.models.loading import is_sequence_classifier, load_classifier, load_tokenizer
 
-    if is_sequence_classifier(adapter_dir) and is_adapter_dir(adapter_dir):
+    if is_vision_adapter(adapter_dir, base):
+        # The processor (image processor + tokenizer) is saved with it: AutoModelForImageTextToText and
+        # AutoProcessor load the merged folder.
+        model, tokenizer = load_vision_with_adapter(adapter_dir, base, dtype=dtype)
+    elif is_sequence_classifier(adapter_dir) and is_adapter_dir(adapter_dir):
         # The head (peft modules_to_save) and the label map come with the classifier loader; the merged
         # directory is then a plain AutoModelForSequenceClassification checkpoint.
         model = load_classifier(adapter_dir, base, dtype=dtype)

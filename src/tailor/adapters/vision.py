@@ -59,3 +59,32 @@ def apply_vision(model, cfg):
     peft_model = get_peft_model(model, lora)
     log.info("LoRA on the language model's %s; trained in full: %s", names, trained or "nothing else")
     return peft_model
+
+
+def _adapter_base(adapter_dir, base=None):
+    import json
+    from pathlib import Path
+
+    if base:
+        return Path(base)
+    cfg = Path(adapter_dir) / "adapter_config.json"
+    return Path(json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+
+
+def is_vision_adapter(adapter_dir, base=None) -> bool:
+    """True for a peft adapter directory whose base model is a vision-language checkpoint."""
+    from pathlib import Path
+
+    from tailor.models.vision import is_vision_model_dir
+
+    return (Path(adapter_dir) / "adapter_config.json").is_file() and is_vision_model_dir(_adapter_base(adapter_dir, base))
+
+
+def load_vision_with_adapter(adapter_dir, base=None, dtype: str = "auto"):
+    """(PeftModel, processor): the adapter on its vision-language base (the trained vision parts restored with it)."""
+    from peft import PeftModel
+
+    from tailor.models.vision import load_vision_model
+
+    model, processor = load_vision_model(_adapter_base(adapter_dir, base), dtype)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).eval(), processor

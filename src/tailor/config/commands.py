@@ -102,6 +102,7 @@ class ChatCommand(CommandSettings):
     max_new_tokens: int = Field(128, ge=1, description="Tokens per answer.")
     sample: bool = Field(False, description="Sample instead of greedy decoding.")
     json_schema: str | None = Field(None, description="A JSON-schema file: every answer is JSON matching it (constrained decoding; with --url sent as response_format).", json_schema_extra=flag(metavar="FILE"))
+    image: list[str] = Field(default_factory=list, description="An image file (or data: URL) the --prompt asks about, for a vision-language model (repeatable; <image> in the prompt places it, else images come first).", json_schema_extra=flag(action="append", metavar="FILE"))
 
 
 class ServeCommand(CommandSettings):

@@ -150,6 +150,14 @@ def _check_architecture(p: Path, raw: dict, trust_remote_code: bool) -> None:
             where=str(p / "config.json"),
             fix="re-save the checkpoint with save_pretrained from a recent transformers",
         )
+    if "vision_config" in raw:  # every text-only path (eval, chat, serve, quantize, export) loads through here
+        raise TailorError(
+            f"{p} is a vision-language model ({model_type}); this command takes text-only causal LMs",
+            where=str(p / "config.json"),
+            fix="vision-language models train with `tailor train` (sft, contrastive) and load with transformers' "
+                "AutoModelForImageTextToText (tailor.models.vision.load_vision_model); quantizing and exporting them "
+                "is not supported yet",
+        )
     if trust_remote_code and "auto_map" in raw:
         return
     if model_type in CONFIG_MAPPING:

@@ -17,11 +17,11 @@ from tailor.errors import TailorError
 
 IMAGE_TOKEN = "<image_placeholder>"  # DeepSeek-VL's own image token
 
-# Vision towers sized for a CPU: a 64x64 image in 8x8 patches is 64 image tokens.
+# Vision towers sized for a CPU: a 64x64 image in 16x16 patches is 16 image tokens per image.
 _SIGLIP_MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
                      patch_size=8)
 _SIGLIP_TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, image_size=64,
-                    patch_size=8)
+                    patch_size=16)
 VISION_PRESETS = {
     "deepseek-vl-micro": ("llama-micro", _SIGLIP_MICRO),
     "deepseek-vl-tiny": ("llama-tiny", _SIGLIP_TINY),

@@ -17,15 +17,25 @@ DEFECTS = ("none", "scratch", "dent", "discoloration", "missing")
 TYPE_ANSWER = {"en": {"none": "no defect", "scratch": "a scratch", "dent": "a dent", "discoloration": "discoloration",
                       "missing": "a missing piece"},
                "zh": {"none": "无缺陷", "scratch": "划痕", "dent": "凹痕", "discoloration": "变色", "missing": "缺件"}}
-# (train wordings, held-out wordings) per language and question kind
+# Question cores per language and kind, and prefixes: a wording is prefix + core + mark. Training uses the
+# combinations with (prefix + core) % len(prefixes) != 0; evaluation only the others, never seen in training.
 QUESTIONS = {
-    ("en", "defect"): (["Is this part defective?", "Does this part have a defect?", "Is the part OK?"],
-                       ["Would this part fail inspection?"]),
-    ("en", "type"): (["What is wrong with it?", "What kind of defect does it have?", "Name the defect."],
-                     ["Which defect do you see on this part?"]),
-    ("zh", "defect"): (["这个零件有缺陷吗？", "零件合格吗？"], ["这个零件能通过检验吗？"]),
-    ("zh", "type"): (["缺陷类型是什么？", "这是什么缺陷？"], ["零件上有哪种缺陷？"]),
+    ("en", "defect"): ["Is this part defective", "Does this part have a defect", "Is the part OK",
+                       "Would this part pass inspection", "Is anything wrong with this part"],
+    ("en", "type"): ["What is wrong with it", "What kind of defect does it have", "Name the defect",
+                     "Which defect do you see", "What type of defect is this"],
+    ("zh", "defect"): ["这个零件有缺陷吗", "零件合格吗", "这个零件能通过检验吗", "零件有问题吗"],
+    ("zh", "type"): ["缺陷类型是什么", "这是什么缺陷", "零件上有哪种缺陷", "是哪一类缺陷"],
 }
+PREFIXES = {"en": ["", "Quick check: ", "Inspector here. ", "Please look: "], "zh": ["", "请看：", "质检：", "帮我看看，"]}
+MARK = {"en": "?", "zh": "？"}
+
+
+def wordings(lang: str, kind: str, held_out: bool) -> list[str]:
+    """The question wordings of the training set (held_out=False) or of the evaluation set (True)."""
+    prefixes, cores = PREFIXES[lang], QUESTIONS[(lang, kind)]
+    return [p + c + MARK[lang] for i, p in enumerate(prefixes) for j, c in enumerate(cores)
+            if ((i + j) % len(prefixes) == 0) == held_out]
 
 
 def answer(lang: str, kind: str, defect: str) -> str:
@@ -41,7 +51,7 @@ def answer(lang: str, kind: str, defect: str) -> str:
 
 
 def render(defect: str, rng: random.Random, size: int = 64):
-    """One inspection image (PIL, RGB) of a part with `defect`."""
+    """One inspection image (PIL, RGB) of a part with `defect`, and the part's shape (disc, plate or ring)."""
     from PIL import Image, ImageDraw
 
     bg = tuple(rng.randint(20, 90) for _ in range(3))
@@ -81,7 +91,7 @@ def render(defect: str, rng: random.Random, size: int = 64):
         d.polygon([(ex, ey), (ex + s * cos(a + 2.2), ey + s * sin(a + 2.2)), (ex + s * cos(a - 2.2), ey + s * sin(a - 2.2))],
                   fill=bg)
         d.ellipse((ex - s * 0.5, ey - s * 0.5, ex + s * 0.5, ey + s * 0.5), fill=bg)
-    return img
+    return img, shape
 
 
 @dataclass
@@ -105,17 +115,21 @@ def generate(out_dir: Path, seed: int = 0, train_images: int = 600, eval_images:
         for i in range(n):
             defect = DEFECTS[i % len(DEFECTS)]
             name = f"images/{split}-{i:04d}.png"
-            render(defect, rng, size).save(out_dir / name)
+            img, shape = render(defect, rng, size)
+            img.save(out_dir / name)
             for lang in ("en", "zh"):
                 for kind in ("defect", "type"):
-                    seen, held = QUESTIONS[(lang, kind)]
                     if split == "train":
-                        dom.train.append(_row(name, rng.choice(seen), answer(lang, kind, defect)))
+                        question = rng.choice(wordings(lang, kind, held_out=False))
+                        dom.train.append(_row(name, question, answer(lang, kind, defect)))
                     else:
-                        dom.eval.append(_row(name, held[0], answer(lang, kind, defect), defect=defect, kind=kind,
+                        question = rng.choice(wordings(lang, kind, held_out=True))
+                        dom.eval.append(_row(name, question, answer(lang, kind, defect), defect=defect, kind=kind,
                                              lang=lang))
             if split == "train":
-                dom.captions.append(_row(name, "", answer("en", "type", defect)))
+                # Captions name the shape too: more distinct captions per batch give the contrastive loss more to learn.
+                what = "no defect" if defect == "none" else TYPE_ANSWER["en"][defect]
+                dom.captions.append(_row(name, "", f"a metal {shape} with {what}"))
     return dom
 
 

@@ -22,6 +22,7 @@ NO = ("No", "合格")
 def run(cfg: QuickstartConfig, console=None) -> dict:
     from rich.console import Console
 
+    from tailor.adapters.merge import merge
     from tailor.models.tokenizer import train_tokenizer
     from tailor.models.vision import init_vision_model
     from tailor.quickstart.inspection_domain import generate, write
@@ -78,7 +79,7 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
 
     t = stage(5, "evaluation on held-out images and wordings")
     base_eval = evaluate_dir(aligned.final_dir, dom.eval, out / "data")
-    merged = merge_vision(tuned.final_dir, out / "merged")
+    merged = merge(tuned.final_dir, out / "merged", dtype="float32")
     tuned_eval = evaluate_dir(merged, dom.eval, out / "data")
     stages["eval"] = time.perf_counter() - t
     info["merge_max_abs_logit_diff"] = merge_check(tuned.final_dir, merged, dom.eval[0], out / "data")
@@ -150,34 +151,18 @@ def evaluate_dir(model_dir: Path, rows: list[dict], root: Path) -> dict:
     return {"metrics": score(rows, answers), "rows": scored}
 
 
-def merge_vision(adapter_dir: Path, out: Path) -> Path:
-    """base + LoRA (and the fully trained vision parts) merged and saved with the processor."""
-    from peft import PeftModel
-
-    from tailor.models.vision import load_vision_model
-
-    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base, processor = load_vision_model(base_dir, dtype="float32")
-    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(out, safe_serialization=True)
-    processor.save_pretrained(out)
-    return out
-
-
 def merge_check(adapter_dir: Path, merged_dir: Path, row: dict, root: Path) -> float:
     """Max |logit difference| between base+adapter and the merged model loaded by plain AutoModelForImageTextToText."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
+    from tailor.adapters.vision import load_vision_with_adapter
     from tailor.data.images import prompt_inputs
-    from tailor.models.vision import load_vision_model
 
-    base_dir = json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base, processor = load_vision_model(base_dir, dtype="float32")
+    with_adapter, processor = load_vision_with_adapter(adapter_dir, dtype="float32")
     inputs = prompt_inputs(processor, row["messages"][:1], [str(root / row["images"][0])])
     with torch.no_grad():
-        a = PeftModel.from_pretrained(base, str(adapter_dir)).eval()(**inputs).logits
+        a = with_adapter(**inputs).logits
         b = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()(**inputs).logits
     return float((a - b).abs().max())
 
