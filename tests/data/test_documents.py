@@ -201,7 +201,7 @@ def test_provenance_survives_prepare(tmp_path):
     rows = prepared.records("train") + prepared.records("test")
     assert rows and all(r["meta"].get("section") and r["source"] in ("manual.pdf", "faq.md") for r in rows)
     assert {(r["source"], r["meta"].get("page"), r["meta"]["section"]) for r in rows} >= {
-        ("manual.pdf", 1, "Returns"), ("manual.pdf", 2, "Prices"), ("manual.pdf", 3, "FAQ"), ("faq.md", None, "Hours")}
+        ("manual.pdf", 1, "Returns"), ("manual.pdf", 2, "Prices"), ("manual.pdf", 3, "FAQ"), ("faq.md", 1, "Hours")}
     assert all("#page=" in r["where"] for r in rows if r["source"] == "manual.pdf")
     text = (prepared.path / "report.txt").read_text(encoding="utf-8")
     assert "pdf: 1 files, 3 pages (0 OCR, 0 empty, 0 skipped), 6 boilerplate lines removed" in text
@@ -234,3 +234,17 @@ def test_data_inspect_shows_provenance_and_tokenizer_budget(tmp_path, tokenizer_
     assert main(["data", "inspect", str(tmp_path / "prepared"), "--samples", "1"]) == 0
     out = capsys.readouterr().out
     assert "manual.pdf#page=" in out and "section: " in out
+
+
+def test_attribute_lines_name_their_section_and_tables_chunk_under_one_header(tmp_path):
+    (tmp_path / "specs.md").write_text("# Tent\n\nPrice: $459\n\nMSRP: the list price.\n\n# Lamp\n\nPrice: $42\n",
+                                       encoding="utf-8")
+    qa = [(r["messages"][0]["content"], r["messages"][1]["content"])
+          for r, _ in document_rows(tmp_path / "specs.md", DocumentConfig(emit="qa"), {})]
+    assert qa == [("What is the price of Tent?", "$459"), ("What is MSRP?", "the list price."),
+                  ("What is the price of Lamp?", "$42")]
+    table = Block("table", rows=[["Item", "Price"]] + [[f"item {i}", f"${i}"] for i in range(30)], page=4)
+    chunks = list(chunk_document([table], 60, estimate_tokens))
+    assert len(chunks) > 1 and all(c.text.startswith("| Item | Price |\n|---|---|\n| item") for c in chunks)
+    assert all(c.text.count("| Item | Price |") == 1 and estimate_tokens(c.text) <= 60 and c.page == 4 for c in chunks)
+    assert sum(c.text.count("| item ") for c in chunks) == 30

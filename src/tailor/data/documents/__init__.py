@@ -156,7 +156,7 @@ def _text_rows(doc: Document, cfg, tokenizer) -> Iterator[dict]:
 
 def _qa_rows(doc: Document, path: Path, cfg, stats: dict) -> Iterator[dict]:
     from tailor.data.augment import _parse_template, _substitute
-    from tailor.data.documents.qa import extract
+    from tailor.data.documents.qa import _ambiguous_terms, extract, qualified_question
     from tailor.data.loading import to_record
 
     counts = stats.setdefault("qa_pairs", {})
@@ -165,8 +165,12 @@ def _qa_rows(doc: Document, path: Path, cfg, stats: dict) -> Iterator[dict]:
         probe = _slots(t)
         tree, names = _parse_template(t, i, {n: ["x"] for n in probe})
         templates.append((tree, names))
-    for ex in extract(doc.blocks):
+    extracts = list(extract(doc.blocks))
+    ambiguous = _ambiguous_terms(extracts)
+    for ex in extracts:
         prov = {"page": ex.page, "section": ex.section}
+        if ex.kind == "definition" and ex.fields.get("term") in ambiguous:
+            ex.question = qualified_question(ex.fields["term"], ex.section.split(" > ")[-1])
         if ex.question and ex.answer and ex.kind in cfg.qa_from:
             counts[ex.kind] = counts.get(ex.kind, 0) + 1
             yield {"messages": [{"role": "user", "content": ex.question}, {"role": "assistant", "content": ex.answer}],

@@ -26,7 +26,7 @@ def _norm(text: str) -> str:
 
 
 def remove_boilerplate(doc: Document, min_pages: int) -> int:
-    """Drop non-table blocks at a page's top or bottom whose text (digits ignored, so "Page 3 of 9" matches
+    """Drop paragraphs and list items at a page's top or bottom whose text (digits ignored, so "Page 3 of 9" matches
     "Page 4 of 9") recurs at the edge of at least half of the pages with text. Returns how many were removed."""
     by_page: dict[int, list[int]] = {}
     for i, b in enumerate(doc.blocks):
@@ -40,7 +40,7 @@ def remove_boilerplate(doc: Document, min_pages: int) -> int:
         edge = set(idx[:EDGE] + idx[-EDGE:])
         keys = set()
         for i in edge:
-            if doc.blocks[i].kind != "table":
+            if doc.blocks[i].kind not in ("table", "heading"):  # a repeated title is structure, not a running header
                 edges[i] = _norm(doc.blocks[i].text)
                 keys.add(edges[i])
         seen.update(keys)
@@ -105,9 +105,15 @@ def _pieces(block: Block, budget: int, count: Callable[[str], int]) -> list[str]
     text = block.markdown()
     if count(text) <= budget:
         return [text]
-    if block.kind == "table":
+    if block.kind == "table":  # rows under one copy of the header, as many as fit
         head, rows = text.split("\n")[:2], text.split("\n")[2:]
-        units = ["\n".join(head + [r]) for r in rows]
+        units, cur = [], []
+        for r in rows:
+            if cur and count("\n".join(head + cur + [r])) > budget:
+                units.append("\n".join(head + cur))
+                cur = []
+            cur.append(r)
+        units.append("\n".join(head + cur))
     else:
         units = [s for s in _SENTENCE.split(text) if s.strip()]
     out: list[str] = []

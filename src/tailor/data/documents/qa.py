@@ -5,7 +5,9 @@ Structure read (document.qa_from):
   headings ending in "?" or "？" under a heading that names an FAQ, answered by the paragraph below;
 - table: a table with a header row and at least one body row; the first column names the subject and every
   other non-empty column gives one pair ("What is the <column> of <subject>?" / "<subject>的<column>是多少？");
-- definition: "term: definition" lines (term of at most 6 words / 12 CJK characters) outside FAQ blocks.
+- definition: "term: definition" lines (term of at most 6 words / 12 CJK characters) outside FAQ blocks; a
+  term defined differently in several places of a document ("Price: $459" on every product page) is an
+  attribute of its section, and the question names the section's heading ("What is the price of <heading>?").
 
 Every extraction is also a record of named fields (table rows: the header names in snake_case; FAQ:
 question, answer; definitions: term, definition; always section, page, source) that `document.templates`
@@ -114,3 +116,16 @@ def extract(blocks: list[Block]) -> Iterator[Extract]:
                 if short and term and definition and not term.lower().startswith(("http", "www")):
                     q = f"{term}是什么？" if is_zh(term) else f"What is {term}?"
                     yield Extract("definition", q, definition, {"term": term, "definition": definition}, name, b.page)
+
+
+def _ambiguous_terms(extracts: list[Extract]) -> set[str]:
+    """Terms a document defines with more than one different definition."""
+    seen: dict[str, set[str]] = {}
+    for ex in extracts:
+        if ex.kind == "definition":
+            seen.setdefault(ex.fields["term"], set()).add(ex.fields["definition"])
+    return {t for t, defs in seen.items() if len(defs) > 1}
+
+
+def qualified_question(term: str, heading: str) -> str:
+    return f"{heading}的{term}是什么？" if is_zh(term + heading) else f"What is the {term.lower()} of {heading}?"

@@ -84,7 +84,14 @@ def read_html(path) -> Document:
     parser.feed(text)
     parser.close()
     parser._flush()
-    return Document(str(path), parser.blocks, [PageInfo(1, empty=not parser.blocks)])
+    return _one_page(str(path), parser.blocks)
+
+
+def _one_page(path: str, blocks: list[Block]) -> Document:
+    """A web page or Markdown file is one page: page 1 is where each of its rows comes from."""
+    for b in blocks:
+        b.page = 1
+    return Document(path, blocks, [PageInfo(1, empty=not blocks)])
 
 
 _MD_HEAD = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -126,7 +133,7 @@ def read_markdown(path) -> Document:
                 flush()
             para.append(line)
     flush()
-    return Document(str(path), blocks, [PageInfo(1, empty=not blocks)])
+    return _one_page(str(path), blocks)
 
 
 def _read_text(path) -> str:
