@@ -14,9 +14,12 @@ after training minus that baseline. The plan's prediction is compared above the 
 framework overhead (the resident set a planning process measures of itself), so what the Trainer, autograd and the
 allocator add on top (CPU_RUNTIME, CPU_HEAP_RETENTION in tailor.plan.memory) is part of what the plan must predict.
 
-Time: the median optimizer-step time of steps 3..N (on_step_begin to on_step_end) against the plan's step time,
-which uses the matmul peak and copy bandwidth measured in the parent, with the efficiency calibrated by
-`tailor.plan.speed.calibrate` (a few real steps of 1 and 2 blocks of the same architecture).
+Time: the fastest optimizer step of steps 2..N (on_step_begin to on_step_end; the machine is shared, and the
+fastest step is the one least slowed by other processes; the median is printed beside it) against the plan's step
+time after `tailor.plan.speed.calibrate`: a few real steps of the same model, method (applied by tailor's adapters),
+precision and checkpointing at short sequences and small batches (128 x 1, 128 x 4, 512 x 1, 512 x 2, capped at the
+row's sequence), run in the parent just before the row trains. Nothing is fitted on the rows themselves: a row whose
+own shape is one of the calibration shapes is marked "(shape calibrated on)", every other row is held out.
 """
 
 from __future__ import annotations
@@ -121,8 +124,9 @@ def child(spec: dict) -> dict:
     trainer = TailorTrainer(model=model, args=args, train_dataset=Rows(), callbacks=[Timer()])
     trainer.train()
     peak = rss_kib("VmHWM")
+    timed = times[1:] or times  # the first step is the warm-up
     return {"baseline_mib": baseline / 1024, "peak_above_mib": (peak - baseline) / 1024,
-            "step_seconds": statistics.median(times[2:] or times), "steps": len(times)}
+            "step_seconds": min(timed), "median_step_seconds": statistics.median(timed), "steps": len(times)}
 
 
 def machine() -> str:
@@ -150,7 +154,10 @@ def predict(spec: dict, speed_cache: dict):
     plan = plan_run(None, "cpu", settings=s, shape=shape)
     key = (spec["preset"], spec["scale"], spec["method"], spec["seq"], spec["batch"], spec["gc"], spec["precision"])
     if speed_cache.get("calibrate", True):
-        speed = calibrate(shape, s)
+        from tailor.adapters import apply_adapter
+        from tailor.config import AdapterConfig
+
+        speed = calibrate(shape, s, prepare=lambda m: apply_adapter(m, AdapterConfig(method=spec["method"], freeze_last_n=2)))
         plan = plan_run(None, "cpu", settings=s, shape=shape, speed=speed)
     speed_cache[key] = plan
     return plan, replace(plan.memory)
@@ -175,7 +182,7 @@ def main() -> int:
     picked = [int(x) for x in a.only.split(",")] if a.only else range(1, len(GRID) + 1)
     print(f"machine: {machine()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     header = f"{'#':>2} {'model':17} {'scale':6} {'method':6} {'seq':>5} {'bs':>3} {'gc':3} {'prec':4} " \
-             f"{'pred MiB':>9} {'meas MiB':>9} {'err':>7} {'pred s':>7} {'meas s':>7} {'err':>7}"
+             f"{'pred MiB':>9} {'meas MiB':>9} {'err':>7} {'pred s':>7} {'meas s':>7} {'err':>7} {'median s':>8}"
     print(header)
     cache = {"calibrate": not a.no_calibrate}
     for n in picked:
@@ -192,15 +199,21 @@ def main() -> int:
         m = json.loads(line[7:])
         err_m = pred_mib / m["peak_above_mib"] - 1
         err_t = plan.step_seconds / m["step_seconds"] - 1
+        cal = plan.speed.to_dict() if plan.speed else {}
+        in_sample = any(pt["seq"] == seq and pt["batch"] == batch for pt in cal.get("points", []))
         rows.append(dict(n=n, preset=preset, scale=scale, method=method, seq=seq, batch=batch, gc=gc, precision=prec,
                          predicted_mib=round(pred_mib, 1), measured_mib=round(m["peak_above_mib"], 1),
                          memory_error=round(err_m, 4), predicted_s=round(plan.step_seconds, 4),
                          measured_s=round(m["step_seconds"], 4), time_error=round(err_t, 4),
+                         measured_median_s=round(m["median_step_seconds"], 4),
                          breakdown_mib={k: round(v / 2**20, 1) for k, v in mem.to_dict().items()},
-                         baseline_mib=round(m["baseline_mib"], 1)))
+                         baseline_mib=round(m["baseline_mib"], 1), time_in_sample=in_sample,
+                         calibration={k: cal.get(k) for k in ("efficiency", "attention_efficiency", "fixed_seconds",
+                                                              "optimizer_seconds", "depth", "points")}))
         print(f"{n:>2} {preset:17} {scale:6} {method:6} {seq:>5} {batch:>3} {'yes' if gc else 'no':3} {prec:4} "
               f"{pred_mib:9.0f} {m['peak_above_mib']:9.0f} {err_m:+7.1%} {plan.step_seconds:7.3f} "
-              f"{m['step_seconds']:7.3f} {err_t:+7.1%}", flush=True)
+              f"{m['step_seconds']:7.3f} {err_t:+7.1%} {m['median_step_seconds']:8.3f}"
+              f"{' (shape calibrated on)' if in_sample else ''}; load {os.getloadavg()[0]:.1f}", flush=True)
     if rows:
         print(f"max |memory error| {max(abs(r['memory_error']) for r in rows):.1%}; "
               f"max |time error| {max(abs(r['time_error']) for r in rows):.1%} over {len(rows)} configurations; "

@@ -24,7 +24,7 @@ def test_json_plan_of_a_catalog_model(capsys):
     assert d["plan"]["verdict"] in ("fits", "tight", "does not fit")
     assert d["plan"]["tokens_per_second"] > 0 and d["plan"]["speed"]["matmul_flops"] > 0
     assert set(d["plan"]["memory"]) == {"weights", "adapter", "gradients", "optimizer", "activations", "temporary",
-                                        "overhead", "peak"}
+                                        "frozen", "generation", "overhead", "peak"}
 
 
 def test_table_names_the_verdict_and_a_fix(capsys, monkeypatch):

@@ -11,12 +11,19 @@
                  micro-batch; with gradient checkpointing only each block's input plus one block recomputed
     temporary    the loss (float32 logits, log-softmax and their gradients over the vocabulary), on CPU the heap
                  retention and runtime of CPU_HEAP_RETENTION / CPU_RUNTIME, bf16 autocast's
-                 weight copies, DDP's gradient buckets, the optimizer step's largest scratch tensor
+                 weight copies, DDP's gradient buckets, the optimizer step's largest scratch tensor; with
+                 distillation the teacher's logits and the KL's vocabulary-sized tensors
+    frozen       frozen copies beside the trained model: DPO/KTO/GRPO's reference model with full or freeze
+                 training (with an adapter the reference is the base with the adapter disabled: no copy), the
+                 distillation teacher's weights
+    generation   GRPO's sampling, between optimizer steps (no gradients then): the KV cache of the step's answers
+                 (train.batch_size x grad_accum rows of prompt + completion tokens) and the sampling logits
     overhead     the process before the model exists (CPU: interpreter, torch, transformers; CUDA: context and
                  kernels); predicted peaks are compared with measured ones above it
 
-Peak = weights + adapter + optimizer + max(activations + temporary (+ gradients when accumulating or while the
-last blocks' gradients exist), gradients + optimizer-step scratch) + overhead. The per-token activation terms were
+Peak = weights + adapter + optimizer + frozen + max(activations + temporary (+ gradients when accumulating or while
+the last blocks' gradients exist), gradients + optimizer-step scratch, generation) + overhead. Paired preference
+objectives (dpo, orpo, simpo) run chosen and rejected as two sequences per row; GRPO trains on prompt + completion. The per-token activation terms were
 checked against saved-tensor hooks of transformers' Llama, Qwen2 and DeepSeek-V3 blocks and calibrated on real CPU
 runs by bench/bench_plan.py (docs/stages/plan.md has the table).
 """
@@ -50,6 +57,8 @@ class MemoryBreakdown:
     optimizer: int
     activations: int
     temporary: int
+    frozen: int
+    generation: int
     overhead: int
     peak: int  # the high-water mark: not the sum, since gradients and activations do not all coexist
 
@@ -81,9 +90,26 @@ class RunSettings:
     device: str = "cpu"
     padded: bool = False                # batches carry padding (an attention mask): sdpa repeats GQA keys/values
     objective: str = "sft"              # train.objective: classification has no vocabulary-sized loss
+    reference_copy: bool = False        # a frozen copy of the model: DPO/KTO/GRPO's reference under full or freeze
+    generations: int = 0                # grpo: answers sampled per prompt (0: no generation)
+    completion_len: int = 0             # grpo: most tokens generated per answer
+    teacher_parameters: int = 0         # distillation: the frozen teacher's parameters (0: no teacher)
+    teacher_vocab: int = 0              # distillation: the teacher's vocabulary (its logits)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PAIRED = ("dpo", "orpo", "simpo")  # objectives whose rows are a chosen and a rejected sequence
+
+
+def trained_view(s: RunSettings) -> RunSettings:
+    """The micro-batch the model trains on: paired preference rows as two sequences, GRPO's prompt + completion."""
+    from dataclasses import replace
+
+    rows = s.batch_size * (2 if s.objective in PAIRED else 1)
+    seq = s.seq_len + (s.completion_len if s.objective == "grpo" else 0)
+    return replace(s, batch_size=rows, seq_len=seq) if (rows, seq) != (s.batch_size, s.seq_len) else s
 
 
 def _is_lora(method: str) -> bool:
@@ -172,7 +198,7 @@ def _block_saved(shape: ModelShape, s: RunSettings, moe: bool) -> float:
     output projection); a gated MLP keeps gate, up, act(gate) and their product. Multi-head latent attention
     keeps its latents (query latent 4x, key/value latent 3x), q, k, v and the output projection's input; when
     query/key and value head sizes differ, CPU sdpa runs the math kernel, which also keeps the attention
-    probabilities (heads x sequence per token). A routed MoE block keeps, per chosen expert, the gathered input,
+    probabilities (heads x sequence per token, float32 even under bf16 autocast). A routed MoE block keeps, per chosen expert, the gathered input,
     gate/up, act, product and weighted output, plus the shared experts' MLP.
     """
     h, i = shape.hidden_size, shape.intermediate_size
@@ -187,7 +213,7 @@ def _block_saved(shape: ModelShape, s: RunSettings, moe: bool) -> float:
         attn = 4 * shape.q_lora_rank + 3 * shape.kv_lora_rank + rope + heads * (2 * qk + v) + heads * v
         total += attn * lo
         if qk != v and s.device.startswith("cpu"):
-            total += heads * s.seq_len * lo             # math sdpa: attention probabilities
+            total += heads * s.seq_len * 4              # math sdpa: attention probabilities (float32 under autocast too)
     else:
         qd, kvd = heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
         kv_saved = qd if s.padded and kvd != qd else kvd  # sdpa with a mask repeats GQA keys and values
@@ -245,6 +271,7 @@ def _frozen_prefix(shape: ModelShape, s: RunSettings) -> int:
 
 def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[MemoryBreakdown, int, int]:
     """(breakdown, trainable parameters, adapter parameters) of one process of the run `s` on model `shape`."""
+    planned, s = s, trained_view(s)
     wdiv, gdiv, odiv = _shards(s)
     wbytes = DTYPE_BYTES.get(s.weight_dtype, 4)
     if s.method == "qlora":
@@ -282,9 +309,34 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
             lo = 2 if s.precision in ("bf16", "fp16") else 4
             outs = sum(lin.out_features * lin.count for lin in _targeted(shape, s) if lin.experts == 1)
             temporary += s.batch_size * s.seq_len * outs * lo
+    frozen = weights if s.reference_copy and s.method in ("full", "freeze") else 0
+    if s.teacher_parameters:
+        frozen += s.teacher_parameters * wbytes
+        # the teacher's logits, masked float32 copy and log-softmax at the temperature; the student's masked copy
+        # and log-softmax at the temperature beside the hard-label loss (tailor.training.distill.loss_terms)
+        temporary += s.batch_size * s.seq_len * (16 * s.teacher_vocab + 8 * shape.vocab_size)
+    generation = generation_bytes(shape, planned)
     during_backward = saved + temporary + (gradients if s.grad_accum > 1 else head_grads / gdiv)
     at_step = gradients + step_scratch
-    peak = weights + adapter + optimizer + max(during_backward, at_step) + overhead
+    peak = weights + adapter + optimizer + frozen + max(during_backward, at_step, generation) + overhead
     b = MemoryBreakdown(weights=int(weights), adapter=int(adapter), gradients=int(gradients), optimizer=int(optimizer),
-                        activations=int(saved), temporary=int(temporary), overhead=int(overhead), peak=int(peak))
+                        activations=int(saved), temporary=int(temporary), frozen=int(frozen),
+                        generation=int(generation), overhead=int(overhead), peak=int(peak))
     return b, trainable, adapter_n
+
+
+def generation_bytes(shape: ModelShape, s: RunSettings) -> int:
+    """GRPO's sampling: the KV cache of the step's answers (train.batch_size x grad_accum rows, TRL's generation
+    batch) over prompt + completion tokens, keys and values per layer in the compute dtype (multi-head latent
+    attention caches full keys and values in transformers), plus the last position's logits and sampling
+    probabilities (float32). 0 without generation."""
+    if s.objective != "grpo" or not s.generations:
+        return 0
+    rows = s.batch_size * s.grad_accum
+    tokens = rows * (s.seq_len + s.completion_len)
+    lo = 2 if s.precision in ("bf16", "fp16") else DTYPE_BYTES.get(s.weight_dtype, 4)
+    if shape.kv_lora_rank:
+        per_token = shape.num_heads * (shape.qk_head_dim + shape.v_head_dim)
+    else:
+        per_token = 2 * shape.num_kv_heads * shape.head_dim
+    return int(tokens * shape.num_layers * per_token * lo + rows * shape.vocab_size * 4 * 2)

@@ -8,9 +8,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tailor.errors import TailorError
-from tailor.plan.memory import GIB, MemoryBreakdown, RunSettings, estimate_memory
+from tailor.plan.memory import GIB, MemoryBreakdown, RunSettings, estimate_memory, trained_view
 from tailor.plan.shape import ModelShape, config_from_dict, read_config, shape_of
-from tailor.plan.speed import DeviceSpeed, matmul_flops_per_token, measure_device, step_seconds
+from tailor.plan.speed import (DeviceSpeed, executed_flops, flops_parts, matmul_flops_per_token, measure_device,
+                               step_seconds)
 
 FITS, TIGHT = 0.85, 1.0  # peak / device memory: <= 0.85 fits, <= 1.0 tight, above does not fit
 METHODS = ("full", "freeze", "lora", "dora", "qlora")
@@ -131,12 +132,37 @@ def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSett
             stage = int(json.loads(Path(t.deepspeed_config).read_text())["zero_optimization"]["stage"])
         except (OSError, ValueError, KeyError, TypeError):
             pass
+    g = getattr(recipe, "grpo", None)
+    grpo = t.objective == "grpo" and g is not None
+    # DPO/KTO (and GRPO with a KL term) score a reference: a frozen copy under full / freeze, the base with the
+    # adapter disabled under a peft method (tailor.training.recipes.preference.reference_model)
+    reference = t.objective in ("dpo", "kto") or (grpo and g.beta > 0)
     return RunSettings(method=a.method, r=a.r, target_modules=a.target_modules, lora_experts=a.lora_experts,
                        freeze_last_n=a.freeze_last_n, num_virtual_tokens=a.num_virtual_tokens, weight_dtype=dtype,
                        precision=precision, optimizer=t.optimizer, seq_len=d.max_length, batch_size=t.batch_size,
                        grad_accum=t.grad_accum, gradient_checkpointing=t.gradient_checkpointing, nproc=nproc,
                        distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
-                       device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective)
+                       device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective,
+                       reference_copy=reference and a.method in ("full", "freeze"),
+                       generations=g.num_generations if grpo else 0, completion_len=g.max_completion_length if grpo else 0)
+
+
+def teacher_shape(recipe) -> ModelShape | None:
+    """The distillation teacher's shape (distill.teacher: a model directory, or an adapter directory whose
+    base_model_name_or_path is one); None without a teacher; a TailorError when its config cannot be read."""
+    teacher = getattr(getattr(recipe, "distill", None), "teacher", None)
+    if not teacher:
+        return None
+    folder = Path(teacher)
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file() and not (folder / "config.json").is_file():
+        try:
+            folder = Path(json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise TailorError(f"cannot read the base model of the teacher adapter {adapter}", where="distill.teacher",
+                              fix="point distill.teacher at a model directory") from None
+    config, raw = read_config(folder, recipe.model.trust_remote_code)
+    return shape_of(config, raw, name=f"teacher {folder.name}")
 
 
 def device_memory(device: str) -> int | None:
@@ -184,7 +210,7 @@ def framework_overhead(device: str) -> int:
 def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
              model: str | None = None, settings: RunSettings | None = None, shape: ModelShape | None = None,
              measure: bool = True, train_tokens: int | None = None, speed: DeviceSpeed | None = None,
-             calibrate: bool | None = None) -> Plan:
+             calibrate: bool | None = None, prepare=None) -> Plan:
     """Predict one run: peak memory per process (broken down), speed, duration and the verdict on the device.
 
     recipe: a Recipe/TrainRecipe (its model, adapter, train and data sections); model: a catalog name instead of
@@ -195,7 +221,8 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     speed: a DeviceSpeed already measured, used instead of probing; calibrate: time a few real steps of the model's
     own blocks (tailor.plan.speed.calibrate) instead of the default efficiency: True always, None (default) when the
     model is on disk (model.path or model.preset, not a catalog name) and the 2-block model needs under a quarter
-    of the device memory, False never.
+    of the device memory, False never; prepare: applies the method to the calibration's model (tailor's adapters,
+    passed by the CLI and the trainer: the plan stage cannot import them).
     """
     import torch
 
@@ -208,6 +235,14 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     s = settings or settings_from_recipe(recipe, device, nproc)
     if settings is None and nproc > 1 and s.distributed == "none":
         s = replace(s, distributed="ddp")
+    teacher_notes = []
+    if recipe is not None and not s.teacher_parameters and getattr(getattr(recipe, "distill", None), "teacher", None):
+        try:
+            teacher = teacher_shape(recipe)
+            s = replace(s, teacher_parameters=teacher.parameters, teacher_vocab=teacher.vocab_size)
+            teacher_notes = [f"distillation teacher: {n}" for n in teacher.unknown]
+        except TailorError as exc:
+            teacher_notes = [f"distillation: the teacher's memory is not in the plan ({exc.what})"]
     overhead = framework_overhead(device)
     mem, trainable, adapter_n = estimate_memory(shape, s, overhead)
     if memory_gb is not None:
@@ -216,9 +251,10 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
         total = int(memory_gb * GIB)
     else:
         total = device_memory(device)
-    notes = list(shape.unknown) + _not_modelled(s)
+    notes = list(shape.unknown) + teacher_notes + _not_modelled(s)
     freeze_n = s.freeze_last_n if s.method == "freeze" else None
-    fpt, recompute = matmul_flops_per_token(shape, s.method, freeze_n, adapter_n, s.seq_len)
+    fpt, _ = matmul_flops_per_token(shape, s.method, freeze_n, adapter_n, s.seq_len)
+    trained = trained_view(s)  # chosen + rejected rows, GRPO's prompt + completion
     tokens = s.batch_size * s.seq_len * s.grad_accum
     step = tps = None
     if speed is not None or (measure and (device == "cpu" or torch.cuda.is_available())):
@@ -226,13 +262,23 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
         if speed is None and (calibrate or (calibrate is None and on_disk)):
             from tailor.plan.speed import calibrate as run_calibration
 
-            speed = run_calibration(shape, s, budget=None if calibrate else (total or 0) // 4)
+            try:
+                speed = run_calibration(shape, s, budget=(total // 4) if total else None, prepare=prepare)
+                if not speed.calibrated:
+                    notes.append("calibration skipped: its own steps would need over a quarter of the device memory")
+            except (TailorError, RuntimeError, ImportError, ValueError) as exc:  # e.g. qlora without bitsandbytes
+                notes.append(f"calibration failed ({type(exc).__name__}: {str(exc)[:160]}): default efficiency used")
         speed = speed or measure_device(device, s.precision)
         if not speed.calibrated:
             notes.append(f"speed: measured matmul peak x default efficiency {speed.efficiency:.0%} "
-                         "(calibrate=True times real steps of the model's blocks)")
-        step = step_seconds(speed, fpt, recompute if s.gradient_checkpointing else 0.0, tokens,
-                            mem.weights, mem.activations, mem.gradients + mem.optimizer, s.grad_accum)
+                         "(--calibrate times real steps of the model)")
+        elif speed.method != s.method:
+            notes.append(f"speed: calibrated on {speed.method}'s steps, applied to {s.method}")
+        lin, attn = executed_flops(shape, trained, adapter_n)
+        if s.objective in ("dpo", "kto"):
+            _, lin_fwd, _, attn_fwd = flops_parts(shape, "full", None, 0, trained.seq_len)
+            lin, attn = lin + lin_fwd, attn + attn_fwd  # the reference model's forward over the same tokens
+        step = step_seconds(speed, (lin, attn), trained, mem.weights, mem.activations, mem.gradients + mem.optimizer)
         tps = tokens * s.nproc / step
     elif measure:
         notes.append(f"no {device} device here: time not measured (memory only)")
@@ -286,11 +332,11 @@ def _durations(plan: Plan, recipe, train_tokens: int | None) -> None:
 
 def _not_modelled(s: RunSettings) -> list[str]:
     notes = ["data loading, evaluation and checkpoint saving are not in the step time"]
-    if s.objective in ("dpo", "orpo", "kto", "simpo"):
-        notes.append(f"{s.objective}: planned as one sequence per row; the chosen and rejected answers (and DPO's "
-                     "reference forward) add activations and time not modelled")
+    if s.objective == "kto":
+        notes.append("kto: the KL term's mismatched completions (a further forward per batch) are not modelled")
     elif s.objective == "grpo":
-        notes.append("grpo: generation of the sampled answers (KV cache, several completions per prompt) is not modelled")
+        notes.append("grpo: the time of generating the answers is not in the step time (its memory is: the KV cache); "
+                     "prompts are planned at data.max_length")
     if s.method in ("prefix", "prompt", "ia3"):
         notes.append(f"{s.method}: the adapter is modelled, its extra activations are not")
     if s.device.startswith("cuda"):
@@ -302,14 +348,15 @@ def _not_modelled(s: RunSettings) -> list[str]:
 
 def compare_methods(recipe=None, device: str | None = None, memory_gb: float | None = None, nproc: int = 1, *,
                     model: str | None = None, methods: tuple[str, ...] = METHODS, measure: bool = True,
-                    calibrate: bool | None = None) -> list[Plan]:
+                    calibrate: bool | None = None, prepare=None) -> list[Plan]:
     """The recipe's run planned with every method (full, freeze last N, LoRA, DoRA, QLoRA) side by side.
 
     The recommended plan (`recommended=True`) is the first that fits in the order full, dora, lora, freeze, qlora
     (QLoRA only on CUDA, where bitsandbytes runs); when none fits, the first that is tight. Each plan
     that does not fit gets `fixes`: the smallest changes that make it fit, first the cheapest.
     """
-    base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure, calibrate=calibrate)
+    base = plan_run(recipe, device, memory_gb, nproc, model=model, measure=measure, calibrate=calibrate,
+                    prepare=prepare)
     shape = model_shape(recipe, model)
     plans = []
     for method in methods:

@@ -1,23 +1,33 @@
 """The time model: seconds per optimizer step from the FLOPs each token costs and what this device measures.
 
-    step seconds = executed FLOPs / (matmul peak x efficiency) + bytes moved / memory bandwidth
+Uncalibrated (the matmul probe only):
 
-- executed FLOPs: the FLOPs model of tailor.plan.flops (6N trainable, 4N frozen but passed through, 2N below every
-  trainable weight, attention scores, MoE experts at top-k / n) x tokens, plus one more forward with gradient
-  checkpointing.
-- matmul peak: `measure_matmul_peak` on this device, dtype and thread count (a measurement, not a spec sheet).
-- efficiency: the share of that peak a training step's matmuls reach. Measured by `calibrate`: a few real
-  forward + backward steps of the model's own blocks (1 and 2 blocks of the same architecture and sizes, random
-  weights, the planned micro-batch), whose difference is one block's time; without it a default per device kind.
-- bytes moved: weights read three times per micro-batch (forward, input and weight gradients), activations
-  written and read by elementwise ops, and the optimizer step reading and writing parameters, gradients and states,
-  over the bandwidth a large copy reaches on this device.
+    step = micro-batches x (linear + attention FLOPs) x tokens / (matmul peak x default efficiency)
+           + bytes moved / copy bandwidth
+
+Calibrated (`calibrate`: a few real training steps of this model, method, precision and checkpointing at small
+shapes, then scaled to the planned ones by the FLOPs model):
+
+    step = micro-batches x (fixed + linear FLOPs x tokens / (peak x e_linear)
+                                   + attention FLOPs x tokens / (peak x e_attention)) + optimizer step
+
+- linear FLOPs per token: the FLOPs model of tailor.plan.flops (6N trainable, 4N frozen but passed through, 2N
+  below every trainable weight, MoE experts at top-k / n, LoRA's A/B), plus one more forward with gradient
+  checkpointing. Work that is not a matmul but grows with the tokens (norms, activations, peft's per-layer
+  scaling and sums, the MoE expert loop's gathers and scatters) is folded into e_linear by the calibration.
+- attention FLOPs per token: Q K^T and A V, which grow with the sequence length (the seq^2 term); CPU sdpa's
+  math kernel (DeepSeek-V3's differing head sizes) also moves heads x seq probabilities per token: e_attention.
+- fixed: per micro-batch work that does not grow with the tokens (kernel launches, the MoE loop over experts,
+  autocast's weight copies); optimizer step: measured (AdamW and gradient clipping over the trainable weights).
+- bytes moved (uncalibrated only): weights read three times per micro-batch, activations written and read by
+  elementwise ops, the optimizer reading and writing parameters, gradients and states.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from dataclasses import replace as dc_replace
 from functools import lru_cache
 
 import torch
@@ -28,11 +38,19 @@ from tailor.plan.shape import ModelShape
 # Share of the matmul peak a training step's matmuls reach when nothing was calibrated (bench/bench_plan.py).
 DEFAULT_EFFICIENCY = {"cpu": 0.55, "cuda": 0.45}
 ELEMENTWISE_PASSES = 6  # times the saved activations are written or read by non-matmul ops in a step
+CALIBRATION_SEQ = (128, 512)  # the calibration's short and long sequence (capped at the planned one)
+MAX_CALIBRATION_SECONDS = 60.0  # predicted wall time above which the calibration cuts the model to a few blocks
 
 
 @dataclass
 class DeviceSpeed:
-    """What the time model knows of the device: measured matmul FLOP/s and copy bandwidth, and the efficiency used."""
+    """What the time model knows of the device: measured matmul FLOP/s and copy bandwidth, and the efficiencies.
+
+    Calibrated (`calibrate`): `efficiency` and `attention_efficiency` are the shares of the matmul peak that
+    reproduce the measured steps, `fixed_seconds` the per-micro-batch time that does not grow with the tokens,
+    `optimizer_seconds` the measured optimizer step of `method`, `points` the measured shapes
+    (seq, batch, measured and fitted seconds) and `depth` the decoder blocks the calibration ran.
+    """
 
     device: str
     dtype: str
@@ -40,7 +58,13 @@ class DeviceSpeed:
     matmul_flops: float
     bandwidth: float          # bytes/s of a large tensor copy
     efficiency: float
-    calibrated: bool          # efficiency from real steps of the model's blocks (else DEFAULT_EFFICIENCY)
+    calibrated: bool          # efficiencies from real steps of the model (else DEFAULT_EFFICIENCY)
+    attention_efficiency: float | None = None
+    fixed_seconds: float = 0.0
+    optimizer_seconds: float | None = None
+    method: str | None = None  # the method the calibration ran (its optimizer step fits only that method)
+    depth: str = ""
+    points: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,14 +78,17 @@ def _probe(device: str, dtype: torch.dtype, threads: int) -> tuple[float, float]
     y.copy_(x)
     best = float("inf")
     for _ in range(5):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         t0 = time.perf_counter()
         y.copy_(x)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return peak, 2 * x.numel() * 4 / max(best, 1e-9)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def measure_device(device: str = "cpu", precision: str = "fp32") -> DeviceSpeed:
@@ -73,9 +100,9 @@ def measure_device(device: str = "cpu", precision: str = "fp32") -> DeviceSpeed:
                        DEFAULT_EFFICIENCY.get(kind, 0.5), False)
 
 
-def matmul_flops_per_token(shape: ModelShape, method: str, trainable_layers: int | None, adapter_params: int,
-                           seq_len: int) -> tuple[float, float]:
-    """(model FLOPs of one trained token, extra FLOPs of one recomputed forward) per tailor.plan.flops' conventions,
+def flops_parts(shape: ModelShape, method: str, trainable_layers: int | None, adapter_params: int,
+                seq_len: int) -> tuple[float, float, float, float]:
+    """(linear, linear forward, attention, attention forward) FLOPs per token, per tailor.plan.flops' conventions,
     from the model's linear layers. `trainable_layers`: with freeze, the last N blocks (None: every block)."""
     lowest = 0 if trainable_layers is None else shape.num_layers - trainable_layers
     head = shape.vocab_size * shape.hidden_size
@@ -96,74 +123,153 @@ def matmul_flops_per_token(shape: ModelShape, method: str, trainable_layers: int
         flops += factor * n
         forward += 2 * n
     flops += 6 * adapter_params
+    forward += 2 * adapter_params
     reached = lowest if method == "freeze" else -1
     attn = _attention_flops(shape.config, seq_len, reached) if shape.config is not None else \
         shape.num_layers * shape.num_heads * 2 * 2 * shape.head_dim * seq_len / 2 * 3
     fwd_attn = _attention_flops(shape.config, seq_len, None) if shape.config is not None else attn / 3
-    return flops + attn, forward + fwd_attn
+    return flops, forward, attn, fwd_attn
 
 
-def step_seconds(speed: DeviceSpeed, flops_per_token: float, recompute_per_token: float, tokens: int,
-                 weight_bytes: float, activation_bytes: float, optimizer_bytes: float, micro_batches: int) -> float:
-    """Seconds of one optimizer step (see the module docstring)."""
-    compute = (flops_per_token + recompute_per_token) * tokens / (speed.matmul_flops * speed.efficiency)
-    moved = micro_batches * (3 * weight_bytes + ELEMENTWISE_PASSES * activation_bytes) + 2 * optimizer_bytes
-    return compute + moved / speed.bandwidth
+def matmul_flops_per_token(shape: ModelShape, method: str, trainable_layers: int | None, adapter_params: int,
+                           seq_len: int) -> tuple[float, float]:
+    """(model FLOPs of one trained token, extra FLOPs of one recomputed forward): see `flops_parts`."""
+    lin, lin_fwd, attn, attn_fwd = flops_parts(shape, method, trainable_layers, adapter_params, seq_len)
+    return lin + attn, lin_fwd + attn_fwd
+
+
+def executed_flops(shape: ModelShape, s, adapter_params: int, seq_len: int | None = None) -> tuple[float, float]:
+    """(linear, attention) FLOPs a step of settings `s` executes per token (+ the recomputed forward when
+    checkpointing)."""
+    lin, lin_fwd, attn, attn_fwd = flops_parts(shape, s.method, s.freeze_last_n if s.method == "freeze" else None,
+                                               adapter_params, seq_len or s.seq_len)
+    if s.gradient_checkpointing:
+        return lin + lin_fwd, attn + attn_fwd
+    return lin, attn
+
+
+def step_seconds(speed: DeviceSpeed, flops: tuple[float, float], s, weight_bytes: float, activation_bytes: float,
+                 optimizer_bytes: float) -> float:
+    """Seconds of one optimizer step of settings `s` (see the module docstring); `flops` from `executed_flops`."""
+    lin, attn = flops
+    tokens = s.batch_size * s.seq_len
+    if not speed.calibrated:
+        compute = (lin + attn) * tokens * s.grad_accum / (speed.matmul_flops * speed.efficiency)
+        moved = s.grad_accum * (3 * weight_bytes + ELEMENTWISE_PASSES * activation_bytes) + 2 * optimizer_bytes
+        return compute + moved / speed.bandwidth
+    e_attn = speed.attention_efficiency or speed.efficiency
+    micro = speed.fixed_seconds + tokens * (lin / speed.efficiency + attn / e_attn) / speed.matmul_flops
+    optim = speed.optimizer_seconds if speed.method == s.method and speed.optimizer_seconds is not None \
+        else 2 * optimizer_bytes / speed.bandwidth
+    return s.grad_accum * micro + optim
+
+
+def calibration_points(seq_len: int) -> list[tuple[int, int]]:
+    """(seq, batch) shapes `calibrate` times: two batch sizes at a short sequence (the fixed and per-token time),
+    and two at a longer one when the planned sequence is longer (attention's seq^2 term)."""
+    lo, hi = min(seq_len, CALIBRATION_SEQ[0]), min(seq_len, CALIBRATION_SEQ[1])
+    if hi == lo:
+        return [(lo, 1), (lo, 4), (lo, 8)]
+    return [(lo, 1), (lo, 4), (hi, 1), (hi, 2)]
 
 
 def calibration_shape(shape: ModelShape) -> int:
-    """Blocks of the truncated model `calibrate` runs: 2, or the dense prefix + 1 MoE block for a MoE model."""
+    """Blocks of a cut model `calibrate` runs when the whole one is too slow: 2, or the dense prefix + 1 MoE block."""
     first_dense = getattr(shape.config, "first_k_dense_replace", 0) or 0
     return max(1, min(shape.num_layers, max(2, first_dense + 1)))
 
 
-def calibrate(shape: ModelShape, s, steps: int = 2, max_tokens: int = 4096, budget: int | None = None) -> DeviceSpeed:
-    """The device's matmul peak and bandwidth, with the efficiency measured by a few real training steps.
+def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, prepare=None) -> DeviceSpeed:
+    """The device's matmul peak and bandwidth, with the time model's terms fitted on a few real training steps.
 
-    The steps run transformers' own model of the same architecture and sizes, cut to `calibration_shape` blocks and
-    to one block more (their difference is the time of one more block, extrapolated to the model's depth), with
-    random weights (so no checkpoint is needed), on the planned micro-batch (fewer rows when it holds more than
-    `max_tokens` tokens), with the planned precision and gradient checkpointing; what trains mirrors the method
-    (full: everything; freeze: the last blocks and head; lora and the rest: the embeddings only, so backward crosses
-    every frozen block as it does under an adapter). The efficiency is the share of the matmul peak that makes the
-    time model reproduce the fastest step. With `budget` (bytes), a calibration whose own predicted peak is larger
-    is skipped (the default efficiency stays, `calibrated` False).
+    The steps run transformers' model of this architecture and sizes (random weights: no checkpoint read) with the
+    planned precision and gradient checkpointing, the method applied by `prepare(model)` (tailor's adapters: the
+    CLI and the trainer pass it; without it full and freeze train as planned and the adapter methods train the
+    embeddings only, so backward crosses every frozen block but peft's own work is not timed), an optimizer step
+    (AdamW + gradient clipping) after each. At every shape of `calibration_points` one warm-up step, then `steps`
+    timed ones (the fastest: on a shared machine the one least slowed by other processes). The whole model runs when its predicted calibration time is under
+    MAX_CALIBRATION_SECONDS; else it is cut to `calibration_shape` blocks and one more, and the difference (one
+    block) is extrapolated to the model's depth. The fixed time, e_linear and e_attention are the non-negative
+    least-squares fit of the measured shapes. With `budget` (bytes), a calibration whose own predicted peak is
+    larger is skipped (the default efficiency stays, `calibrated` False).
     """
-    from dataclasses import replace as dc_replace
-
+    from tailor.plan.memory import adapter_parameters, estimate_memory
     from tailor.plan.shape import shape_of
 
     base = measure_device(s.device, s.precision)
     if shape.config is None:
         return base
-    blocks = calibration_shape(shape)
-    batch = max(1, min(s.batch_size, max_tokens // max(s.seq_len, 1)))
-    seq = min(s.seq_len, max_tokens) if batch == 1 else s.seq_len
-    if budget is not None:
-        from tailor.plan.memory import estimate_memory
+    points = calibration_points(s.seq_len)
+    biggest = max(points, key=lambda p: p[0] * p[1])
+    adapter_n = adapter_parameters(shape, s)
 
-        small = shape_of(_truncated(shape, blocks + 1), name=shape.name)
-        need, _, _ = estimate_memory(small, dc_replace(s, method="full", batch_size=batch, seq_len=seq, optimizer="sgd"), 0)
+    def guess(sh: ModelShape) -> float:  # uncalibrated seconds of all calibration steps on shape `sh`
+        return sum(step_seconds(base, executed_flops(sh, s, adapter_n, q), dc_replace(s, seq_len=q, batch_size=b, grad_accum=1),
+                                sh.parameters * 4, 0, 0) for q, b in points) * (steps + 1)
+
+    depths = [shape.num_layers]
+    if guess(shape) > MAX_CALIBRATION_SECONDS and shape.num_layers > calibration_shape(shape) + 1:
+        k = calibration_shape(shape)
+        depths = [k, k + 1]
+    if budget is not None:
+        cut = shape if depths == [shape.num_layers] else shape_of(_truncated(shape, depths[-1]), name=shape.name)
+        need, _, _ = estimate_memory(cut, dc_replace(s, seq_len=biggest[0], batch_size=biggest[1], grad_accum=1), 0)
         if need.peak > budget:
             return base
-    t_a = _time_blocks(_truncated(shape, blocks), s, batch, seq, steps)
-    t_full = t_a
-    if shape.num_layers > blocks:
-        # one block more: the time of the model's most common block, measured (MoE blocks cost more than FLOPs say)
-        t_b = _time_blocks(_truncated(shape, blocks + 1), s, batch, seq, steps)
-        per_block = max(t_b - t_a, 0.3 * t_a / blocks)
-        t_full = t_a + (shape.num_layers - blocks) * per_block
-    method = "full" if s.method == "full" else "freeze" if s.method == "freeze" else "lora"
-    fpt, recompute = matmul_flops_per_token(shape, method, s.freeze_last_n if method == "freeze" else None, 0, seq)
-    from tailor.plan.memory import activation_bytes
+    measured: dict[int, dict] = {}
+    optim: list[float] = []
+    for depth in depths:
+        cfg = shape.config if depth == shape.num_layers else _truncated(shape, depth)
+        measured[depth] = _time_model(cfg, s, points, steps, prepare, optim)
+    ys = []
+    for p in points:
+        t = measured[depths[0]][p]
+        if len(depths) == 2:  # one more block: the time of the model's most common block, measured
+            t += (shape.num_layers - depths[0]) * max(measured[depths[1]][p] - t, 0.1 * t / depths[0])
+        ys.append(t)
+    rows = []
+    for q, b in points:
+        lin, attn = executed_flops(shape, s, adapter_n, q)
+        rows.append([1.0, q * b * lin / base.matmul_flops, q * b * attn / base.matmul_flops])
+    coef = _nnls(rows, ys, merge=len({q for q, _ in points}) == 1)
+    fixed, inv_lin, inv_attn = coef
+    fitted = [sum(c * x for c, x in zip(coef, r)) for r in rows]
+    return dc_replace(base, efficiency=1 / inv_lin, attention_efficiency=(1 / inv_attn) if inv_attn > 0 else 1.0,
+                      fixed_seconds=fixed, calibrated=True, method=s.method,
+                      optimizer_seconds=min(optim) if optim and len(depths) == 1 else None,
+                      depth=f"{depths[0]} of {shape.num_layers} blocks" if len(depths) == 1 else
+                      f"{depths[0]} and {depths[1]} of {shape.num_layers} blocks, extrapolated",
+                      points=[{"seq": q, "batch": b, "seconds": round(y, 5), "fitted": round(f, 5)}
+                              for (q, b), y, f in zip(points, ys, fitted)])
 
-    act, _ = activation_bytes(shape, dc_replace(s, batch_size=batch, seq_len=seq, method=method))
-    wbytes = shape.parameters * (4 if s.weight_dtype == "float32" else 2)
-    moved = (3 * wbytes + ELEMENTWISE_PASSES * act) / base.bandwidth
-    compute = max(t_full - moved, t_full * 0.2)
-    flops = (fpt + (recompute if s.gradient_checkpointing else 0.0)) * batch * seq
-    eff = min(1.0, flops / (compute * base.matmul_flops))
-    return dc_replace(base, efficiency=eff, calibrated=True)
+
+def _nnls(rows: list[list[float]], ys: list[float], merge: bool) -> tuple[float, float, float]:
+    """(fixed, 1 / e_linear, 1 / e_attention) >= 0 minimising the squared relative error over the measured shapes
+    (every subset of the terms is solved by least squares; the best one with no negative term wins; the linear
+    term is always in). `merge`: one sequence length only, so attention shares the linear term's efficiency."""
+    import itertools
+
+    a = torch.tensor(rows, dtype=torch.float64)
+    y = torch.tensor(ys, dtype=torch.float64)
+    if merge:
+        a = torch.stack([a[:, 0], a[:, 1] + a[:, 2]], dim=1)
+    w = 1 / y.clamp_min(1e-9)  # relative errors: short and long steps count alike
+    optional = [i for i in range(a.shape[1]) if i != 1]
+    best, best_err = None, float("inf")
+    for keep in itertools.product((False, True), repeat=len(optional)):
+        cols = sorted([1] + [i for i, k in zip(optional, keep) if k])
+        sol = torch.linalg.lstsq(a[:, cols] * w[:, None], (y * w)[:, None]).solution.squeeze(1)
+        if (sol < 0).any():
+            continue
+        err = float((((a[:, cols] @ sol) - y) * w).pow(2).sum())
+        if err < best_err:
+            best = torch.zeros(a.shape[1], dtype=torch.float64)
+            best[cols] = sol
+            best_err = err
+    if best is None:  # cannot happen with the linear term alone unless times are negative
+        best = torch.tensor([0.0, float(y.sum() / a[:, 1].sum())] + [0.0] * (a.shape[1] - 2), dtype=torch.float64)
+    out = best.tolist()
+    return (out[0], out[1], out[1]) if merge else (out[0], out[1], out[2])
 
 
 def _truncated(shape: ModelShape, blocks: int):
@@ -174,17 +280,10 @@ def _truncated(shape: ModelShape, blocks: int):
     return shape.config.__class__.from_dict(fields)
 
 
-def _time_blocks(cfg, s, batch: int, seq: int, steps: int) -> float:
-    """Fastest of `steps` forward + backward passes (after a warm-up) of transformers' model built from `cfg`, random
-    weights, what trains mirroring s.method (see `calibrate`)."""
-    from transformers import AutoModelForCausalLM
-
-    device = s.device
-    blocks = cfg.num_hidden_layers
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32 if s.weight_dtype == "float32" else torch.bfloat16)
-    model.to(device).train()
-    if s.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+def _mirror_method(model, s):
+    """What trains when no `prepare` is given: full everything; freeze the last N blocks and the head; adapter
+    methods the embeddings only (backward crosses every frozen block as it does under an adapter)."""
+    blocks = model.config.num_hidden_layers
     if s.method == "freeze":
         n = min(s.freeze_last_n, blocks)
         for name, p in model.named_parameters():
@@ -193,22 +292,53 @@ def _time_blocks(cfg, s, batch: int, seq: int, steps: int) -> float:
         for p in model.parameters():
             p.requires_grad = False
         model.get_input_embeddings().weight.requires_grad = True
+    return model
+
+
+def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, optim: list[float]) -> dict:
+    """Fastest seconds of `steps` forward + backward passes (after a warm-up) at each (seq, batch) of `points`, of
+    transformers' model built from `cfg` with random weights, the method applied by `prepare` (or
+    `_mirror_method`); each optimizer step's seconds are appended to `optim`."""
+    from transformers import AutoModelForCausalLM
+
+    device = s.device
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32 if s.weight_dtype == "float32" else torch.bfloat16)
+    model = prepare(model) if prepare is not None else _mirror_method(model, s)
+    model.to(device).train()
+    if s.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        opt = torch.optim.AdamW(params, lr=1e-6, fused=True)
+    except (RuntimeError, TypeError):
+        opt = torch.optim.AdamW(params, lr=1e-6)
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, max(cfg.vocab_size, 2), (batch, seq), generator=gen).to(device)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16,
                               enabled=s.precision in ("bf16", "fp16"))
-
-    def one() -> float:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with autocast:
-            loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        model.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0
-
-    one()  # warm-up: kernels, allocator
-    return min(one() for _ in range(steps))
+    vocab = max(cfg.get_text_config().vocab_size if hasattr(cfg, "get_text_config") else cfg.vocab_size, 2)
+    out = {}
+    biggest = max(points, key=lambda p: p[0] * p[1])
+    for seq, batch in [biggest, *points]:  # the biggest shape first, untimed: the allocator's high-water mark
+        ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(device)
+        times = []
+        for i in range(steps + 1 if out or (seq, batch) != biggest else 1):  # the first is the warm-up: kernels
+            _sync(device)
+            t0 = time.perf_counter()
+            with autocast:
+                loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            _sync(device)
+            t1 = time.perf_counter()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _sync(device)
+            if i:
+                times.append(t1 - t0)
+                optim.append(time.perf_counter() - t1)
+        if times:
+            out[(seq, batch)] = min(times)
+    return out
