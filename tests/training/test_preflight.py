@@ -30,9 +30,16 @@ def test_a_run_that_cannot_fit_stops_before_loading_weights(tmp_path, llama_dir,
 
 
 def test_warn_trains_anyway_and_the_summary_holds_predicted_and_measured(tmp_path, llama_dir, chat_file):
-    result = run(recipe(tmp_path, llama_dir, chat_file, "train.preflight_memory_gb=0.01", "train.preflight=warn"))
+    result = run(recipe(tmp_path, llama_dir, chat_file, "train.preflight_memory_gb=0.01", "train.preflight=warn",
+                        "train.preflight_calibrate=true"))
     check = result.metrics["plan_check"]
     assert check["verdict"] == "does not fit" and check["predicted_peak_mb"] > 0 and check["measured_peak_mb"] > 0
+    # the step time against the run's second step (the first is warm-up); the calibration's own steps would not
+    # fit in a quarter of 0.01 GiB, so the plan says it used the default efficiency
+    assert check["step_time_calibrated"] is False and check["predicted_step_seconds"] > 0
+    assert check["measured_step_seconds"] > 0 and "step_time_error" in check
+    plan = json.loads((tmp_path / "run" / "plan.json").read_text())
+    assert any("calibration skipped" in n for n in plan["not_modelled"])
     assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["plan_check"] == check
     assert (tmp_path / "run" / "plan.json").is_file()
 
@@ -40,3 +47,11 @@ def test_warn_trains_anyway_and_the_summary_holds_predicted_and_measured(tmp_pat
 def test_off_writes_no_plan(tmp_path, llama_dir, chat_file):
     result = run(recipe(tmp_path, llama_dir, chat_file, "train.preflight=off"))
     assert "plan_check" not in result.metrics and not (tmp_path / "run" / "plan.json").exists()
+
+
+def test_a_calibrated_preflight_predicts_the_step_time_from_real_steps(tmp_path, llama_dir, chat_file):
+    result = run(recipe(tmp_path, llama_dir, chat_file, "train.preflight_calibrate=true", "adapter.method=lora"))
+    check = result.metrics["plan_check"]
+    assert check["step_time_calibrated"] is True and check["predicted_step_seconds"] > 0
+    speed = json.loads((tmp_path / "run" / "plan.json").read_text())["speed"]
+    assert speed["method"] == "lora" and len(speed["points"]) == 3  # data.max_length=32: three batch sizes at 32

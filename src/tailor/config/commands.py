@@ -68,7 +68,7 @@ class PlanCommand(CommandSettings):
     device: Literal["cpu", "cuda"] | None = Field(None, description="Device to plan for (default: cuda when present, else cpu).", json_schema_extra=flag(choice="device"))
     memory_gb: float | None = Field(None, gt=0, description="Device memory in GiB to judge against (default: measured on this machine).")
     nproc: int = Field(1, ge=1, description="Processes (GPUs) sharing the run: DDP replicates, FSDP / ZeRO shard (train.distributed).")
-    calibrate: bool = Field(False, description="Time a few real steps of the model's own blocks (2 blocks, random weights) for the speed estimate, also for a catalog model (default: only for a model on disk, when they need under a quarter of the device memory).")
+    calibrate: bool = Field(False, description="Time a few real training steps of the model (random weights, the recipe's method, precision and checkpointing, at short sequences and small batches; cut to a few blocks when the whole model is slow) and fit the time model to them, also for a catalog model (default: only for a model on disk, when they need under a quarter of the device memory).")
     json_: bool = Field(False, alias="json", description="Print the plans as JSON instead of tables.", json_schema_extra=flag(flag="--json"))
 
 

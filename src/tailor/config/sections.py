@@ -113,9 +113,9 @@ class TrainConfig(Section):
     optimizer: Literal["adamw", "sgd", "adafactor", "adamw_8bit"] = Field("adamw", description="adamw (torch), sgd (with train.momentum), adafactor, adamw_8bit (bitsandbytes, CUDA only).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (train.optimizer=sgd).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (0 = off).")
+    logits: Literal["loss", "all"] = Field("loss", description="train.objective pretrain/sft: loss = the output layer and the cross-entropy run only at the positions whose next token carries loss (answers in SFT; not prompts, padding or packed-row boundaries), through transformers' logits_to_keep: the same loss and gradients with less work (train_summary.json says which ran; label smoothing and prompt tuning fall back to all); all = every position, as transformers computes it.")
     labels: list[str] | None = Field(None, description="train.objective=classification: the label set in class-id order (default: the labels in the training data, sorted; numerically when all are integers).")
     class_weights: Literal["none", "balanced"] | list[float] = Field("none", description="train.objective=classification: loss weight per class: none, balanced (n_rows / (n_classes x rows of the class), as scikit-learn) or one weight per label in label order.")
-    logits: Literal["loss", "all"] = Field("loss", description="train.objective pretrain/sft: loss = the output layer and the cross-entropy run only at the positions whose next token carries loss (answers in SFT; not prompts, padding or packed-row boundaries), through transformers' logits_to_keep: the same loss and gradients with less work (train_summary.json says which ran; label smoothing and prompt tuning fall back to all); all = every position, as transformers computes it.")
 
     @field_validator("labels", mode="before")
     @classmethod
@@ -146,6 +146,7 @@ class TrainConfig(Section):
     gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward pass to save memory.")
     preflight: Literal["stop", "warn", "off"] = Field("stop", description="Before loading weights, predict the run's peak memory (tailor plan) and write plan.json: stop = refuse a run that will not fit, with the smallest fix; warn = log it and train anyway (force); off = no plan.")
     preflight_memory_gb: float | None = Field(None, gt=0, description="Memory the pre-flight judges against (default: the device's, measured: GPU total, or the CPU's available memory).")
+    preflight_calibrate: bool = Field(False, description="The pre-flight times a few real training steps of the model (random weights, this method, precision and checkpointing; seconds on small models) to predict the step time, which train_summary.json's plan_check compares with the measured one; false: the matmul probe with a default efficiency.")
 
     @field_validator("preflight", mode="before")
     @classmethod

@@ -304,7 +304,7 @@ def finish(trainer, recipe: Recipe, run: Run, data: TrainingData, tokenizer, bas
     }
     from tailor.training.preflight import plan_check
 
-    metrics.update(plan_check(run.plan, metrics.get("peak_memory_mb"), run.device))  # the plan's accuracy, per run
+    metrics.update(plan_check(run.plan, metrics.get("peak_memory_mb"), run.device, metrics))  # the plan's accuracy, per run
     if data.eval is not None:
         metrics["eval_loss"] = trainer.evaluate()["eval_loss"]
     ema = _ema(trainer)

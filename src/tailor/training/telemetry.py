@@ -102,6 +102,8 @@ class Throughput(TrainerCallback, BatchObserver):
         self._step_start: float | None = None
         self._lb_total = None            # loss-bearing tokens, a device tensor until read
         self._total = {"step_seconds": 0.0, "lengths": 0, "batches": 0, "tokens0": None}
+        self._first_step: float | None = None  # the first optimizer step's seconds (warm-up: plan_check leaves it out)
+        self._timed_steps = 0
         self._window = self._new_window()
 
     @staticmethod
@@ -144,6 +146,9 @@ class Throughput(TrainerCallback, BatchObserver):
         spent = time.perf_counter() - self._step_start
         self._window["step_seconds"] += spent
         self._total["step_seconds"] += spent
+        self._timed_steps += 1
+        if self._first_step is None:
+            self._first_step = spent
         self._step_start = None
 
     def _loss_bearing_count(self, t) -> int:
@@ -191,6 +196,7 @@ class Throughput(TrainerCallback, BatchObserver):
         lb = self._lb_total or 0
         out = {"loss_bearing_tokens": lb, "loss_bearing_tokens_per_second": round(lb / max(seconds, 1e-9), 1),
                "step_seconds": round(self._total["step_seconds"], 3),
+               "timed_steps": self._timed_steps, "first_step_seconds": round(self._first_step or 0.0, 4),
                "peak_memory_mb": round(peak_memory_bytes(self._trainer.args.device) / 2**20, 1) if self._trainer else None,
                "peak_memory_source": self.memory_source}
         mfu = self._mfu(tokens, self._total["step_seconds"], self._total["lengths"], self._total["batches"])
