@@ -69,8 +69,12 @@ def cmd_plan(a: C.PlanCommand) -> int:
         path, overrides = None, [path, *overrides]  # no RECIPE (a --model plan): argparse took the first key=value
     recipe = load_recipe(path, overrides, reads=TrainRecipe) if path else \
         build(TrainRecipe, parse_overrides(overrides, TrainRecipe), "command line")
+    from tailor.training.preflight import as_trained
+
+    prepare = as_trained(recipe, a.device)  # the precision `tailor train` picks here; the method tailor applies
     plans = compare_methods(recipe, a.device, a.memory_gb, a.nproc, model=a.model, calibrate=a.calibrate or None,
-                            methods=tuple(dict.fromkeys((recipe.adapter.method, "full", "freeze", "lora", "dora", "qlora"))))
+                            methods=tuple(dict.fromkeys((recipe.adapter.method, "full", "freeze", "lora", "dora", "qlora"))),
+                            prepare=prepare)
     if a.json_:
         print(json.dumps({"plan": plans[0].to_dict(), "methods": [p.to_dict() for p in plans]}, indent=2, default=str))
         return 0
@@ -145,6 +149,14 @@ def cmd_chat(a: C.ChatCommand) -> int:
     if not a.model:
         raise TailorError("chat needs a model directory, or --url of a running server", where="tailor chat",
                           fix="tailor chat MODEL_DIR, or tailor chat --url http://127.0.0.1:8000")
+    from tailor.serving.vision import is_vision_target, vision_chat
+
+    if a.image or is_vision_target(a.model, a.adapter):
+        if schema is not None:
+            raise TailorError("--json-schema is not supported with a vision-language model", where="tailor chat",
+                              fix="leave out --json-schema, or serve the model and ask with response_format")
+        print(vision_chat(a.model, a.adapter, a.prompt, a.image, a.system, a.max_new_tokens, a.sample))
+        return 0
     model, tokenizer = load_chat_model(a.model, a.adapter)
     if a.prompt is not None:
         messages = ([{"role": "system", "content": a.system}] if a.system else []) + [{"role": "user", "content": a.prompt}]
@@ -156,14 +168,6 @@ def cmd_chat(a: C.ChatCommand) -> int:
 
 def cmd_serve(a: C.ServeCommand) -> int:
     from tailor.mlops.follow import registry_source
-    from tailor.serving.vision import is_vision_target, vision_chat
-
-    if a.image or is_vision_target(a.model, a.adapter):
-        if schema is not None:
-            raise TailorError("--json-schema is not supported with a vision-language model", where="tailor chat",
-                              fix="leave out --json-schema, or serve the model and ask with response_format")
-        print(vision_chat(a.model, a.adapter, a.prompt, a.image, a.system, a.max_new_tokens, a.sample))
-        return 0
     from tailor.serving.server import parse_adapters, serve
 
     model, extra = a.model, []
@@ -200,15 +204,18 @@ def cmd_ui(a: C.UiCommand) -> int:
 
 
 def _data_tools(recipe: Recipe, base_dir: Path) -> dict:
-    """The tokenizer (model.tokenizer or model.path, data.chat_template applied) and back-translation translator
-    that `tailor.data.prepare.run` takes from its caller: the data stage loads no model."""
+    """The tokenizer (model.tokenizer or model.path, data.chat_template applied), back-translation translator and
+    document QA teacher that `tailor.data.prepare.run` takes from its caller: the data stage loads no model."""
     from tailor.models.loading import load_tokenizer
     from tailor.models.translation import translator_for
 
     path = recipe.model.tokenizer or recipe.model.path
     tokenizer = load_tokenizer(path, trust_remote_code=recipe.model.trust_remote_code,
                                chat_template=recipe.data.chat_template) if path else None
-    return {"tokenizer": tokenizer, "translator": translator_for(recipe.data.augment.back_translation, base_dir)}
+    from tailor.models.teacher import teacher_for
+
+    return {"tokenizer": tokenizer, "translator": translator_for(recipe.data.augment.back_translation, base_dir),
+            "teacher": teacher_for(recipe.data, base_dir)}
 
 
 def cmd_data_prepare(a: C.DataPrepareCommand) -> int:

@@ -248,3 +248,66 @@ def test_attribute_lines_name_their_section_and_tables_chunk_under_one_header(tm
     assert len(chunks) > 1 and all(c.text.startswith("| Item | Price |\n|---|---|\n| item") for c in chunks)
     assert all(c.text.count("| Item | Price |") == 1 and estimate_tokens(c.text) <= 60 and c.page == 4 for c in chunks)
     assert sum(c.text.count("| item ") for c in chunks) == 30
+
+
+def _teacher_recipe(tmp_path: Path, teacher: str):
+    (tmp_path / "guide.md").write_text(
+        "# Returns\n\nTents can be returned within 60 days of delivery.\n\n# Shipping\n\nOrders to Alaska arrive in 6 to 9 "
+        "business days.\n\n# Hours\n\nThe Seattle store opens at 9 am.\n\n# Rentals\n\nThe gear rental deposit is $50.\n",
+        encoding="utf-8")
+    (tmp_path / "eval.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "When does the Seattle store open?"}, {"role": "assistant", "content": "9 am"}]}) + "\n",
+        encoding="utf-8")
+    return load_recipe(None, [
+        f"data.sources=[{{path: {tmp_path / 'guide.md'}, document: {{emit: qa, qa_from: [], teacher: {teacher}}}}},"
+        f" {{path: {tmp_path / 'eval.jsonl'}, split: eval}}]", f"data.prepared_dir={tmp_path / 'out'}"])
+
+
+def test_teacher_pairs_are_grounded_deduplicated_and_never_twin_eval(tmp_path):
+    replies = {
+        "Returns": "Q: How long can I return a tent?\nA: Within 60 days of delivery.",          # kept
+        "Shipping": "Q: How long does shipping to Alaska take?\nA: About two weeks by boat.",    # not grounded
+        "Hours": "Q: When does the Seattle store open?\nA: At 9 am.",                            # twin of the eval row
+        "Rentals": "The deposit is fifty dollars.",                                              # unparseable
+    }
+    calls = []
+
+    def teacher(model_dir, convs, max_new_tokens, batch_size):
+        calls.append((model_dir, len(convs), max_new_tokens, batch_size))
+        return [next(v for k, v in replies.items() if f"# {k}" in c[0]["content"]) for c in convs]
+
+    prepared = run(_teacher_recipe(tmp_path, "teacher-dir"), teacher=teacher)
+    assert calls == [("teacher-dir", 4, 96, 8)]
+    train = prepared.records("train")
+    assert [(r["messages"][0]["content"], r["messages"][1]["content"], r["meta"]) for r in train] == [
+        ("How long can I return a tent?", "Within 60 days of delivery.", {"page": 1, "section": "Returns", "qa": "teacher"})]
+    report = prepared.report()
+    assert report["steps"][0]["documents"]["qa_pairs"] == {
+        "teacher": 2, "rejected: answer not grounded (< 80% of its words in the chunk)": 1,
+        "rejected: no 'Q: / A:' in the reply": 1}
+    twin = next(s for s in report["steps"] if s["step"] == "documents.teacher_vs_eval")
+    assert twin["dropped"] == {"teacher question: exact twin of an eval/test question": 1}
+    assert [r["messages"][0]["content"] for r in prepared.records("eval")] == ["When does the Seattle store open?"]
+
+
+def test_teacher_model_loaded_by_prepare_and_required(tmp_path, llama_dir, capsys):
+    from tailor.cli import main
+    from tailor.models.teacher import teacher_for
+
+    recipe = _teacher_recipe(tmp_path, str(llama_dir))
+    with pytest.raises(TailorError, match="no teacher model was loaded"):
+        run(recipe)
+    teacher = teacher_for(recipe.data)
+    replies = teacher(str(llama_dir), [[{"role": "user", "content": "Q?"}]] * 3, 4, 2)
+    assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
+    # through the CLI: a random tiny model writes no grounded pair, and every chunk is accounted for
+    import yaml
+
+    data = recipe.data.model_dump(mode="json", exclude_defaults=True)
+    data["sources"][0]["document"]["teacher_max_new_tokens"] = 8
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"data": data}), encoding="utf-8")
+    assert main(["data", "prepare", str(path)]) == 0
+    counts = json.loads((tmp_path / "out" / "report.json").read_text())["steps"][0]["documents"]["qa_pairs"]
+    assert sum(counts.values()) == 4  # one reply per chunk, each kept or rejected under a reason
+    assert teacher_for(load_recipe(None, []).data) is None

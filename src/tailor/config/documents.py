@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from tailor.config.sections import Section
+from tailor.config.sections import InputPath, Section
 
 QA_KINDS = ("faq", "table", "definition")
 
@@ -25,3 +25,7 @@ class DocumentConfig(Section):
     ocr_dpi: int = Field(300, ge=72, le=1200, description="Resolution at which image-only PDF pages are rendered for OCR.")
     ocr_min_confidence: float = Field(60.0, ge=0, le=100, description="Pages whose mean Tesseract word confidence is below this are listed as low-confidence in the report.")
     ocr_drop_low: bool = Field(False, description="Drop low-confidence OCR pages (counted) instead of only listing them.")
+    teacher: InputPath | None = Field(None, description="Local instruct model directory that writes one question-answer pair per text chunk with emit=qa (loaded by `tailor data prepare`; batched through tailor's generation path). Kept only when grounded in the chunk, de-duplicated, and never twinned with an eval/test question.")
+    teacher_min_overlap: float = Field(0.8, gt=0, le=1, description="Grounding test: the share of the answer's words (Latin words and numbers, lowercased; each CJK character a word) that must occur in its chunk.")
+    teacher_max_new_tokens: int = Field(96, ge=8, description="Tokens the teacher may write per pair.")
+    teacher_batch_size: int = Field(8, ge=1, description="Chunks per generation batch.")

@@ -230,7 +230,7 @@ def _validate(src: SourceConfig, on_error: str) -> None:
 
 
 def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: Path | None = None,
-                tokenizer=None) -> Iterator[dict]:
+                tokenizer=None, teacher=None) -> Iterator[dict]:
     """Stream canonical records from one source, each with `where`, `source`, `meta` and `origin`.
 
     report.n_in counts every row read and report.n_out every record yielded. A malformed row raises
@@ -238,7 +238,8 @@ def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: 
     reason in `report` (on_error="skip"). `src.max_rows` caps the rows read. Relative paths resolve
     against `base_dir`. With `src.registry`, the entry is resolved by `tailor.data.registry`; the
     source's own format, columns and tags override the entry's. Documents are read by
-    `tailor.data.documents` (chunks measured with `tokenizer` when given); their statistics go to
+    `tailor.data.documents` (chunks measured with `tokenizer` when given; `teacher` writes QA pairs for
+    sources with document.teacher); their statistics go to
     `report.extra["documents"]`, and an unreadable one (encrypted, damaged) counts as one dropped row with
     on_error="skip".
     """
@@ -264,7 +265,7 @@ def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: 
         short = name or (path.stem if path.is_file() else path.name)
         if path.is_file() and is_document(path):
             fmt, cols, short = "auto", {}, name or path.name
-            rows = _document_rows(path, src, on_error, report, tokenizer)
+            rows = _document_rows(path, src, on_error, report, tokenizer, teacher)
         else:
             rows = _rows(path, src.text_per, mapped, record_keys)
         for row, where in rows:
@@ -293,9 +294,10 @@ def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: 
                 return
 
 
-def _document_rows(path: Path, src: SourceConfig, on_error: str, report: StepReport, tokenizer) -> Iterator[tuple[object, str]]:
+def _document_rows(path: Path, src: SourceConfig, on_error: str, report: StepReport, tokenizer,
+                   teacher) -> Iterator[tuple[object, str]]:
     try:
-        yield from document_rows(path, src.document, report.extra.setdefault("documents", {}), tokenizer)
+        yield from document_rows(path, src.document, report.extra.setdefault("documents", {}), tokenizer, teacher)
     except Unreadable as exc:
         if on_error == "raise":
             raise

@@ -156,7 +156,8 @@ def cache_key(recipe: Recipe, files: list[Path], tokenizer=None, processor=None)
 # The pipeline
 
 
-def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | None, tokenizer=None) -> Iterator[dict]:
+def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | None, tokenizer=None,
+                    teacher=None) -> Iterator[dict]:
     from tailor.data.loading import iter_source
 
     # Reports are created up front so the accounting lists the sources first, in order.
@@ -165,7 +166,7 @@ def _stream_sources(data: DataConfig, report: PrepareReport, base_dir: Path | No
 
     def stream() -> Iterator[dict]:
         for src, step in zip(data.sources, steps):
-            for rec in iter_source(src, data.on_error, step, base_dir, tokenizer):
+            for rec in iter_source(src, data.on_error, step, base_dir, tokenizer, teacher):
                 rec["split"] = src.split
                 yield rec
 
@@ -185,14 +186,15 @@ def _cached(out: Path, key: str) -> Prepared | None:
     return cached
 
 
-def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path | None = None,
+def run(recipe: Recipe, tokenizer=None, *, translator=None, teacher=None, base_dir: str | Path | None = None,
         force: bool = False, processor=None) -> Prepared:
     """Prepare `recipe.data.sources` into `recipe.data.prepared_dir` (reusing it when inputs and settings are unchanged).
 
     `tokenizer` (loaded by the caller from model.tokenizer / model.path, data.chat_template applied)
     tokenizes the splits and serves token bounds of the length cleaning step; without one, only the
     records are written. `translator` serves data.augment.back_translation
-    (`tailor.models.translation.translator_for`). Relative source paths are read from `base_dir`.
+    (`tailor.models.translation.translator_for`), `teacher` the document sources' document.teacher
+    (`tailor.models.teacher.teacher_for`). Relative source paths are read from `base_dir`.
     `processor` (a vision-language model's) places the image tokens of rows with images (`tailor.data.images`).
     """
     from tailor.data.augment import augment_records
@@ -214,7 +216,7 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
 
     started = time.perf_counter()
     report = PrepareReport()
-    stream = _stream_sources(data, report, base, tokenizer)
+    stream = _stream_sources(data, report, base, tokenizer, teacher)
     stream = clean_records(stream, data.clean, report, tokenizer=tokenizer)
     dedup = resolved(data.dedup)
     if dedup.exact or dedup.near:
@@ -227,6 +229,10 @@ def run(recipe: Recipe, tokenizer=None, *, translator=None, base_dir: str | Path
     splits = split_records(pool, data.split, report) if pool else {s: [] for s in SPLITS}
     for s in SPLITS:
         splits[s] = fixed[s] + splits.get(s, [])
+    if any(src.document.teacher for src in data.sources) and (splits["eval"] or splits["test"]):
+        from tailor.data.documents.teacher import drop_eval_twins
+
+        splits = drop_eval_twins(splits, dedup, report)  # generated questions never twin a held-out one
     if dedup.across_splits and (dedup.exact or dedup.near) and (splits["eval"] or splits["test"]):
         splits = drop_cross_split_twins(splits, dedup, report)
     if splits["train"]:

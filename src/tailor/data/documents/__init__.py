@@ -118,9 +118,10 @@ def token_counter(tokenizer) -> Callable[[str], int]:
     return lambda t: len(tokenizer.encode(t, add_special_tokens=False))
 
 
-def document_rows(path: Path, cfg, stats: dict, tokenizer=None) -> Iterator[tuple[dict, str]]:
+def document_rows(path: Path, cfg, stats: dict, tokenizer=None, teacher=None) -> Iterator[tuple[dict, str]]:
     """(row, where) pairs of one document for the loader (`tailor.data.loading`); `stats` gathers the
-    per-format accounting the report shows (pages, OCR confidence, boilerplate, chunks, QA pairs by method)."""
+    per-format accounting the report shows (pages, OCR confidence, boilerplate, chunks, QA pairs by method).
+    `teacher` (`tailor.data.documents.teacher.Teacher`) writes pairs per chunk when `cfg.teacher` is set."""
     started = time.perf_counter()
     doc = read_document(path, cfg)
     fmt = path.suffix.lower().lstrip(".")
@@ -138,6 +139,8 @@ def document_rows(path: Path, cfg, stats: dict, tokenizer=None) -> Iterator[tupl
                                                 else round(p.confidence, 1), "low": p.low_confidence,
                                                 "dropped": p.low_confidence and cfg.ocr_drop_low})
     rows = list(_text_rows(doc, cfg, tokenizer) if cfg.emit == "text" else _qa_rows(doc, path, cfg, stats))
+    if cfg.emit == "qa" and cfg.teacher:
+        rows += _teacher_rows(doc, cfg, stats, tokenizer, teacher)
     s["rows"] += len(rows)
     s["seconds"] = round(s["seconds"] + time.perf_counter() - started, 4)
     for row in rows:
@@ -187,6 +190,16 @@ def _qa_rows(doc: Document, path: Path, cfg, stats: dict) -> Iterator[dict]:
                                       where=f"data.sources[].document.templates[{i}]", fix="write an alpaca, messages or text row")
                 counts["template"] = counts.get("template", 0) + 1
                 yield {**_as_row(rec), **prov, "qa": f"template[{i}]"}
+
+
+def _teacher_rows(doc: Document, cfg, stats: dict, tokenizer, teacher) -> list[dict]:
+    from tailor.data.documents.corpus import chunk_document
+    from tailor.data.documents.teacher import teacher_pairs
+
+    chunks = list(chunk_document(doc.blocks, cfg.chunk_tokens, token_counter(tokenizer)))
+    pairs = teacher_pairs(chunks, cfg, teacher, stats.setdefault("qa_pairs", {})) if chunks else []
+    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+             "page": c.page, "section": c.section, "qa": "teacher"} for q, a, c in pairs]
 
 
 def _slots(template: str) -> list[str]:
