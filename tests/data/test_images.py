@@ -79,3 +79,24 @@ def test_malformed_image_rows_are_counted_with_file_and_row(tmp_path):
     with pytest.raises(TailorError) as err:
         list(iter_source(SourceConfig(path=str(data)), "raise", StepReport("load")))
     assert "placeholders != images" in str(err.value) and f"{data}:2" in str(err.value)
+
+
+def test_image_augmentation_is_train_only_and_seeded(tmp_path, tokenizer_dir):
+    import torch
+
+    from tailor.config.data import ImageAugmentConfig
+    from tailor.data.images import VisionCollator
+    from tailor.models.loading import load_tokenizer
+    from tailor.models.vision import init_vision_model
+
+    _, processor = init_vision_model("deepseek-vl-micro", load_tokenizer(tokenizer_dir))
+    img = Image.new("RGB", (32, 32), (40, 40, 40))
+    img.paste((250, 250, 250), (4, 4, 14, 28))
+    img.save(tmp_path / "a.png")
+    row = {"input_ids": [1, 2], "labels": [1, 2], "images": [str(tmp_path / "a.png")]}
+    cfg = ImageAugmentConfig(rotation=30, scale=0.6, color_jitter=0.3)
+    plain = VisionCollator(processor, 0)([row])["pixel_values"]
+    assert torch.equal(VisionCollator(processor, 0, cfg)([row])["pixel_values"], plain)  # not a training row
+    a = VisionCollator(processor, 0, cfg, seed=1)([{**row, "augment": True}])["pixel_values"]
+    b = VisionCollator(processor, 0, cfg, seed=1)([{**row, "augment": True}])["pixel_values"]
+    assert torch.equal(a, b) and not torch.equal(a, plain)

@@ -1,4 +1,4 @@
-"""`tailor quickstart domain=vision` end to end at toy size: data, model, contrastive, LoRA SFT, eval, merge."""
+"""`tailor quickstart domain=vision` end to end at toy size: data, model, contrastive, SFT, eval."""
 
 from rich.console import Console
 
@@ -24,10 +24,10 @@ def test_score_reads_yes_no_and_defect_names():
     assert m["defect_accuracy"] == 0.5 and m["type_accuracy"] == 0.5 and m["n"] == 4
 
 
-def test_vision_quickstart_runs_end_to_end_and_merge_matches(tmp_path):
+def test_vision_quickstart_runs_end_to_end(tmp_path):
     cfg = QuickstartConfig(out_dir=str(tmp_path / "qs"), domain="vision", vision_preset="deepseek-vl-micro",
                            vision_train_images=10, vision_eval_images=5, vision_contrastive_epochs=1, vision_sft_epochs=1)
     r = run(cfg, Console(width=120, record=True))
     assert r["tuned"]["n"] == 20 and 0 <= r["tuned"]["defect_accuracy"] <= 1
-    assert r["merge_max_abs_logit_diff"] < 1e-4
-    assert (tmp_path / "qs" / "merged" / "model.safetensors").is_file()
+    assert r["sft"]["steps"] > 0 and r["contrastive"]["steps"] > 0
+    assert (tmp_path / "qs" / "eval_answers.jsonl").is_file()

@@ -62,6 +62,25 @@ def test_deepseek_vl_preset_lora_trains_language_model_and_projector_only(tmp_pa
     assert not any("vision_model" in k for k in keys)               # vision tower frozen by default
     assert (result.final_dir / "processor_config.json").is_file()
 
+    # merged (plain AutoModelForImageTextToText) logits = base + adapter logits
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from tailor.adapters.merge import merge
+    from tailor.adapters.vision import load_vision_with_adapter
+    from tailor.data.images import prompt_inputs
+
+    merged = merge(result.final_dir, tmp_path / "merged", dtype="float32")
+    with_adapter, processor = load_vision_with_adapter(result.final_dir, dtype="float32")
+    inputs = prompt_inputs(processor, [{"role": "user", "content": "<image>What color is it?"}],
+                           [str(color_data.parent / "img" / "0.png")])
+    with torch.no_grad():
+        a = with_adapter(**inputs).logits
+        b = AutoModelForImageTextToText.from_pretrained(merged).eval()(**inputs).logits
+        with with_adapter.disable_adapter():
+            base = with_adapter(**inputs).logits
+    assert (a - b).abs().max() < 1e-4 and (a - base).abs().max() > 1e-3
+
 
 def test_packing_is_refused_for_images(tmp_path, color_data, tokenizer_dir):
     with pytest.raises(TailorError, match="packing"):

@@ -125,7 +125,14 @@ class BackTranslationConfig(Section):
     max_new_tokens: int = Field(128, ge=1, description="Tokens per translation.")
 
 
+class ImageAugmentConfig(Section):
+    rotation: float = Field(0.0, ge=0, le=180, description="Rotate each training image by a random angle in [-rotation, rotation] degrees (0 = off).")
+    scale: float = Field(1.0, gt=0, le=1, description="Crop each training image to a random share in [scale, 1] of its area, then resize back (1 = off).")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="Scale brightness, contrast and saturation by random factors in [1 - color_jitter, 1 + color_jitter] (0 = off).")
+
+
 class AugmentConfig(Section):
+    image: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig, description="Vision-language training: train-only image augmentation, drawn anew for every batch.")
     eda: EdaConfig = Field(default_factory=EdaConfig, description="Easy data augmentation (synonym, insert, swap, delete).")
     fill: FillConfig = Field(default_factory=FillConfig, description="Rows generated from templates and slot values.")
     back_translation: BackTranslationConfig = Field(default_factory=BackTranslationConfig, description="Paraphrases through a pivot language.")

@@ -184,12 +184,41 @@ def prompt_inputs(processor, messages: list[dict], images: list[str]) -> dict:
     return {**out, **token_types(processor, out["input_ids"])}
 
 
+def augment_image(img, cfg, rng):
+    """`img` rotated, cropped and colour-jittered as `cfg` (data.augment.image) says, with draws from `rng`."""
+    from PIL import Image, ImageEnhance
+
+    if cfg.rotation:
+        img = img.rotate(rng.uniform(-cfg.rotation, cfg.rotation), resample=Image.BILINEAR, fillcolor=img.getpixel((0, 0)))
+    if cfg.scale < 1:
+        share = rng.uniform(cfg.scale, 1.0) ** 0.5
+        w, h = max(1, int(img.width * share)), max(1, int(img.height * share))
+        x, y = rng.randint(0, img.width - w), rng.randint(0, img.height - h)
+        img = img.crop((x, y, x + w, y + h)).resize(img.size, Image.BILINEAR)
+    if cfg.color_jitter:
+        for enhance in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            img = enhance(img).enhance(rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter))
+    return img
+
+
+def augments(cfg) -> bool:
+    return cfg is not None and bool(cfg.rotation or cfg.scale < 1 or cfg.color_jitter)
+
+
 @dataclass
 class VisionCollator:
-    """Right-pad input_ids/labels (as PadCollator) and add the batch's images as the processor prepares them."""
+    """Right-pad input_ids/labels (as PadCollator) and add the batch's images as the processor prepares them.
+    Rows marked `augment` (the training split's) get `augment_image` with `augment` (data.augment.image)."""
 
     processor: object
     pad_id: int
+    augment: object = None
+    seed: int = 0
+
+    def __post_init__(self):
+        import random
+
+        self.rng = random.Random(self.seed)
 
     def __call__(self, features: list[dict]) -> dict:
         import torch
@@ -204,7 +233,10 @@ class VisionCollator:
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
-        images = [load_image(r) for f in features for r in (f.get("images") or [])]
+        images = [self._augmented(load_image(r), f) for f in features for r in (f.get("images") or [])]
         if images:
             batch.update(self.processor.image_processor(images, return_tensors="pt"))
         return {**batch, **token_types(self.processor, ids)}
+
+    def _augmented(self, img, row: dict):
+        return augment_image(img, self.augment, self.rng) if row.get("augment") and augments(self.augment) else img

@@ -2,9 +2,10 @@
 
 Synthetic inspection images (tailor.quickstart.inspection_domain) -> byte-level BPE tokenizer -> deepseek-vl-tiny
 built from its preset -> stage 1: contrastive alignment of the vision tower and projector on image-caption pairs
-(train.objective=contrastive) -> stage 2: SFT with LoRA on the language model, vision tower and projector trained
-in full -> evaluation on held-out images with held-out question wordings (greedy answers, batched) -> merge of the
-adapter into a model plain AutoModelForImageTextToText loads -> a results table.
+(train.objective=contrastive) -> stage 2: full SFT (the language model starts untrained, so LoRA on its frozen random
+embeddings would learn little; LoRA SFT on a pretrained VLM is `adapter.method=lora`) -> evaluation on held-out
+images with held-out question wordings (greedy answers, batched) -> a results table. final/ loads with plain
+AutoModelForImageTextToText.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ NO = ("No", "合格")
 def run(cfg: QuickstartConfig, console=None) -> dict:
     from rich.console import Console
 
-    from tailor.adapters.merge import merge
     from tailor.models.tokenizer import train_tokenizer
     from tailor.models.vision import init_vision_model
     from tailor.quickstart.inspection_domain import generate, write
@@ -35,7 +35,7 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
     info: dict = {}
 
     def stage(n: int, title: str) -> float:
-        console.rule(f"[bold cyan][{n}/6] {title}")
+        console.rule(f"[bold cyan][{n}/5] {title}")
         return time.perf_counter()
 
     t = stage(1, "domain data: product inspection images, English + Chinese questions")
@@ -70,26 +70,23 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
         f"train.epochs={cfg.vision_contrastive_epochs}", "train.batch_size=32", "train.lr=1e-3", "train.warmup_ratio=0.05"])
     stages["contrastive"] = time.perf_counter() - t
 
-    t = stage(4, "stage 2: SFT with LoRA on the language model; vision tower and projector trained")
+    t = stage(4, "stage 2: SFT of the whole model (language model, projector, vision tower)")
     tuned = train_stage("sft", aligned.final_dir, files["train"], [
-        "train.objective=sft", "adapter.method=lora", "adapter.r=32", "adapter.alpha=32", "adapter.vision_tower=train",
-        "adapter.projector=train", f"train.epochs={cfg.vision_sft_epochs}", "train.batch_size=16", "train.lr=2e-3",
-        "train.warmup_ratio=0.05"])
+        "train.objective=sft", "adapter.method=full", "adapter.vision_tower=train", "adapter.projector=train",
+        f"train.epochs={cfg.vision_sft_epochs}", "train.batch_size=16", "train.lr=1e-3", "train.warmup_ratio=0.05"])
     stages["sft"] = time.perf_counter() - t
 
     t = stage(5, "evaluation on held-out images and wordings")
     base_eval = evaluate_dir(aligned.final_dir, dom.eval, out / "data")
-    merged = merge(tuned.final_dir, out / "merged", dtype="float32")
-    tuned_eval = evaluate_dir(merged, dom.eval, out / "data")
+    tuned_eval = evaluate_dir(tuned.final_dir, dom.eval, out / "data")
     stages["eval"] = time.perf_counter() - t
-    info["merge_max_abs_logit_diff"] = merge_check(tuned.final_dir, merged, dom.eval[0], out / "data")
 
     results = {"base": base_eval["metrics"], "tuned": tuned_eval["metrics"], "seconds": stages, **info}
     (out / "quickstart_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str),
                                                   encoding="utf-8")
     (out / "eval_answers.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                     for r in tuned_eval["rows"]), encoding="utf-8")
-    print_table(results, console, merged)
+    print_table(results, console, tuned.final_dir)
     return results
 
 
@@ -151,29 +148,13 @@ def evaluate_dir(model_dir: Path, rows: list[dict], root: Path) -> dict:
     return {"metrics": score(rows, answers), "rows": scored}
 
 
-def merge_check(adapter_dir: Path, merged_dir: Path, row: dict, root: Path) -> float:
-    """Max |logit difference| between base+adapter and the merged model loaded by plain AutoModelForImageTextToText."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    from tailor.adapters.vision import load_vision_with_adapter
-    from tailor.data.images import prompt_inputs
-
-    with_adapter, processor = load_vision_with_adapter(adapter_dir, dtype="float32")
-    inputs = prompt_inputs(processor, row["messages"][:1], [str(root / row["images"][0])])
-    with torch.no_grad():
-        a = with_adapter(**inputs).logits
-        b = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()(**inputs).logits
-    return float((a - b).abs().max())
-
-
-def print_table(r: dict, console, merged: Path) -> None:
+def print_table(r: dict, console, final: Path) -> None:
     from rich.table import Table
 
     table = Table(title="Product inspection: held-out images, held-out question wordings")
     table.add_column("metric")
     table.add_column("stage 1: aligned base", justify="right")
-    table.add_column("stage 2: + LoRA SFT", justify="right")
+    table.add_column("stage 2: + SFT", justify="right")
     for label, key in (("defect / no defect", "defect_accuracy"), ("  English", "defect_accuracy/en"),
                        ("  Chinese", "defect_accuracy/zh"), ("defect type", "type_accuracy"),
                        ("  English", "type_accuracy/en"), ("  Chinese", "type_accuracy/zh")):
@@ -185,14 +166,15 @@ def print_table(r: dict, console, merged: Path) -> None:
     runs.add_column("seconds", justify="right")
     runs.add_column("detail")
     detail = {"model": f"{r['parameters']:,} parameters",
-              "contrastive": _detail(r.get("contrastive", {})), "sft": _detail(r.get("sft", {})),
-              "eval": f"merged vs base+adapter max |Δlogit| = {r['merge_max_abs_logit_diff']:.2e}"}
+              "contrastive": _detail(r.get("contrastive", {})), "sft": _detail(r.get("sft", {}))}
     for name, secs in r["seconds"].items():
         runs.add_row(name, f"{secs:.1f}", detail.get(name, ""))
     runs.add_row("total", f"{sum(r['seconds'].values()):.1f}", "")
     console.print(runs)
     console.print(f"[bold]Use the model:[/] python -c \"from transformers import AutoModelForImageTextToText; "
-                  f"AutoModelForImageTextToText.from_pretrained('{merged}')\"")
+                  f"AutoModelForImageTextToText.from_pretrained('{final}')\"")
+    console.print(f"  tailor chat {final} --image {Path(final).parents[1] / 'data' / 'images' / 'eval-0001.png'} "
+                  "--prompt \"Is this part defective?\"")
 
 
 def _detail(m: dict) -> str:

@@ -74,11 +74,14 @@ def load_vision(recipe: Recipe, out: Path):
 
 def vision_data(recipe: Recipe, processor) -> TrainingData:
     """The data stage's token rows (image tokens placed by `processor`) and the VisionCollator."""
-    from tailor.data.images import VisionCollator
+    from tailor.data.images import VisionCollator, augments
     from tailor.data.training_data import build_training_data
 
     tokenizer = processor.tokenizer
     train_ds, val_ds, report = build_training_data(recipe, tokenizer, processor=processor)
     log.info("data: %s", report.summary())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return TrainingData(train_ds, val_ds, VisionCollator(processor, pad), report)
+    augment = recipe.data.augment.image
+    if augments(augment):  # train rows only: validation images stay as they are
+        train_ds = train_ds.add_column("augment", [True] * len(train_ds))
+    return TrainingData(train_ds, val_ds, VisionCollator(processor, pad, augment, recipe.data.augment.seed), report)
