@@ -116,3 +116,28 @@ def test_sampling_survives_extreme_settings():
     assert _sample(logits, 1e-300, 1.0, None) == 1  # would overflow to inf / nan without the greedy cut-off
     assert _sample(logits, 1.0, 5e-324, torch.Generator().manual_seed(0)) == 1  # top_p this small keeps the top token
     assert _sample(logits, 2.0, 1.0, torch.Generator().manual_seed(0)) in range(4)
+
+
+def test_constrained_rows_batch_with_free_ones_and_a_bad_schema_fails_alone(llama_dir):
+    """JSON-constrained and free sequences share a batch; greedy constrained rows equal the same row alone."""
+    import json
+
+    model, tok = load_model(llama_dir), load_tokenizer(llama_dir)
+    schema = {"type": "object", "additionalProperties": False, "required": ["n"],
+              "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 999}}}
+    engine = Engine(model, tok, max_batch_size=4).start()
+    try:
+        prompts = _prompts(tok)
+        alone, _ = _seq(prompts[1], 30, json_schema=schema)
+        engine.submit([alone])
+        assert _.done.wait(30)
+        pairs = [_seq(prompts[1], 30, json_schema=schema), _seq(prompts[2], 12),
+                 _seq(prompts[3], 30, json_schema={"type": "object", "properties": {"a": {"type": "nonsense"}}})]
+        engine.submit([s for s, _ in pairs])
+        assert all(w.done.wait(30) for _, w in pairs)
+        (good, wg), (free, wf), (bad, wb) = pairs
+        assert good.ids == alone.ids and wg.events[-1].finish_reason == "stop"
+        assert set(json.loads(good.text)) == {"n"}
+        assert wf.events[-1].kind == "done" and wb.events[-1].kind == "error" and bad.finish_reason == "error"
+    finally:
+        engine.stop()

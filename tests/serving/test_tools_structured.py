@@ -5,6 +5,10 @@ The model is a random tiny one: what it writes unconstrained is noise, so every 
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Literal
 
 import httpx
@@ -37,12 +41,17 @@ class Ticket(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def client(llama_dir, tmp_path_factory, serve_process):
+def server(llama_dir, tmp_path_factory, serve_process):
     tmp = tmp_path_factory.mktemp("tools")
     (tmp / "keys.txt").write_text(KEY + "\n")
-    with serve_process([str(llama_dir), "max_batch_size=4", "max_tokens=160", "max_context=1024", "--api-keys-file", str(tmp / "keys.txt"),
-                        "--model-name", "base"], tmp / "server.log") as url:
-        yield openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=120)
+    with serve_process([str(llama_dir), "max_batch_size=4", "max_tokens=160", "max_context=1024", "--api-keys-file",
+                        str(tmp / "keys.txt"), "--model-name", "base"], tmp / "server.log") as url:
+        yield {"url": url, "log": tmp / "server.log"}
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key=KEY, max_retries=0, timeout=120)
 
 
 def _check_call(call, tools):
@@ -175,3 +184,17 @@ def test_chat_json_schema_local_and_remote(client, llama_dir, tmp_path, capsys):
     schema_file.write_text('{"type": "object", "properties": {"a": {"type": "nonsense"}}}')
     assert main(["chat", str(llama_dir), "--json-schema", str(schema_file), "--prompt", "x"]) == 2
     assert "nonsense" in capsys.readouterr().err
+
+
+def test_schemathesis_chat_with_tools_and_formats_has_no_server_errors(server):
+    """Fuzz /v1/chat/completions (tools, tool_choice, tool messages, response_format included): no 5xx."""
+    exe = Path(sys.executable).with_name("schemathesis")
+    if not exe.exists():
+        pytest.skip("schemathesis is not installed (pip install 'tailor[dev]')")
+    r = subprocess.run([str(exe), "run", server["url"] + "/openapi.json", "--checks", "not_a_server_error",
+                        "--include-path", "/v1/chat/completions", "--max-examples", "40", "--seed", "2",
+                        "--header", f"Authorization: Bearer {KEY}", "--request-timeout", "60", "--no-color"],
+                       capture_output=True, text=True, timeout=400, env={**os.environ, "NO_COLOR": "1"})
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "errored" not in r.stdout and "failed" not in r.stdout, r.stdout[-3000:]
+    assert "Traceback" not in server["log"].read_text()

@@ -258,7 +258,7 @@ class Engine:
         now = time.monotonic()
         live = []
         for seq in new:
-            if self._expired(seq, now):
+            if self._expired(seq, now) or not self._constrain(seq):
                 self._release(seq)
             else:
                 live.append(seq)
@@ -269,13 +269,23 @@ class Engine:
             for part in ([group] if self._stackable else [[s] for s in group]):
                 self._prefill_rows(part)
 
+    def _constrain(self, seq: Sequence) -> bool:
+        """Build the grammar state of a sequence with a json_schema; one that fails ends alone, with an error."""
+        if seq.json_schema is None or seq._constraint is not None:
+            return True
+        from tailor.models.grammar import json_constraint
+
+        try:
+            seq._constraint = json_constraint(self.tokenizer, seq.json_schema, self.vocab_size, self.eos_ids)
+            return True
+        except Exception:  # the routes check schemas; this guards the other sequences of the batch
+            log.exception("cannot constrain a sequence to its JSON schema")
+            seq.finish_reason = "error"
+            seq.on_event(Event("error", error="internal"))
+            return False
+
     def _prefill_rows(self, seqs: list[Sequence]) -> None:
         """One forward pass over left-padded prompts; rows that go on join their adapter's running batch."""
-        for s in seqs:
-            if s.json_schema is not None and s._constraint is None:
-                from tailor.models.grammar import json_constraint
-
-                s._constraint = json_constraint(self.tokenizer, s.json_schema, self.vocab_size, self.eos_ids)
         width = max(len(s.prompt_ids) for s in seqs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0  # masked out anyway
         ids = torch.tensor([[pad] * (width - len(s.prompt_ids)) + s.prompt_ids for s in seqs], device=self.device)
