@@ -311,3 +311,22 @@ def test_teacher_model_loaded_by_prepare_and_required(tmp_path, llama_dir, capsy
     counts = json.loads((tmp_path / "out" / "report.json").read_text())["steps"][0]["documents"]["qa_pairs"]
     assert sum(counts.values()) == 4  # one reply per chunk, each kept or rejected under a reason
     assert teacher_for(load_recipe(None, []).data) is None
+
+
+def test_web_ui_uploads_documents_checked_by_the_same_reader(tmp_path):
+    import asyncio
+
+    from tailor.ui.roots import check_data_file, save_upload
+
+    def upload(folder, name, data, limit):
+        async def chunks():
+            yield data
+        return asyncio.run(save_upload(chunks(), name, folder, limit))
+
+    saved = upload(tmp_path / "up", "Guide.md", "# Guide\n\nTents: 60 days.\n".encode(), limit=10_000)
+    assert saved.name == "Guide.md"
+    assert check_data_file(saved)["first"][0]["text"] == "# Guide\n\nTents: 60 days."
+    with pytest.raises(TailorError, match="the PDF cannot be read") as err:
+        upload(tmp_path / "up", "broken.pdf", b"%PDF-1.4\nnot a body", limit=10_000)
+    assert "broken.pdf" in err.value.message() and ".upload-" not in err.value.message()
+    assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["Guide.md"]

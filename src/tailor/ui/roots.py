@@ -16,7 +16,9 @@ from typing import AsyncIterator
 
 from tailor.errors import TailorError
 
-UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet")
+from tailor.data.documents import SUPPORTED as DOCUMENTS
+
+UPLOAD_SUFFIXES = (".jsonl", ".json", ".csv", ".txt", ".parquet") + DOCUMENTS  # documents: tailor.data.documents
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -74,7 +76,7 @@ async def save_upload(chunks: AsyncIterator[bytes], name: str, folder: Path, max
     name = safe_name(name)
     if not name.lower().endswith(UPLOAD_SUFFIXES):
         raise TailorError(f"{name}: not a data file tailor reads", where="upload",
-                          fix="upload " + ", ".join(UPLOAD_SUFFIXES) + " files (chat records, alpaca, sharegpt, text)")
+                          fix="upload " + ", ".join(UPLOAD_SUFFIXES) + " files (chat records, alpaca, sharegpt, text, documents)")
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".upload-{uuid.uuid4().hex}-{name}"
     size = 0
