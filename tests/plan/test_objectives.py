@@ -9,7 +9,7 @@ import torch
 from transformers import DeepseekV3Config, LlamaConfig
 
 from tailor.config import DistillRecipe, TrainRecipe, load_recipe
-from tailor.plan import RunSettings, estimate_memory, model_shape, plan_run, settings_from_recipe, shape_of
+from tailor.plan import RunSettings, compare_methods, estimate_memory, model_shape, plan_run, settings_from_recipe, shape_of
 from tailor.plan.memory import _block_saved, activation_bytes
 from tailor.plan.speed import _nnls, calibrate, calibration_points
 from tailor.training.preflight import plan_check
@@ -27,13 +27,17 @@ def shape():
 def test_dpo_keeps_a_reference_copy_only_without_an_adapter(shape):
     for method, copy in (("full", True), ("freeze", True), ("lora", False)):
         r = TrainRecipe.model_validate({"train": {"objective": "dpo"}, "adapter": {"method": method}})
-        assert settings_from_recipe(r).reference_copy is copy
-    assert settings_from_recipe(TrainRecipe.model_validate({"train": {"objective": "orpo"}, "adapter": {"method": "full"}})).reference_copy is False
+        s = settings_from_recipe(r)
+        assert s.reference and (estimate_memory(shape, s, 0)[0].frozen > 0) is copy
+    assert not settings_from_recipe(TrainRecipe.model_validate({"train": {"objective": "orpo"}})).reference
     s = RunSettings(method="full", objective="dpo", seq_len=32, batch_size=2)
     plain, _, _ = estimate_memory(shape, s, 0)
-    ref, _, _ = estimate_memory(shape, replace(s, reference_copy=True), 0)
+    ref, _, _ = estimate_memory(shape, replace(s, reference=True), 0)
     assert plain.frozen == 0 and ref.frozen == ref.weights == 4 * shape.parameters
     assert ref.peak == plain.peak + ref.weights
+    r = TrainRecipe.model_validate({"train": {"objective": "dpo"}, "adapter": {"method": "full"}})
+    frozen = {p.settings.method: p.memory.frozen for p in compare_methods(r, "cuda", 24, model="qwen3-0.6b", measure=False)}
+    assert frozen["full"] > 0 and frozen["freeze"] > 0 and frozen["lora"] == frozen["qlora"] == 0
 
 
 def test_paired_preference_rows_train_chosen_and_rejected(shape):
@@ -49,7 +53,7 @@ def test_grpo_generation_is_the_kv_cache_of_the_steps_answers(shape):
     r = TrainRecipe.model_validate({"train": {"objective": "grpo", "batch_size": 8, "grad_accum": 2},
                                     "data": {"max_length": 32}, "grpo": {"num_generations": 4, "max_completion_length": 64}})
     s = settings_from_recipe(r)
-    assert (s.generations, s.completion_len, s.reference_copy) == (4, 64, False)  # lora: the disabled adapter
+    assert (s.generations, s.completion_len, s.reference) == (4, 64, True)  # lora: the adapter disabled, no copy
     mem, _, _ = estimate_memory(shape, s, 0)
     rows, tokens = 16, 16 * (32 + 64)
     assert mem.generation == tokens * L * 2 * KV * (H // HEADS) * 4 + rows * V * 8

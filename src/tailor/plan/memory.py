@@ -90,7 +90,8 @@ class RunSettings:
     device: str = "cpu"
     padded: bool = False                # batches carry padding (an attention mask): sdpa repeats GQA keys/values
     objective: str = "sft"              # train.objective: classification has no vocabulary-sized loss
-    reference_copy: bool = False        # a frozen copy of the model: DPO/KTO/GRPO's reference under full or freeze
+    reference: bool = False             # the objective scores a reference model (DPO/KTO; GRPO with a KL term):
+                                        # a frozen copy under full / freeze, the adapter disabled under peft
     generations: int = 0                # grpo: answers sampled per prompt (0: no generation)
     completion_len: int = 0             # grpo: most tokens generated per answer
     teacher_parameters: int = 0         # distillation: the frozen teacher's parameters (0: no teacher)
@@ -309,7 +310,7 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
             lo = 2 if s.precision in ("bf16", "fp16") else 4
             outs = sum(lin.out_features * lin.count for lin in _targeted(shape, s) if lin.experts == 1)
             temporary += s.batch_size * s.seq_len * outs * lo
-    frozen = weights if s.reference_copy and s.method in ("full", "freeze") else 0
+    frozen = weights if s.reference and s.method in ("full", "freeze") else 0
     if s.teacher_parameters:
         frozen += s.teacher_parameters * wbytes
         # the teacher's logits, masked float32 copy and log-softmax at the temperature; the student's masked copy

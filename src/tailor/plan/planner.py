@@ -143,7 +143,7 @@ def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSett
                        grad_accum=t.grad_accum, gradient_checkpointing=t.gradient_checkpointing, nproc=nproc,
                        distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
                        device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective,
-                       reference_copy=reference and a.method in ("full", "freeze"),
+                       reference=reference,
                        generations=g.num_generations if grpo else 0, completion_len=g.max_completion_length if grpo else 0)
 
 
