@@ -330,3 +330,13 @@ def test_web_ui_uploads_documents_checked_by_the_same_reader(tmp_path):
         upload(tmp_path / "up", "broken.pdf", b"%PDF-1.4\nnot a body", limit=10_000)
     assert "broken.pdf" in err.value.message() and ".upload-" not in err.value.message()
     assert sorted(p.name for p in (tmp_path / "up").iterdir()) == ["Guide.md"]
+
+
+def test_pdf_list_items_with_drawn_bullets(tmp_path):
+    # browsers print list bullets as small filled shapes left of the text, not as characters
+    ops = "\n".join(["BT /F1 11 Tf 50 780 Td (Pack these:) Tj ET",
+                     "60 763 3 3 re f", "BT /F1 11 Tf 70 760 Td (a tent) Tj ET",
+                     "60 743 3 3 re f", "BT /F1 11 Tf 70 740 Td (a stove) Tj ET",
+                     "BT /F1 11 Tf 50 700 Td (- a lamp, marked by a character) Tj ET"])
+    doc = read_document(write_pdf(tmp_path / "list.pdf", [ops]), DocumentConfig())
+    assert [b.markdown() for b in doc.blocks] == ["Pack these:", "- a tent", "- a stove", "- a lamp, marked by a character"]

@@ -1,5 +1,5 @@
-"""PDF pages through pdfplumber: text lines with their font sizes (headings), list items, ruled tables, and
-image-only pages rendered and read by OCR."""
+"""PDF pages through pdfplumber: text lines with their font sizes (headings), list items (a bullet character, a
+number, or a small shape just left of the line), ruled tables, and image-only pages rendered and read by OCR."""
 
 from __future__ import annotations
 
@@ -73,6 +73,12 @@ def _line_info(line: dict) -> tuple[float, bool]:
     return size, bold
 
 
+def _bullet_marks(page) -> list[tuple[float, float, float, float]]:
+    """Small filled shapes (x0, x1, top, bottom): list bullets that a browser draws as graphics, not text."""
+    return [(o["x0"], o["x1"], o["top"], o["bottom"]) for o in page.curves + page.rects
+            if 1.5 <= o["x1"] - o["x0"] <= 8 and 1.5 <= o["bottom"] - o["top"] <= 8]
+
+
 def read_pdf(path, cfg, ocr_page) -> Document:
     """Blocks of every page of a PDF. `ocr_page(image, where)` reads an image-only page (None when OCR is off)."""
     where = str(path)
@@ -104,13 +110,17 @@ def read_pdf(path, cfg, ocr_page) -> Document:
                 body = page.filter(lambda o: not any(b[0] <= (o.get("x0", 0) + o.get("x1", 0)) / 2 <= b[2]
                                                      and b[1] <= (o.get("top", 0) + o.get("bottom", 0)) / 2 <= b[3]
                                                      for b in boxes)) if boxes else page
+                marks = _bullet_marks(page)
                 for line in body.extract_text_lines(strip=True, return_chars=True):
                     size, bold = _line_info(line)
                     if not line["text"]:
                         continue
                     for c in line["chars"]:
                         sizes[round(c["size"], 1)] += 1
-                    items.append((line["top"], "line", (fix_radicals(line["text"]), size, bold, line["x0"], line["bottom"] - line["top"])))
+                    dot = any(line["x0"] - 24 <= m[1] <= line["x0"] and line["top"] <= (m[2] + m[3]) / 2 <= line["bottom"]
+                              for m in marks)
+                    items.append((line["top"], "line", (fix_radicals(line["text"]), size, bold, dot,
+                                                        line["bottom"] - line["top"])))
                 items.sort(key=lambda it: it[0])
                 pages.append((number, items))
                 doc.pages.append(PageInfo(number))
@@ -142,7 +152,7 @@ def _blocks(number: int, items: list, body: float, heading_sizes: list[int]) -> 
         if kind == "ocr":
             out.append(Block("paragraph", payload, page=number))
             continue
-        text, size, bold, x0, height = payload
+        text, size, bold, dot, height = payload
         gap = None if prev_bottom is None else top - prev_bottom
         prev_bottom = top + height
         if body and size >= body * 1.15 and len(text) <= 200:
@@ -158,8 +168,8 @@ def _blocks(number: int, items: list, body: float, heading_sizes: list[int]) -> 
             out.append(open_block)
             continue
         bullet = _BULLET.match(text)
-        if bullet:
-            open_block = Block("list", text[bullet.end():].strip(), page=number)
+        if bullet or dot:
+            open_block = Block("list", text[bullet.end():].strip() if bullet else text, page=number)
             out.append(open_block)
             continue
         if (open_block is not None and open_block.kind in ("paragraph", "list") and gap is not None
