@@ -132,3 +132,8 @@ def test_plan_check_compares_the_step_time_without_the_warm_up_step(shape):
     assert check["predicted_step_seconds"] == 1.2 and check["measured_step_seconds"] == 1.0
     assert check["step_time_error"] == pytest.approx(0.2) and check["step_time_calibrated"] is False
     assert "measured_step_seconds" not in plan_check(plan, 100.0, torch.device("cpu"), {"timed_steps": 1})["plan_check"]
+
+
+def test_a_calibration_that_would_take_minutes_is_skipped_and_says_why():
+    speed = calibrate(model_shape(None, "qwen2.5-7b"), RunSettings(method="lora", seq_len=2048, batch_size=1))
+    assert not speed.calibrated and "would take about" in speed.skipped

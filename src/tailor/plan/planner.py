@@ -265,7 +265,7 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
             try:
                 speed = run_calibration(shape, s, budget=(total // 4) if total else None, prepare=prepare)
                 if not speed.calibrated:
-                    notes.append("calibration skipped: its own steps would need over a quarter of the device memory")
+                    notes.append(f"calibration skipped: {speed.skipped}")
             except (TailorError, RuntimeError, ImportError, ValueError) as exc:  # e.g. qlora without bitsandbytes
                 notes.append(f"calibration failed ({type(exc).__name__}: {str(exc)[:160]}): default efficiency used")
         speed = speed or measure_device(device, s.precision)

@@ -65,6 +65,7 @@ class DeviceSpeed:
     method: str | None = None  # the method the calibration ran (its optimizer step fits only that method)
     depth: str = ""
     points: list = field(default_factory=list)
+    skipped: str = ""          # why `calibrate` ran nothing (too slow, too large), "" otherwise
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -191,7 +192,8 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
     MAX_CALIBRATION_SECONDS; else it is cut to `calibration_shape` blocks and one more, and the difference (one
     block) is extrapolated to the model's depth. The fixed time, e_linear and e_attention are the non-negative
     least-squares fit of the measured shapes. With `budget` (bytes), a calibration whose own predicted peak is
-    larger is skipped (the default efficiency stays, `calibrated` False).
+    larger is skipped, and so is one predicted to take over 4 x MAX_CALIBRATION_SECONDS (the default efficiency
+    stays, `calibrated` False, `skipped` says why).
     """
     from tailor.plan.memory import adapter_parameters, estimate_memory
     from tailor.plan.shape import shape_of
@@ -207,15 +209,18 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
         return sum(step_seconds(base, executed_flops(sh, s, adapter_n, q), dc_replace(s, seq_len=q, batch_size=b, grad_accum=1),
                                 sh.parameters * 4, 0, 0) for q, b in points) * (steps + 1)
 
-    depths = [shape.num_layers]
-    if guess(shape) > MAX_CALIBRATION_SECONDS and shape.num_layers > calibration_shape(shape) + 1:
+    depths, cut = [shape.num_layers], shape
+    expected = guess(shape)
+    if expected > MAX_CALIBRATION_SECONDS and shape.num_layers > calibration_shape(shape) + 1:
         k = calibration_shape(shape)
-        depths = [k, k + 1]
+        depths, cut = [k, k + 1], shape_of(_truncated(shape, k + 1), name=shape.name)
+        expected = guess(cut) * 2
+    if expected > 4 * MAX_CALIBRATION_SECONDS:
+        return dc_replace(base, skipped=f"its steps would take about {expected:.0f} s on this device")
     if budget is not None:
-        cut = shape if depths == [shape.num_layers] else shape_of(_truncated(shape, depths[-1]), name=shape.name)
         need, _, _ = estimate_memory(cut, dc_replace(s, seq_len=biggest[0], batch_size=biggest[1], grad_accum=1), 0)
         if need.peak > budget:
-            return base
+            return dc_replace(base, skipped="its own steps would need over a quarter of the device memory")
     measured: dict[int, dict] = {}
     optim: list[float] = []
     for depth in depths:
