@@ -3,7 +3,7 @@
     flock /work/notes/bench.lock .venv/bin/python bench/documents_proof.py ingest [--out runs/docproof]
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/documents_proof.py train [--out runs/docproof]
 
-ingest renders the store domain of `tailor quickstart` (same seed and sizes) as a document set, per
+ingest renders the store domain of `tailor quickstart` (its seed and sizes) as a document set, per
 language (en, zh): a PDF manual (headings, a price table, product pages, an FAQ; running header and
 footer on every page) printed by headless Chromium, a Word file of policies (python-docx, with page
 breaks), an HTML help page, and one scanned page (a screenshot saved as an image-only PDF). It then runs
@@ -294,9 +294,18 @@ def trace(domain, prepared_qa, prepared_text) -> dict:
     return {"facts": len(domain.facts), "traceable": found, "missing": missing[:10], "examples": example}
 
 
+def store_domain(doc_variants: int | None = None):
+    """The quickstart's domain with its own settings (seed, languages, sizes); `doc_variants` overrides one."""
+    from tailor.config import QuickstartConfig
+
+    q = QuickstartConfig()
+    return generate_store_domain(seed=q.seed, languages=tuple(q.languages), doc_variants=doc_variants or q.doc_variants,
+                                 train_per_fact=q.train_per_fact)
+
+
 def ingest(args) -> None:
     out = Path(args.out)
-    domain = generate_store_domain(seed=0)
+    domain = store_domain(args.doc_variants)
     t0 = time.perf_counter()
     truth = render(domain, out / "docs")
     print(f"rendered the document set in {time.perf_counter() - t0:.1f}s -> {out / 'docs'}")
@@ -346,7 +355,7 @@ def train(args) -> None:
     from tailor.training import train as run_train
 
     out = Path(args.out)
-    domain = generate_store_domain(seed=0)
+    domain = store_domain()  # the held-out questions do not depend on the document variants
     files = write_domain(domain, out / "quickstart_data")  # the held-out questions (eval.jsonl)
     from tailor.data.prepare import open_prepared
 
@@ -389,6 +398,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=["ingest", "train"])
     ap.add_argument("--out", default="runs/docproof")
+    ap.add_argument("--doc-variants", type=int, default=None,
+                    help="differently worded copies of each page (default: the quickstart's, 8)")
     args = ap.parse_args()
     ingest(args) if args.what == "ingest" else train(args)
 
