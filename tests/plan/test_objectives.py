@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from transformers import DeepseekV3Config, LlamaConfig
+from transformers import DeepseekV3Config
 
 from tailor.config import DistillRecipe, TrainRecipe, load_recipe
 from tailor.plan import RunSettings, compare_methods, estimate_memory, model_shape, plan_run, settings_from_recipe, shape_of
@@ -14,14 +14,12 @@ from tailor.plan.memory import _block_saved, activation_bytes
 from tailor.plan.speed import _nnls, calibrate, calibration_points
 from tailor.training.preflight import plan_check
 
-V, H, I, L, HEADS, KV = 100, 64, 128, 2, 4, 2
+from tests.plan.common import HEADS, KV, H, I, L, V, tiny_llama_shape
 
 
 @pytest.fixture(scope="module")
 def shape():
-    cfg = LlamaConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L, num_attention_heads=HEADS,
-                      num_key_value_heads=KV, tie_word_embeddings=False)
-    return shape_of(cfg, cfg.to_dict(), name="tiny-llama")
+    return tiny_llama_shape()
 
 
 def test_dpo_keeps_a_reference_copy_only_without_an_adapter(shape):

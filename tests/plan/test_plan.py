@@ -5,24 +5,19 @@ import json
 from dataclasses import replace
 
 import pytest
-from transformers import LlamaConfig
 
 from tailor.config import TrainRecipe, load_recipe
 from tailor.errors import TailorError
-from tailor.plan import (GIB, RunSettings, compare_methods, estimate_memory, find_fixes, plan_run, shape_of,
-                         verdict)
+from tailor.plan import GIB, RunSettings, compare_methods, estimate_memory, find_fixes, plan_run, verdict
 from tailor.plan.memory import (CPU_HEAP_RETENTION, CPU_RUNTIME, NF4_BYTES, activation_bytes, adapter_parameters,
                                 heap_share)
 
-V, H, I, L, HEADS, KV = 100, 64, 128, 2, 4, 2
-HEAD_DIM, KVD = H // HEADS, KV * (H // HEADS)
+from tests.plan.common import HEAD_DIM, HEADS, KV, KVD, H, I, L, V, tiny_llama_shape
 
 
 @pytest.fixture(scope="module")
 def shape():
-    cfg = LlamaConfig(vocab_size=V, hidden_size=H, intermediate_size=I, num_hidden_layers=L, num_attention_heads=HEADS,
-                      num_key_value_heads=KV, tie_word_embeddings=False)
-    return shape_of(cfg, cfg.to_dict(), name="tiny-llama")
+    return tiny_llama_shape()
 
 
 def test_parameters_per_kind_match_a_hand_count(shape):
