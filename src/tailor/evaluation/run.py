@@ -93,6 +93,12 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
     paths = list(data or cfg.data)
     if not paths:
         raise TailorError("no evaluation data given", where="eval.data / --data", fix="pass --data FILE.jsonl")
+    from tailor.evaluation import vision
+
+    if model is None and vision.is_vision_eval(model_dir, adapter):  # images: visual question answering
+        metrics, examples = vision.run(model_dir, paths, adapter, out_dir, cfg.max_examples, cfg.max_new_tokens)
+        files = {k: Path(out_dir) / k for k in ("eval_results.json", "examples.jsonl", "report.html")} if out_dir else {}
+        return EvalResult({"task": "vqa", **metrics}, examples, "vqa", files)
     # Data errors surface before the (slow) model load.
     records = _LOADERS[cfg.task](paths, cfg.max_examples)
     if cfg.task != "classification" and (classification.is_classifier(model) if model is not None

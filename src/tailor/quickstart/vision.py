@@ -23,6 +23,7 @@ NO = ("No", "合格")
 def run(cfg: QuickstartConfig, console=None) -> dict:
     from rich.console import Console
 
+    from tailor.evaluation.vision import write_report
     from tailor.models.tokenizer import train_tokenizer
     from tailor.models.vision import init_vision_model
     from tailor.quickstart.inspection_domain import generate, write
@@ -84,35 +85,15 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
     results = {"base": base_eval["metrics"], "tuned": tuned_eval["metrics"], "seconds": stages, **info}
     (out / "quickstart_results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False, default=str),
                                                   encoding="utf-8")
-    (out / "eval_answers.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                    for r in tuned_eval["rows"]), encoding="utf-8")
+    examples = [{**t, "answer_base": b["answer"], "answer_tuned": t["answer"]}
+                for b, t in zip(base_eval["rows"], tuned_eval["rows"])]
+    (out / "eval_answers.jsonl").write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples),
+                                            encoding="utf-8")
+    report = write_report(out / "report.html", [{k: v for k, v in e.items() if k != "answer"} for e in examples[:80]],
+                          {"base": base_eval["metrics"], "tuned": tuned_eval["metrics"]}, "Product inspection: held-out images")
+    console.print(f"report with thumbnails: {report}")
     print_table(results, console, tuned.final_dir)
     return results
-
-
-def _generate(model, processor, rows: list[dict], root: Path, max_new_tokens: int = 12, batch: int = 50) -> list[str]:
-    """Greedy answers, batched: prompts left-padded, each with its image."""
-    import torch
-
-    from tailor.data.images import prompt_inputs
-
-    pad = processor.tokenizer.pad_token_id
-    answers = []
-    for i in range(0, len(rows), batch):
-        parts = [prompt_inputs(processor, r["messages"][:1], [str(root / p) for p in r["images"]]) for r in rows[i:i + batch]]
-        width = max(p["input_ids"].shape[1] for p in parts)
-        ids = torch.full((len(parts), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(parts), width), dtype=torch.long)
-        for j, p in enumerate(parts):
-            n = p["input_ids"].shape[1]
-            ids[j, width - n:] = p["input_ids"][0]
-            mask[j, width - n:] = 1
-        pixels = torch.cat([p["pixel_values"] for p in parts])
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=mask, pixel_values=pixels, do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad)
-        answers += processor.tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
-    return answers
 
 
 def score(rows: list[dict], answers: list[str]) -> dict:
@@ -139,11 +120,14 @@ def score(rows: list[dict], answers: list[str]) -> dict:
 
 
 def evaluate_dir(model_dir: Path, rows: list[dict], root: Path) -> dict:
+    """Greedy answers of the model in `model_dir` to the held-out rows (tailor.evaluation.vision), scored."""
+    from tailor.evaluation.vision import generate_answers
     from tailor.models.vision import load_vision_model
 
     model, processor = load_vision_model(model_dir, dtype="float32")
-    answers = _generate(model.eval(), processor, rows, root)
-    scored = [{"image": r["images"][0], "question": r["messages"][0]["content"], "reference": r["messages"][1]["content"],
+    rows = [{**r, "images": [str(root / p) for p in r["images"]]} for r in rows]
+    answers = generate_answers(model.eval(), processor, rows, max_new_tokens=12, batch=50)
+    scored = [{"images": r["images"], "question": r["messages"][0]["content"], "reference": r["messages"][1]["content"],
                "answer": a} for r, a in zip(rows, answers)]
     return {"metrics": score(rows, answers), "rows": scored}
 
