@@ -94,12 +94,15 @@ def test_the_fit_recovers_fixed_linear_and_attention_terms():
     assert points == [(128, 1), (128, 4), (512, 1), (512, 2)] and calibration_points(64) == [(64, 1), (64, 4), (64, 8)]
     lin, attn = 3.0, 0.002  # seconds per token of the linear work at 100% efficiency, per token x seq of attention
     rows = [[1.0, q * b * lin, q * b * q * attn] for q, b in points]
-    ys = [0.05 + 0.5 * r[1] + 2.0 * r[2] for r in rows]  # fixed 0.05 s, e_linear 1/0.5, e_attention 1/2.0
+    ys = [0.05 + 2.0 * r[1] + 4.0 * r[2] for r in rows]  # fixed 0.05 s, e_linear 1/2, e_attention 1/4
     fixed, inv_lin, inv_attn = _nnls(rows, ys, merge=False)
-    assert fixed == pytest.approx(0.05) and inv_lin == pytest.approx(0.5) and inv_attn == pytest.approx(2.0)
+    assert fixed == pytest.approx(0.05) and inv_lin == pytest.approx(2.0) and inv_attn == pytest.approx(4.0)
     # a term that would come out negative is left out instead
     fixed, inv_lin, _ = _nnls([[1.0, 1.0, 0.0], [1.0, 2.0, 0.0]], [1.0, 3.0], merge=True)
-    assert fixed == 0.0 and inv_lin > 0
+    assert fixed == 0.0 and inv_lin == pytest.approx(15 / 13)  # least relative squares through the origin
+    # a time that hardly grows with the tokens cannot make the step faster than the matmul peak: e_linear <= 1
+    fixed, inv_lin, _ = _nnls([[1.0, 0.01, 0.0], [1.0, 0.04, 0.0]], [1.0, 1.001], merge=True)
+    assert inv_lin == 1.0 and fixed == pytest.approx(0.975, abs=0.01)
 
 
 def test_calibration_runs_the_method_it_is_given(shape):

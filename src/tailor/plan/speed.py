@@ -249,9 +249,10 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
 
 
 def _nnls(rows: list[list[float]], ys: list[float], merge: bool) -> tuple[float, float, float]:
-    """(fixed, 1 / e_linear, 1 / e_attention) >= 0 minimising the squared relative error over the measured shapes
-    (every subset of the terms is solved by least squares; the best one with no negative term wins; the linear
-    term is always in). `merge`: one sequence length only, so attention shares the linear term's efficiency."""
+    """(fixed, 1 / e_linear, 1 / e_attention) minimising the squared relative error over the measured shapes, with
+    fixed >= 0, 1 / e_attention >= 0 and e_linear <= 1 (no step beats the matmul peak). Each combination of terms
+    in or out, and of the linear term free or pinned at the peak, is solved by least squares; the best one within
+    the bounds wins. `merge`: one sequence length only, so attention shares the linear term's efficiency."""
     import itertools
 
     a = torch.tensor(rows, dtype=torch.float64)
@@ -261,19 +262,20 @@ def _nnls(rows: list[list[float]], ys: list[float], merge: bool) -> tuple[float,
     w = 1 / y.clamp_min(1e-9)  # relative errors: short and long steps count alike
     optional = [i for i in range(a.shape[1]) if i != 1]
     best, best_err = None, float("inf")
-    for keep in itertools.product((False, True), repeat=len(optional)):
-        cols = sorted([1] + [i for i, k in zip(optional, keep) if k])
-        sol = torch.linalg.lstsq(a[:, cols] * w[:, None], (y * w)[:, None]).solution.squeeze(1)
-        if (sol < 0).any():
+    for keep, pinned in itertools.product(itertools.product((False, True), repeat=len(optional)), (False, True)):
+        cols = [i for i, k in zip(optional, keep) if k] + ([] if pinned else [1])
+        target = y - a[:, 1] if pinned else y  # pinned: the linear term at the matmul peak (1 / e = 1)
+        sol = torch.linalg.lstsq(a[:, cols] * w[:, None], (target * w)[:, None]).solution.squeeze(1) if cols \
+            else torch.zeros(0, dtype=torch.float64)
+        coef = torch.zeros(a.shape[1], dtype=torch.float64)
+        coef[cols] = sol
+        coef[1] = 1.0 if pinned else coef[1]
+        if (coef < 0).any() or coef[1] < 1.0:
             continue
-        err = float((((a[:, cols] @ sol) - y) * w).pow(2).sum())
+        err = float(((a @ coef - y) * w).pow(2).sum())
         if err < best_err:
-            best = torch.zeros(a.shape[1], dtype=torch.float64)
-            best[cols] = sol
-            best_err = err
-    if best is None:  # cannot happen with the linear term alone unless times are negative
-        best = torch.tensor([0.0, float(y.sum() / a[:, 1].sum())] + [0.0] * (a.shape[1] - 2), dtype=torch.float64)
-    out = best.tolist()
+            best, best_err = coef, err
+    out = best.tolist()  # the pinned linear term alone is always within the bounds
     return (out[0], out[1], out[1]) if merge else (out[0], out[1], out[2])
 
 
