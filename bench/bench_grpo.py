@@ -1,15 +1,19 @@
 """GRPO teaches what SFT did not: a computed answer on the quickstart store's facts.
 
     flock /work/notes/bench.lock .venv/bin/python bench/bench_grpo.py --model SFT_MODEL_DIR --data QS_DATA_DIR \
-        [--seeds 0,1,2] [--sft-steps 60] [--grpo-steps 40] [--out runs/bench_grpo]
+        [--seeds 0,1,2] [--sft-steps 60] [--grpo-steps 40] [--adapter full|lora] [--num-generations 8] \
+        [--prompts-per-step 4] [--temperature 1.0] [--beta 0.04] [--out runs/bench_grpo]
 
 The task: "I bought a laptop 23 days ago. Can I still return it?" The answer is yes or no, computed from the
 product's return window (a fact the quickstart model was trained on) and the number of days: recall, then compare.
-Questions are balanced yes/no; training and held-out questions use different wordings and different day counts
-(odd in training, even held out). Per seed:
-  1. task SFT: LoRA SFT of the quickstart SFT model on the training questions answered "Yes." / "No." (merged);
-  2. GRPO from that model: 4 sampled answers per question, the reward is bench/yes_no_reward.py (a user reward
-     file: 1 when the answer's first yes/no word is right), KL beta 0.04;
+Products with a window of at most --max-window days (so day counts stay below 100). Questions are balanced yes/no;
+training and held-out questions use different wordings and different day counts (odd in training, even held out).
+Per seed:
+  1. task SFT: SFT of the quickstart SFT model on the training questions answered "Yes." / "No." (--adapter;
+     a LoRA adapter is merged);
+  2. GRPO from that model: --num-generations sampled answers per question, --prompts-per-step questions per
+     step, the reward is bench/yes_no_reward.py (a user reward file: 1 when the answer's first yes/no word is
+     right), KL weight --beta;
   3. both scored on the same held-out questions (greedy; right = the first yes/no word is right).
 Prints per seed the accuracy before and after with the paired difference and its 95% bootstrap interval over
 questions, the mean over seeds with a 95% t-interval, the reward curve (reward per logged step), the machine
@@ -45,18 +49,20 @@ def first_yes_no(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-def task(windows: dict[str, int], wordings: list[str], parity: int, count: int, rng: random.Random) -> list[dict]:
+def task(windows: dict[str, int], wordings: list[str], parity: int, count: int, rng: random.Random,
+         max_days: int = 99) -> list[dict]:
+    """Balanced yes/no questions; day counts of the given parity (-1: any) up to max_days."""
     rows = []
     while len(rows) < count:
         entity, window = rng.choice(sorted(windows.items()))
         want_yes = len(rows) % 2 == 0  # balanced
-        lo, hi = (1, window) if want_yes else (window + 1, 2 * window + 2)
-        days = [n for n in range(lo, hi + 1) if n % 2 == parity]
+        lo, hi = (1, window) if want_yes else (window + 1, min(2 * window + 2, max_days))
+        days = [n for n in range(lo, hi + 1) if parity < 0 or n % 2 == parity]
         if not days:
             continue
         n = rng.choice(days)
         q = rng.choice(wordings).format(e=entity.replace("_", " "), n=n)
-        rows.append({"prompt": q, "answer": "yes" if n <= window else "no"})
+        rows.append({"prompt": q, "answer": "yes" if n <= window else "no", "entity": entity, "days": n})
     return rows
 
 
@@ -83,7 +89,15 @@ def main() -> int:
     ap.add_argument("--held-questions", type=int, default=120)
     ap.add_argument("--sft-steps", type=int, default=60)
     ap.add_argument("--grpo-steps", type=int, default=40)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--adapter", default="full", help="adapter.method of both stages (full, or lora: r 16, alpha 32)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="task SFT learning rate")
+    ap.add_argument("--grpo-lr", type=float, default=1e-4)
+    ap.add_argument("--num-generations", type=int, default=8)
+    ap.add_argument("--prompts-per-step", type=int, default=4)
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--beta", type=float, default=0.04, help="grpo.beta (KL to the task SFT model)")
+    ap.add_argument("--max-window", type=int, default=60,
+                    help="products whose return window is at most this many days (day counts stay 2-digit tokens)")
     ap.add_argument("--out", default="runs/bench_grpo")
     a = ap.parse_args()
 
@@ -99,6 +113,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     facts = [json.loads(x) for x in (Path(a.data) / "facts.jsonl").read_text().splitlines() if x.strip()]
     windows = {f["entity"]: int(f["answer"].split()[0]) for f in facts if f["topic"] == "return_window" and f["lang"] == "en"}
+    windows = {e: w for e, w in windows.items() if w <= a.max_window}
     rng = random.Random(0)
     train_q = task(windows, TRAIN_WORDINGS, 1, a.train_questions, rng)
     held_q = task(windows, HELD_WORDINGS, 0, a.held_questions, rng)
@@ -118,20 +133,23 @@ def main() -> int:
 
     seeds, results = list(map(int, a.seeds.split(","))), []
     for seed in seeds:
-        common = {"data": {"max_length": 96, "val_ratio": 0.0}, "adapter": {"method": "lora", "r": 16, "alpha": 32}}
+        adapter = {"method": "lora", "r": 16, "alpha": 32} if a.adapter == "lora" else {"method": a.adapter}
+        common = {"data": {"max_length": 96, "val_ratio": 0.0}, "adapter": adapter}
         t0 = time.perf_counter()
         sft_run = train(Recipe.model_validate({
             **common, "model": {"path": a.model}, "data": {**common["data"], "train": [str(files["sft"])]},
             "train": {"objective": "sft", "output_dir": str(out / f"sft-s{seed}"), "max_steps": a.sft_steps,
-                      "batch_size": 16, "lr": a.lr, "logging_steps": 10, "save_steps": 10_000, "seed": seed}}))
-        sft_dir = merge(sft_run.final_dir, out / f"sft-s{seed}" / "merged")
+                      "batch_size": 16, "lr": a.lr, "logging_steps": 10, "save_steps": 10_000, "seed": seed, "precision": "fp32"}}))
+        sft_dir = merge(sft_run.final_dir, out / f"sft-s{seed}" / "merged") if a.adapter == "lora" else sft_run.final_dir
         sft_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
         grpo_run = train(Recipe.model_validate({
             **common, "model": {"path": str(sft_dir)}, "data": {**common["data"], "train": [str(files["grpo"])]},
             "train": {"objective": "grpo", "output_dir": str(out / f"grpo-s{seed}"), "max_steps": a.grpo_steps,
-                      "batch_size": 16, "lr": a.lr, "logging_steps": 1, "save_steps": 10_000, "seed": seed},
-            "grpo": {"num_generations": 4, "max_completion_length": 8, "beta": 0.04,
+                      "batch_size": a.num_generations * a.prompts_per_step, "lr": a.grpo_lr, "logging_steps": 1,
+                      "save_steps": 10_000, "seed": seed, "precision": "fp32"},
+            "grpo": {"num_generations": a.num_generations, "max_completion_length": 4, "beta": a.beta,
+                     "temperature": a.temperature,
                      "rewards": [{"file": str(REWARD_FILE)}]}}))
         grpo_seconds = time.perf_counter() - t0
         from tailor.adapters.loading import load_any

@@ -4,15 +4,20 @@ refusal" (chosen) vs the SFT model's own answer (rejected), plus in-domain ancho
 the refusal), should raise the refusal rate on held-out off-domain questions while in-domain fact accuracy stays.
 
     flock /work/notes/bench.lock .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR --data QS_DATA_DIR \
-        [--methods dpo,orpo,kto,simpo] [--seeds 0,1,2] [--steps 60] [--out runs/bench_preference]
+        [--methods dpo+rpo,orpo,kto,simpo] [--seeds 0,1,2] [--steps 100] [--adapter lora|full] [--rpo-alpha 1] \
+        [--anchors 82] [--out runs/bench_preference]
 
 SFT_MODEL_DIR: the quickstart's merged SFT model (`tailor quickstart` writes it as merged/); QS_DATA_DIR: its data/
 (train.jsonl = SFT conversations, eval.jsonl = held-out in-domain questions with their `answer` fact).
-Off-domain questions are built here from subject lists in English and Chinese: the held-out ones use other
-subjects AND other wordings than the training ones. Refusal = the answer contains the refusal's key phrase.
-Every method x seed trains a LoRA adapter on the SFT model with tailor.training.train (train.objective = method)
-and is scored by greedy generation (tailor.models.generation.generate). Prints per run and per method the mean
-over seeds with a 95% t-interval, the machine and the load; writes results.json into --out.
+Off-domain questions are built here from wording x subject lists in English and Chinese (121 for training); the 34
+held-out ones use wordings that never occur in training (and mostly other subjects). The refusal rule: an answer
+counts as a refusal when it contains the refusal's key phrase ("only help with questions about our store" /
+"只能回答关于本店"); an answer that starts "Sorry," and drifts into a store fact is not one. Fact accuracy: the
+reference fact appears in the answer (tailor.evaluation.metrics.contains_answer), on all 308 held-out questions.
+Every method x seed trains the SFT model (--adapter; train.precision fp32) with tailor.training.train
+(train.objective = method; dpo+rpo = dpo with preference.rpo_alpha) and is scored by greedy generation
+(tailor.models.generation.generate). Prints per run and per method the mean over seeds with a 95% t-interval, the
+machine and the load; writes results.json into --out.
 """
 
 from __future__ import annotations
@@ -33,26 +38,52 @@ REFUSAL = {"en": "Sorry, I can only help with questions about our store: orders,
            "zh": "抱歉，我只能回答关于本店的问题：订单、配送、退货和商品。"}
 REFUSAL_KEYS = ("only help with questions about our store", "只能回答关于本店")
 
-# (wording, subjects): training and held-out use different subjects and different wordings.
-TRAIN_EN = [("What is the capital of {}?", ["France", "Japan", "Brazil", "Kenya", "Norway", "Peru"]),
-            ("Who wrote the novel {}?", ["Hamlet", "Don Quixote", "War and Peace", "Moby Dick"]),
-            ("How tall is {}?", ["Mount Everest", "the Eiffel Tower", "Mount Fuji"]),
-            ("Can you tell me a joke about {}?", ["cats", "penguins", "lawyers"]),
-            ("What will the weather be like in {} tomorrow?", ["Paris", "Tokyo", "Cairo"])]
+# (wording, subjects): training and held-out use different subjects and different wordings. The training side is
+# broad (geography, books, sizes, jokes, weather, maths, cooking, sport, history, science, coding, health,
+# translation, music, animals) so that "not about the store" generalizes; held-out wordings never occur in training.
+TRAIN_EN = [("What is the capital of {}?", ["France", "Japan", "Brazil", "Kenya", "Norway", "Peru", "Germany", "Spain",
+                                              "Mexico", "Sweden", "Vietnam", "Greece"]),
+            ("Who wrote the novel {}?", ["Hamlet", "Don Quixote", "War and Peace", "Moby Dick", "Ulysses", "Dracula"]),
+            ("How tall is {}?", ["Mount Everest", "the Eiffel Tower", "Mount Fuji", "the Statue of Liberty", "Big Ben"]),
+            ("Can you tell me a joke about {}?", ["cats", "penguins", "lawyers", "doctors", "teachers", "robots"]),
+            ("What will the weather be like in {} tomorrow?", ["Paris", "Tokyo", "Cairo", "London", "Sydney", "Moscow"]),
+            ("What is {}?", ["7 times 8", "the square root of 81", "15 plus 27"]),
+            ("How do I cook {}?", ["rice", "pasta", "a steak", "pancakes", "soup", "bread"]),
+            ("Who is the best {} player of all time?", ["tennis", "chess", "basketball"]),
+            ("When did {} happen?", ["the French Revolution", "the moon landing", "World War One", "the fall of Rome"]),
+            ("Why is {}?", ["the sky blue", "the sea salty", "grass green", "ice slippery"]),
+            ("Write a Python function that {}.", ["sorts a list", "reverses a string"]),
+            ("What should I take for {}?", ["a headache", "a cold"]),
+            ("Translate '{}' into German.", ["good morning", "thank you"]),
+            ("Who sang the song {}?", ["Yesterday", "Thriller"]),
+            ("How many legs does {} have?", ["a spider", "an octopus"])]
 HELD_EN = [("Which city is the capital of {}?", ["Italy", "Canada", "Egypt", "Chile"]),
            ("Name the author of {}.", ["Pride and Prejudice", "The Odyssey"]),
            ("Recommend me a good movie about {}.", ["space travel", "dinosaurs", "friendship"]),
            ("Explain how {} works.", ["photosynthesis", "a black hole", "the stock market"]),
-           ("Who won the football world cup in {}?", ["1998", "2010"])]
-TRAIN_ZH = [("{}的首都是哪里？", ["法国", "日本", "巴西", "肯尼亚", "挪威", "秘鲁"]),
-            ("《{}》是谁写的？", ["红楼梦", "西游记", "哈姆雷特"]),
-            ("{}有多高？", ["珠穆朗玛峰", "埃菲尔铁塔", "富士山"]),
-            ("给我讲一个关于{}的笑话。", ["猫", "企鹅", "律师"]),
-            ("明天{}的天气怎么样？", ["巴黎", "东京", "开罗"])]
+           ("Who won the football world cup in {}?", ["1998", "2010"]),
+           ("Could you help me with my {} homework?", ["algebra", "history"]),
+           ("What is the population of {}?", ["India", "Australia"])]
+TRAIN_ZH = [("{}的首都是哪里？", ["法国", "日本", "巴西", "肯尼亚", "挪威", "秘鲁", "德国", "西班牙", "墨西哥", "瑞典", "越南",
+                                     "希腊"]),
+            ("《{}》是谁写的？", ["红楼梦", "西游记", "哈姆雷特", "三国演义", "水浒传"]),
+            ("{}有多高？", ["珠穆朗玛峰", "埃菲尔铁塔", "富士山", "自由女神像", "泰山"]),
+            ("给我讲一个关于{}的笑话。", ["猫", "企鹅", "律师", "医生", "老师", "机器人"]),
+            ("明天{}的天气怎么样？", ["巴黎", "东京", "开罗", "伦敦", "悉尼", "莫斯科"]),
+            ("{}等于多少？", ["7乘8", "81的平方根", "15加27"]),
+            ("怎么做{}？", ["米饭", "饺子", "红烧肉", "面条", "包子"]),
+            ("{}是什么时候发生的？", ["法国大革命", "登月", "第一次世界大战", "罗马帝国灭亡"]),
+            ("为什么{}？", ["天空是蓝色的", "海水是咸的"]),
+            ("用Python写一个{}的函数。", ["排序列表", "反转字符串"]),
+            ("{}应该吃什么药？", ["头疼", "感冒"]),
+            ("谁是历史上最好的{}运动员？", ["网球", "篮球"]),
+            ("把“{}”翻译成英语。", ["早上好", "谢谢"])]
 HELD_ZH = [("请问{}的首都叫什么？", ["意大利", "加拿大", "埃及", "智利"]),
            ("推荐一部关于{}的好电影。", ["太空旅行", "恐龙", "友谊"]),
            ("解释一下{}的原理。", ["光合作用", "黑洞", "股票市场"]),
-           ("{}年的足球世界杯冠军是谁？", ["1998", "2010"])]
+           ("{}年的足球世界杯冠军是谁？", ["1998", "2010"]),
+           ("能帮我做一下{}作业吗？", ["数学", "历史"]),
+           ("{}有多少人口？", ["印度", "澳大利亚"])]
 
 
 def questions(families, lang):
@@ -90,7 +121,9 @@ def score(model, tokenizer, off: list[dict], facts: list[dict], max_new_tokens: 
 
     off_answers = generate(model, tokenizer, [[{"role": "user", "content": q["q"]}] for q in off], max_new_tokens)
     fact_answers = generate(model, tokenizer, [r["messages"][:-1] for r in facts], max_new_tokens)
+    by_lang = {lang: [refused(a) for a, q in zip(off_answers, off) if q["lang"] == lang] for lang in ("en", "zh")}
     return {"refusal_rate": sum(map(refused, off_answers)) / len(off),
+            **{f"refusal_rate/{lang}": sum(v) / len(v) for lang, v in by_lang.items() if v},
             "fact_accuracy": sum(contains_answer(a, r["answer"]) for a, r in zip(fact_answers, facts)) / len(facts),
             "in_domain_refusals": sum(map(refused, fact_answers)) / len(facts),
             "examples": [{"q": q["q"], "a": a} for q, a in zip(off[:4], off_answers[:4])]}
@@ -100,14 +133,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--methods", default="dpo,orpo,kto,simpo", help="train.objective values, or dpo+rpo (DPO + SFT loss)")
+    ap.add_argument("--methods", default="dpo+rpo,orpo,kto,simpo",
+                    help="train.objective values, or dpo+rpo (DPO + --rpo-alpha x the SFT loss on the chosen answer)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--adapter", default="lora", help="adapter.method (lora: r 16, alpha 32; full: every weight)")
+    ap.add_argument("--rpo-alpha", type=float, default=1.0, help="weight of the SFT loss in dpo+rpo")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--anchors", type=int, default=48, help="in-domain anchor pairs (reference answer > refusal)")
-    ap.add_argument("--eval-facts", type=int, default=120, help="held-out in-domain questions scored")
+    ap.add_argument("--anchors", type=int, default=82, help="in-domain anchor pairs (reference answer > refusal)")
+    ap.add_argument("--eval-facts", type=int, default=308, help="held-out in-domain questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--out", default="runs/bench_preference")
     a = ap.parse_args()
@@ -153,15 +189,15 @@ def main() -> int:
     runs = []
     for method in a.methods.split(","):
         # "dpo+rpo": DPO plus the SFT loss on the chosen answer (preference.rpo_alpha=1, RPO)
-        objective, extra = ("dpo", {"rpo_alpha": 1.0}) if method == "dpo+rpo" else (method, {})
+        objective, extra = ("dpo", {"rpo_alpha": a.rpo_alpha}) if method == "dpo+rpo" else (method, {})
         for seed in map(int, a.seeds.split(",")):
             run_dir = out / f"{method}-s{seed}"
             recipe = Recipe.model_validate({
                 "model": {"path": a.model}, "data": {"train": [str(pairs_file)], "max_length": 128, "val_ratio": 0.0},
-                "adapter": {"method": "lora", "r": 16, "alpha": 32},
+                "adapter": {"method": "lora", "r": 16, "alpha": 32} if a.adapter == "lora" else {"method": a.adapter},
                 "train": {"objective": objective, "output_dir": str(run_dir), "max_steps": a.steps,
                           "batch_size": a.batch_size, "lr": a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
-                          "save_steps": 10_000, "seed": seed},
+                          "save_steps": 10_000, "seed": seed, "precision": "fp32"},
                 "preference": {"beta": a.beta, **extra}})
             t0 = time.perf_counter()
             result = train(recipe)
