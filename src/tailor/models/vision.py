@@ -17,14 +17,17 @@ from tailor.errors import TailorError
 
 IMAGE_TOKEN = "<image_placeholder>"  # DeepSeek-VL's own image token
 
-# Vision towers sized for a CPU: a 64x64 image in 16x16 patches is 16 image tokens per image.
+# Vision towers sized for a CPU: a 64x64 image in 8x8 patches is 64 image tokens. Measured on the inspection demo's
+# images (supervised 5-way probe, 600 steps of 32): 8x8 patches, width 64, 2 layers reached 87% on held-out images
+# where 16x16 patches at width 128, 3 layers reached 57%.
 _SIGLIP_MICRO = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
                      patch_size=8)
-_SIGLIP_TINY = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, image_size=64,
-                    patch_size=16)
+_SIGLIP_TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=64,
+                    patch_size=8)
+# preset -> (tailor language preset, its overrides, vision tower)
 VISION_PRESETS = {
-    "deepseek-vl-micro": ("llama-micro", _SIGLIP_MICRO),
-    "deepseek-vl-tiny": ("llama-tiny", _SIGLIP_TINY),
+    "deepseek-vl-micro": ("llama-micro", {}, _SIGLIP_MICRO),
+    "deepseek-vl-tiny": ("llama-tiny", {"hidden_size": 128, "intermediate_size": 344, "num_hidden_layers": 2}, _SIGLIP_TINY),
 }
 
 # Module names of the parts, per family: (vision tower, projector) under the model's `model` attribute.
@@ -68,10 +71,10 @@ def build_vision_config(preset: str, tokenizer, **text_overrides):
     if preset not in VISION_PRESETS:
         raise TailorError(f"unknown vision preset '{preset}'", where="model.preset",
                           fix=f"valid vision presets: {', '.join(VISION_PRESETS)}")
-    text_preset, vision = VISION_PRESETS[preset]
+    text_preset, text_defaults, vision = VISION_PRESETS[preset]
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id}
-    text = build_config(text_preset, len(tokenizer), **{**ids, **text_overrides}).to_dict()
+    text = build_config(text_preset, len(tokenizer), **{**ids, **text_defaults, **text_overrides}).to_dict()
     return DeepseekVLConfig(text_config=text, vision_config={"model_type": "siglip_vision_model", **vision},
                             image_token_id=tokenizer.convert_tokens_to_ids(tokenizer.image_token),
                             tie_word_embeddings=False)

@@ -1,6 +1,6 @@
 """A synthetic product-inspection domain: rendered parts with or without a defect, and questions about them.
 
-Each image shows one machined part (a disc, a plate or a ring) on a background, at a random position, scale and
+Each image shows one machined part (a disc, a plate or a bracket) on a background, at a random position, scale and
 lighting, with one of: no defect, a scratch, a dent, a discoloration or a missing piece. Questions come in English
 and Chinese ("Is this part defective?", "缺陷类型是什么？"); the evaluation set uses images drawn with other seeds
 and question wordings never seen in training. Everything is deterministic in the seed.
@@ -51,7 +51,7 @@ def answer(lang: str, kind: str, defect: str) -> str:
 
 
 def render(defect: str, rng: random.Random, size: int = 64):
-    """One inspection image (PIL, RGB) of a part with `defect`, and the part's shape (disc, plate or ring)."""
+    """One inspection image (PIL, RGB) of a part with `defect`, and the part's shape (disc, plate or bracket)."""
     from PIL import Image, ImageDraw
 
     bg = tuple(rng.randint(20, 90) for _ in range(3))
@@ -61,32 +61,34 @@ def render(defect: str, rng: random.Random, size: int = 64):
     metal = tuple(min(255, int(c * light)) for c in (170, 175, 185))
     r = rng.uniform(0.28, 0.40) * size
     cx, cy = rng.uniform(r + 2, size - r - 2), rng.uniform(r + 2, size - r - 2)
-    shape = rng.choice(("disc", "plate", "ring"))
+    shape = rng.choice(("disc", "plate", "bracket"))
     box = (cx - r, cy - r, cx + r, cy + r)
     if shape == "plate":
         d.rectangle(box, fill=metal)
+    elif shape == "bracket":  # a rounded rectangle, wider than tall
+        d.rounded_rectangle((cx - r, cy - r * 0.75, cx + r, cy + r * 0.75), radius=r * 0.3, fill=metal)
     else:
         d.ellipse(box, fill=metal)
-        if shape == "ring":
-            d.ellipse((cx - r * 0.3, cy - r * 0.3, cx + r * 0.3, cy + r * 0.3), fill=bg)
     # defects sit on the part's body, away from a ring's hole
     a = rng.uniform(0, 6.283)
     from math import cos, sin
 
     px, py = cx + 0.6 * r * cos(a), cy + 0.6 * r * sin(a)
+    # Defects are drawn large and in high contrast: the vision tower learns from scratch on a CPU in minutes.
     if defect == "scratch":
-        dx, dy = 0.5 * r * cos(a + 1.3), 0.5 * r * sin(a + 1.3)
-        d.line((px - dx, py - dy, px + dx, py + dy), fill=tuple(int(c * 0.35) for c in metal), width=2)
+        dx, dy = 0.8 * r * cos(a + 1.3), 0.8 * r * sin(a + 1.3)
+        px, py = (px + cx) / 2, (py + cy) / 2
+        d.line((px - dx, py - dy, px + dx, py + dy), fill=tuple(int(c * 0.15) for c in metal), width=3)
     elif defect == "dent":
-        s = r * rng.uniform(0.18, 0.26)
-        d.ellipse((px - s, py - s, px + s, py + s), fill=tuple(int(c * 0.55) for c in metal))
-        d.ellipse((px - s * 0.4, py - s * 0.4, px + s * 0.2, py + s * 0.2), fill=tuple(int(c * 0.4) for c in metal))
+        s = r * rng.uniform(0.28, 0.36)
+        d.ellipse((px - s * 1.2, py - s * 1.2, px + s * 1.2, py + s * 1.2), fill=tuple(min(255, int(c * 1.35)) for c in metal))
+        d.ellipse((px - s, py - s, px + s, py + s), fill=tuple(int(c * 0.3) for c in metal))
     elif defect == "discoloration":
-        s = r * rng.uniform(0.3, 0.42)
-        tint = (min(255, int(metal[0] * 1.1)), int(metal[1] * 0.75), int(metal[2] * 0.3))
+        s = r * rng.uniform(0.4, 0.5)
+        tint = (min(255, int(metal[0] * 1.3)), int(metal[1] * 0.6), int(metal[2] * 0.15))
         d.ellipse((px - s, py - s, px + s, py + s), fill=tint)
     elif defect == "missing":
-        s = r * 0.55
+        s = r * 0.75
         ex, ey = cx + 0.9 * r * cos(a), cy + 0.9 * r * sin(a)
         d.polygon([(ex, ey), (ex + s * cos(a + 2.2), ey + s * sin(a + 2.2)), (ex + s * cos(a - 2.2), ey + s * sin(a - 2.2))],
                   fill=bg)

@@ -63,10 +63,14 @@ def pooled_features(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def contrastive_loss(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric InfoNCE; pairs whose captions are identical count as positives of each other (spread evenly
+    over them), so a batch holding one caption twice does not push an image away from its own description."""
     img, txt = pooled_features(model, inputs)
     scale = model.tailor_logit_scale.exp().clamp(max=100)
     sims = scale * img @ txt.T
-    target = torch.arange(sims.shape[0], device=sims.device)
+    ids = inputs["caption_ids"].masked_fill(inputs["caption_mask"] == 0, -1)
+    same = (ids[:, None, :] == ids[None, :, :]).all(-1).to(sims.dtype)
+    target = same / same.sum(1, keepdim=True)
     loss = (torch.nn.functional.cross_entropy(sims, target) + torch.nn.functional.cross_entropy(sims.T, target)) / 2
     return loss, sims
 
