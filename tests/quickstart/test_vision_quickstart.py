@@ -11,8 +11,8 @@ def test_generator_is_deterministic_and_holds_out_images_and_wordings(tmp_path):
     a, b = generate(tmp_path / "a", seed=3, train_images=10, eval_images=5), generate(tmp_path / "b", seed=3, train_images=10, eval_images=5)
     assert a.train == b.train and (tmp_path / "a" / "images" / "eval-0004.png").read_bytes() == \
         (tmp_path / "b" / "images" / "eval-0004.png").read_bytes()
-    train_q = {r["messages"][0]["content"] for r in a.train}
-    assert not train_q & {r["messages"][0]["content"] for r in a.eval}
+    train_q = {m["content"].replace("<image>", "") for r in a.train for m in r["messages"] if m["role"] == "user"}
+    assert not train_q & {r["messages"][0]["content"].replace("<image>", "") for r in a.eval}
     assert not {r["images"][0] for r in a.train} & {r["images"][0] for r in a.eval}
     assert {r["defect"] for r in a.eval} == set(DEFECTS)
 
@@ -20,7 +20,7 @@ def test_generator_is_deterministic_and_holds_out_images_and_wordings(tmp_path):
 def test_score_reads_yes_no_and_defect_names():
     rows = [{"kind": "defect", "defect": "dent", "lang": "en"}, {"kind": "defect", "defect": "none", "lang": "zh"},
             {"kind": "type", "defect": "scratch", "lang": "en"}, {"kind": "type", "defect": "missing", "lang": "zh"}]
-    m = score(rows, ["Yes, it is defective.", "不合格，有缺陷。", "It has a scratch.", "缺陷是变色。"])
+    m = score(rows, ["Defective.", "不合格，有缺陷。", "It has a scratch.", "缺陷是变色。"])
     assert m["defect_accuracy"] == 0.5 and m["type_accuracy"] == 0.5 and m["n"] == 4
 
 

@@ -40,9 +40,9 @@ def wordings(lang: str, kind: str, held_out: bool) -> list[str]:
 
 def answer(lang: str, kind: str, defect: str) -> str:
     """The reference answer: yes/no for the defect question, the defect's name for the type question."""
-    if kind == "defect":
+    if kind == "defect":  # statements, not yes/no: the questions ask both "is it defective?" and "is it OK?"
         if lang == "en":
-            return "No, the part is good." if defect == "none" else "Yes, it is defective."
+            return "Good: no defect." if defect == "none" else "Defective."
         return "合格，没有缺陷。" if defect == "none" else "不合格，有缺陷。"
     name = TYPE_ANSWER[lang][defect]
     if lang == "en":
@@ -54,7 +54,9 @@ def render(defect: str, rng: random.Random, size: int = 64):
     """One inspection image (PIL, RGB) of a part with `defect`, and the part's shape (disc, plate or bracket)."""
     from PIL import Image, ImageDraw
 
-    bg = tuple(rng.randint(20, 90) for _ in range(3))
+    # Coloured work mats (green, blue, brown, purple), never grey: a missing piece shows the mat, a dent stays grey.
+    mat = rng.choice(((40, 100, 60), (40, 65, 120), (110, 75, 40), (80, 45, 100)))
+    bg = tuple(max(0, min(255, c + rng.randint(-20, 20))) for c in mat)
     img = Image.new("RGB", (size, size), bg)
     d = ImageDraw.Draw(img)
     light = rng.uniform(0.8, 1.15)
@@ -69,7 +71,7 @@ def render(defect: str, rng: random.Random, size: int = 64):
         d.rounded_rectangle((cx - r, cy - r * 0.75, cx + r, cy + r * 0.75), radius=r * 0.3, fill=metal)
     else:
         d.ellipse(box, fill=metal)
-    # defects sit on the part's body, away from a ring's hole
+    # defects sit on the part's body
     a = rng.uniform(0, 6.283)
     from math import cos, sin
 
@@ -98,7 +100,7 @@ def render(defect: str, rng: random.Random, size: int = 64):
 
 @dataclass
 class InspectionDomain:
-    train: list[dict] = field(default_factory=list)     # conversations with one image
+    train: list[dict] = field(default_factory=list)     # conversations about one image (both questions)
     captions: list[dict] = field(default_factory=list)  # image-caption pairs for contrastive alignment
     eval: list[dict] = field(default_factory=list)      # held-out images and wordings, with labels
 
@@ -120,14 +122,18 @@ def generate(out_dir: Path, seed: int = 0, train_images: int = 600, eval_images:
             img, shape = render(defect, rng, size)
             img.save(out_dir / name)
             for lang in ("en", "zh"):
+                if split == "train":  # one conversation per language: both questions, in random order
+                    kinds = rng.sample(["defect", "type"], 2)
+                    turns = [m for k in kinds for m in (
+                        {"role": "user", "content": rng.choice(wordings(lang, k, held_out=False))},
+                        {"role": "assistant", "content": answer(lang, k, defect)})]
+                    turns[0] = {**turns[0], "content": "<image>" + turns[0]["content"]}
+                    dom.train.append({"messages": turns, "images": [name]})
+                    continue
                 for kind in ("defect", "type"):
-                    if split == "train":
-                        question = rng.choice(wordings(lang, kind, held_out=False))
-                        dom.train.append(_row(name, question, answer(lang, kind, defect)))
-                    else:
-                        question = rng.choice(wordings(lang, kind, held_out=True))
-                        dom.eval.append(_row(name, question, answer(lang, kind, defect), defect=defect, kind=kind,
-                                             lang=lang))
+                    question = rng.choice(wordings(lang, kind, held_out=True))
+                    dom.eval.append(_row(name, question, answer(lang, kind, defect), defect=defect, kind=kind,
+                                         lang=lang))
             if split == "train":
                 # Captions name the shape too: more distinct captions per batch give the contrastive loss more to learn.
                 what = "no defect" if defect == "none" else TYPE_ANSWER["en"][defect]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from tailor.config import QuickstartConfig, load_recipe
 
-YES = ("Yes", "不合格")
-NO = ("No", "合格")
+YES = ("Defective", "不合格")
+NO = ("Good", "合格")
 
 
 def run(cfg: QuickstartConfig, console=None) -> dict:
@@ -44,7 +44,7 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
     files = write(dom, out / "data")
     info["data"] = {"train_images": cfg.vision_train_images, "train_rows": len(dom.train), "captions": len(dom.captions),
                     "eval_images": cfg.vision_eval_images, "eval_questions": len(dom.eval)}
-    console.print(f"{len(dom.train)} training questions on {cfg.vision_train_images} images, {len(dom.eval)} held-out "
+    console.print(f"{len(dom.train)} training conversations (2 questions each) on {cfg.vision_train_images} images, {len(dom.eval)} held-out "
                   f"questions on {cfg.vision_eval_images} unseen images (wordings never seen in training)")
     stages["data"] = time.perf_counter() - t
 
