@@ -144,3 +144,19 @@ def test_contrastive_alignment_loss_falls_and_final_loads_plainly(tmp_path, colo
     losses = _losses(tmp_path / "run")
     assert losses[-1] < losses[0]
     AutoModelForImageTextToText.from_pretrained(result.final_dir)  # no extra parameter left in the checkpoint
+
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "more"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets not present")
+def test_llamafactory_mllm_demo_trains_through_its_registry(tmp_path, tokenizer_dir):
+    recipe = load_recipe(None, ["model.preset=deepseek-vl-micro", f"model.tokenizer={tokenizer_dir}",
+                                f"data.sources=[{{registry: {SHARED / 'dataset_info.json'}, name: mllm_demo}}]",
+                                f"data.prepared_dir={tmp_path / 'prepared'}", f"train.output_dir={tmp_path / 'run'}",
+                                "train.max_steps=6", "train.batch_size=3", "train.lr=1e-2", "train.warmup_ratio=0",
+                                "train.logging_steps=1", "train.precision=fp32", "data.max_length=512"])
+    result = train(recipe)
+    assert result.metrics["train_sequences"] == 6 and result.metrics["data_report"]["kept"] == 6
+    losses = _losses(tmp_path / "run")
+    assert losses[-1] < losses[0]
