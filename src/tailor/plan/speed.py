@@ -187,8 +187,9 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
     planned precision and gradient checkpointing, the method applied by `prepare(model)` (tailor's adapters: the
     CLI and the trainer pass it; without it full and freeze train as planned and the adapter methods train the
     embeddings only, so backward crosses every frozen block but peft's own work is not timed), an optimizer step
-    (AdamW + gradient clipping) after each. At every shape of `calibration_points` one warm-up step, then `steps`
-    timed ones (the fastest: on a shared machine the one least slowed by other processes). The whole model runs when its predicted calibration time is under
+    (AdamW + gradient clipping) after each. Every shape of `calibration_points` runs one warm-up step, then `steps`
+    rounds time each shape once (interleaved, so a burst of load from other processes hits all shapes alike); a
+    shape's fastest step counts (on a shared machine the one least slowed by other processes). The whole model runs when its predicted calibration time is under
     MAX_CALIBRATION_SECONDS; else it is cut to `calibration_shape` blocks and one more, and the difference (one
     block) is extrapolated to the model's depth. The fixed time, e_linear and e_attention are the non-negative
     least-squares fit of the measured shapes. With `budget` (bytes), a calibration whose own predicted peak is
@@ -303,8 +304,8 @@ def _mirror_method(model, s):
 
 
 def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, optim: list[float]) -> dict:
-    """Fastest seconds of `steps` forward + backward passes (after a warm-up) at each (seq, batch) of `points`, of
-    transformers' model built from `cfg` with random weights, the method applied by `prepare` (or
+    """Fastest seconds of `steps` forward + backward passes (after a warm-up; in rounds over the shapes) at each
+    (seq, batch) of `points`, of transformers' model built from `cfg` with random weights, the method applied by `prepare` (or
     `_mirror_method`); each optimizer step's seconds are appended to `optim`."""
     from transformers import AutoModelForCausalLM
 
@@ -326,26 +327,28 @@ def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, opti
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16 if s.precision == "bf16" else torch.float16,
                               enabled=s.precision in ("bf16", "fp16"))
     vocab = max(cfg.get_text_config().vocab_size if hasattr(cfg, "get_text_config") else cfg.vocab_size, 2)
-    out = {}
-    biggest = max(points, key=lambda p: p[0] * p[1])
-    for seq, batch in [biggest, *points]:  # the biggest shape first, untimed: the allocator's high-water mark
-        ids = torch.randint(0, vocab, (batch, seq), generator=gen).to(device)
-        times = []
-        for i in range(steps + 1 if out or (seq, batch) != biggest else 1):  # the first is the warm-up: kernels
-            _sync(device)
-            t0 = time.perf_counter()
-            with autocast:
-                loss = model(input_ids=ids, labels=ids).loss
-            loss.backward()
-            _sync(device)
-            t1 = time.perf_counter()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _sync(device)
-            if i:
-                times.append(t1 - t0)
-                optim.append(time.perf_counter() - t1)
-        if times:
-            out[(seq, batch)] = min(times)
-    return out
+    ids = {p: torch.randint(0, vocab, (p[1], p[0]), generator=gen).to(device) for p in points}
+
+    def step(p) -> tuple[float, float]:
+        _sync(device)
+        t0 = time.perf_counter()
+        with autocast:
+            loss = model(input_ids=ids[p], labels=ids[p]).loss
+        loss.backward()
+        _sync(device)
+        t1 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _sync(device)
+        return t1 - t0, time.perf_counter() - t1
+
+    for p in sorted(points, key=lambda p: -p[0] * p[1]):  # warm-up, the biggest first: kernels, the allocator
+        step(p)
+    times: dict = {p: [] for p in points}
+    for _ in range(steps):  # rounds over the shapes: a burst of load from other processes hits them alike
+        for p in points:
+            seconds, optimizer = step(p)
+            times[p].append(seconds)
+            optim.append(optimizer)
+    return {p: min(t) for p, t in times.items()}
