@@ -175,7 +175,7 @@ def _span(part: str) -> range:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", default=None, help="comma-separated row numbers (1-based) or ranges (16-19)")
     ap.add_argument("--json", default=None, help="write the rows here")
