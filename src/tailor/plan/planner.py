@@ -218,9 +218,9 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     (default: measured); nproc: processes (GPUs) sharing the run; settings / shape: given directly instead of read
     from the recipe; measure: probe the device's matmul peak and bandwidth for the time estimate (False: memory
     only); train_tokens: tokens per epoch (default: none, so no epoch time unless train.max_steps is set);
-    speed: a DeviceSpeed already measured, used instead of probing; calibrate: time a few real steps of the model's
-    own blocks (tailor.plan.speed.calibrate) instead of the default efficiency: True always, None (default) when the
-    model is on disk (model.path or model.preset, not a catalog name) and the 2-block model needs under a quarter
+    speed: a DeviceSpeed already measured, used instead of probing; calibrate: time a few real steps of the model
+    (tailor.plan.speed.calibrate) instead of the default efficiency: True always, None (default) when the
+    model is on disk (model.path or model.preset, not a catalog name) and the calibration's steps need under a quarter
     of the device memory, False never; prepare: applies the method to the calibration's model (tailor's adapters,
     passed by the CLI and the trainer: the plan stage cannot import them).
     """
