@@ -221,22 +221,13 @@ class VisionCollator:
         self.rng = random.Random(self.seed)
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
+        from tailor.data.packing import PadCollator
 
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
-        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = PadCollator(self.pad_id)(features)
         images = [self._augmented(load_image(r), f) for f in features for r in (f.get("images") or [])]
         if images:
             batch.update(self.processor.image_processor(images, return_tensors="pt"))
-        return {**batch, **token_types(self.processor, ids)}
+        return {**batch, **token_types(self.processor, batch["input_ids"])}
 
     def _augmented(self, img, row: dict):
         return augment_image(img, self.augment, self.rng) if row.get("augment") and augments(self.augment) else img
