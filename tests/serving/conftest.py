@@ -1,5 +1,6 @@
 """A `tailor serve` process on a loopback port, for the tests that drive it with the official client."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -47,3 +48,21 @@ def _serve(args: list[str], log_path: Path):
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="session")
+def schemathesis_clean():
+    """`schemathesis_clean(server, key, *args)`: fuzz the server's OpenAPI spec; assert no 5xx and no traceback."""
+
+    def run(server: dict, key: str, *args: str, timeout: int = 120) -> None:
+        exe = Path(sys.executable).with_name("schemathesis")
+        if not exe.exists():
+            pytest.skip("schemathesis is not installed (pip install 'tailor[dev]')")
+        r = subprocess.run([str(exe), "run", server["url"] + "/openapi.json", "--checks", "not_a_server_error",
+                            "--header", f"Authorization: Bearer {key}", "--no-color", *args],
+                           capture_output=True, text=True, timeout=timeout, env={**os.environ, "NO_COLOR": "1"})
+        assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+        assert " passed" in r.stdout and "errored" not in r.stdout and "failed" not in r.stdout, r.stdout[-3000:]
+        assert "Traceback" not in server["log"].read_text()
+
+    return run
