@@ -150,6 +150,8 @@ def gate(production: str | Path, candidate: str | Path, old_files: list[str], ne
     tol, gain, m = cfg.tolerance, cfg.min_gain, cfg.task_metric
     sets, checks = {}, []
     for label, files in (("old", old_files), ("new", new_files)):
+        if label == "old" and not files:
+            continue  # every old held-out row was superseded by the new data: nothing old left to protect
         a = (saved or {}).get(label) or production
         result = _compare(a, candidate, files, eval_cfg, out_dir / label)
         ma, mb = result["a"]["metrics"], result["b"]["metrics"]
@@ -173,6 +175,9 @@ def gate(production: str | Path, candidate: str | Path, old_files: list[str], ne
         sets[label] = {"n": result["n"], "files": list(files), "compare": str(out_dir / label / "compare.json"),
                        "production": summary(ma, eval_cfg.task, m), "candidate": summary(mb, eval_cfg.task, m)}
     failed = [c["text"] for c in checks if not c["holds"]]
-    note = f"{m} not gated: the evaluation yields none" if m and not any(c["metric"] == m for c in checks) else ""
+    notes = [f"{m} not gated: the evaluation yields none"] if m and not any(c["metric"] == m for c in checks) else []
+    if not old_files:
+        notes.append("no old held-out set: the new data superseded every old held-out row; gated on the new set only")
+    note = "; ".join(notes)
     return {"passed": not failed, "checks": checks, "sets": sets, "note": note,
             "reason": "; ".join(failed) if failed else "not worse on the old held-out set, better on the new one"}

@@ -5,10 +5,11 @@ crash resumes after the last finished step:
 
 1. prepare  - the new data (refresh.new_data) through the recipe's data pipeline: clean, de-dup, split
 2. drift    - production's perplexity (and task metric) on the new rows against its recorded baseline
-3. mix      - the new training rows plus a replay share of production's own training data
-4. train    - continue production's LoRA adapter (loaded trainable), or train its last N blocks only
-5. gate     - `tailor compare` on the old held-out set and the new one
-6. register - one registry transaction: the candidate as production (gate passed) or rejected, with why
+3. supersede - old held-out rows the new data contradicts (a changed fact) leave the gate's old set
+4. mix      - the new training rows plus a replay share of production's own training data (minus contradicted rows)
+5. train    - continue production's LoRA adapter (loaded trainable), or train its last N blocks only
+6. gate     - `tailor compare` on the old held-out set (the rows still true) and the new one
+7. register - one registry transaction: the candidate as production (gate passed) or rejected, with why
 
 The registry is written only at the end (also to record "no drift"), in one transaction, so a crash at
 any step leaves it and production untouched. WORK is keyed by a run id (model name, production version,
@@ -210,31 +211,61 @@ def measure_drift(recipe: Recipe, production: ModelVersion, prepared: dict, old_
     return {**drift.check_drift(baseline, now, cfg), "baseline_source": source, "version": production.version}
 
 
-def mix_data(recipe: Recipe, production: ModelVersion, prepared: dict, work: Path) -> dict:
-    """Step 3: new training rows plus a replay sample of production's training data (share refresh.replay of the mix)."""
+def _old_rows(paths: list[str], split: str) -> list[dict]:
+    """The rows of files (any data format) or prepared folders (their `split`), as plain rows."""
     from tailor.data.loading import load_records
     from tailor.data.prepare import is_prepared_dir, open_prepared
+
+    rows: list[dict] = []
+    for p in paths:
+        rows += [flatten(r) for r in open_prepared(p).records(split)] if is_prepared_dir(p) else load_records([p])
+    return rows
+
+
+def supersede_old(recipe: Recipe, prepared: dict, old_holdout: list[str], work: Path) -> dict:
+    """Step 3: old held-out rows the new data contradicts (same question or fact key, another answer) leave the
+    gate's old set; the rest is written to data/old_holdout_kept.jsonl, the superseded rows to data/superseded.jsonl."""
+    from tailor.mlops.supersede import question_key, split_superseded
+
+    cfg = recipe.refresh
+    if not cfg.supersede:
+        return {"old_holdout": old_holdout, "superseded": 0, "kept": None, "listed": [], "enabled": False}
+    kept, gone = split_superseded(_old_rows(old_holdout, "eval"), _read_jsonl(prepared["all"]), cfg.fact_key)
+    d = work / "data"
+    listed = [{"question": (question_key(r) or "").split(": ", 1)[-1][:80], "fact": r.get(cfg.fact_key) if cfg.fact_key else None,
+               "why": r["superseded_by"]} for r in gone]
+    out = {"superseded": len(gone), "kept": len(kept), "listed": listed, "enabled": True,
+           "path": _write_jsonl(d / "superseded.jsonl", gone) if gone else None}
+    out["old_holdout"] = ([_write_jsonl(d / "old_holdout_kept.jsonl", kept)] if kept else []) if gone else old_holdout
+    return out
+
+
+def mix_data(recipe: Recipe, production: ModelVersion, prepared: dict, work: Path) -> dict:
+    """Step 4: new training rows plus a replay sample of production's training data (share refresh.replay of the mix);
+    old rows the new data contradicts are not replayed (refresh.supersede)."""
+    from tailor.mlops.supersede import split_superseded
 
     cfg = recipe.refresh
     new = _read_jsonl(prepared["train"])
     old_paths = history(production.recipe, "train")
     picked: list[dict] = []
     want = round(len(new) * cfg.replay / (1 - cfg.replay))
-    available = 0
+    available = dropped = 0
     if want:
         if not old_paths:
             raise TailorError(f"{production.name} v{production.version} records no training data to replay",
                               where="refresh.replay", fix="set refresh.replay=0, or register the version with a --recipe "
                               "whose data.train lists its training files")
-        old: list[dict] = []
-        for p in old_paths:
-            old += [flatten(r) for r in open_prepared(p).records("train")] if is_prepared_dir(p) else load_records([p])
+        old = _old_rows(old_paths, "train")
+        if cfg.supersede:
+            old, gone = split_superseded(old, _read_jsonl(prepared["all"]), cfg.fact_key)
+            dropped = len(gone)
         available = len(old)
         picked = random.Random(recipe.train.seed).sample(old, min(want, available))
     rows = new + picked
     random.Random(recipe.train.seed).shuffle(rows)
     return {"path": _write_jsonl(work / "data" / "mix.jsonl", rows), "new_rows": len(new), "replay_rows": len(picked),
-            "replay_wanted": want, "old_rows_available": available, "old_data": old_paths}
+            "replay_wanted": want, "old_rows_available": available, "replay_superseded": dropped, "old_data": old_paths}
 
 
 def load_adapter_weights(model, adapter_dir: str | Path) -> None:
@@ -286,7 +317,7 @@ def _merged(adapter_dir: str, base: str):
 
 
 def train_candidate(recipe: Recipe, production: ModelVersion, mix: dict, work: Path) -> dict:
-    """Step 4: incremental training from production on the mix; resumes its own checkpoints after a crash."""
+    """Step 5: incremental training from production on the mix; resumes its own checkpoints after a crash."""
     from tailor.adapters.loading import adapter_base, is_adapter_dir
     from tailor.training.checkpoints import latest_checkpoint
     from tailor.training.recipes.lm import train
@@ -332,6 +363,8 @@ def run(recipe: Recipe, *, force: bool = False, registry: str | None = None, con
     with Registry(registry or recipe.refresh.registry, create=False) as reg:
         result = _run(recipe, reg, force)
     if console is not None:
+        from tailor.mlops.refresh_report import print_summary
+
         print_summary(result, console)
     return result
 
@@ -374,21 +407,25 @@ def _run(recipe: Recipe, reg: Registry, force: bool) -> RefreshResult:
         raise TailorError(f"{name} v{prod.version} records no held-out data for the gate's old set",
                           where="the version's recipe (eval.data or data.eval)",
                           fix="register production with a --recipe whose eval.data lists its held-out files")
+    sup = _step(work, log, "supersede", lambda: supersede_old(recipe, prepared, old_holdout, work))
     mix = _step(work, log, "mix", lambda: mix_data(recipe, prod, prepared, work))
     trained = _step(work, log, "train", lambda: train_candidate(recipe, prod, mix, work))
     ecfg = drift.eval_settings(recipe, prepared["task"], cfg)
-    saved = {"old": work / "eval" / "production-old"} if (work / "eval" / "production-old" / "measure.json").is_file() else {}
-    g = _step(work, log, "gate", lambda: drift.gate(prod.path, trained["path"], old_holdout, [prepared["eval"]], ecfg, cfg,
+    old_kept = sup["old_holdout"]
+    saved = {"old": work / "eval" / "production-old"} if (work / "eval" / "production-old" / "measure.json").is_file() \
+        and not sup["superseded"] else {}
+    g = _step(work, log, "gate", lambda: drift.gate(prod.path, trained["path"], old_kept, [prepared["eval"]], ecfg, cfg,
                                                      work / "gate", saved))
+    g["superseded"] = {k: sup.get(k) for k in ("superseded", "kept", "path", "listed")}
     decision = "promoted" if g["passed"] else "rejected"
-    lineage = {"train_data": history(prod.recipe, "train") + [prepared["train"]], "holdout": old_holdout + [prepared["eval"]],
+    lineage = {"train_data": history(prod.recipe, "train") + [prepared["train"]], "holdout": old_kept + [prepared["eval"]],
                "run_id": run_id, "mix": {k: v for k, v in mix.items() if k != "old_data"}}
     metrics = _candidate_metrics(g, prepared["task"], cfg.task_metric)
     mv = reg.register(name, trained["path"], base_path=trained["base_path"], recipe={**trained["recipe"], "lineage": lineage},
                       data_fingerprint=fingerprint, parent=prod.version, metrics=metrics,
                       stage="production" if g["passed"] else "rejected", note=f"tailor refresh run {run_id}",
                       reason=g["reason"], expect_production=prod.version,
-                      details={**base, "decision": decision, "gate": [{k: c[k] for k in ("set", "requirement", "a", "b", "holds")}
+                      details={**base, "decision": decision, "superseded": sup["superseded"], "gate": [{k: c[k] for k in ("set", "requirement", "a", "b", "holds")}
                                                                       for c in g["checks"]]})
     log.write("decision", decision, version=mv.version, reason=g["reason"])
     return RefreshResult(decision, name, run_id, mv.version if g["passed"] else prod.version, mv.version, g["reason"],
@@ -402,48 +439,10 @@ def _brief(d: dict) -> dict:
 def _candidate_metrics(g: dict, task: str, task_metric: str | None) -> dict:
     """The candidate's metrics on its whole held-out set (old + new): the baseline of the next drift check."""
     ppl_key, tok_key = drift.PPL_KEYS[task]
-    old, new = g["sets"]["old"]["candidate"], g["sets"]["new"]["candidate"]
-    both = drift.combine([old, new], task_metric)
+    parts = {label: g["sets"][label]["candidate"] for label in ("old", "new") if label in g["sets"]}
+    both = drift.combine(list(parts.values()), task_metric)
     out = {ppl_key: both["perplexity"], tok_key: both["tokens"], "n": both["n"],
-           f"old/{ppl_key}": old["perplexity"], f"new/{ppl_key}": new["perplexity"]}
+           **{f"{label}/{ppl_key}": m["perplexity"] for label, m in parts.items()}}
     if task_metric and task_metric in both:
-        out.update({task_metric: both[task_metric], f"old/{task_metric}": old[task_metric], f"new/{task_metric}": new[task_metric]})
+        out.update({task_metric: both[task_metric], **{f"{label}/{task_metric}": m[task_metric] for label, m in parts.items()}})
     return out
-
-
-def print_summary(r: RefreshResult, console) -> None:
-    """The drift numbers, the gate's numbers and the decision, as tables."""
-    from rich.table import Table
-
-    if r.drift:
-        d = r.drift
-        t = Table(title=f"drift: {r.name} v{d['version']} on the new data ({d.get('n_new')} examples)")
-        for col in ("measure", f"baseline ({d.get('baseline_source', 'recorded')})", "new data", "change", "threshold"):
-            t.add_column(col, justify="left" if col == "measure" else "right")
-        t.add_row("perplexity", f"{d['perplexity_baseline']:.3f}", f"{d['perplexity_new']:.3f}", f"{d['rise']:+.1%}",
-                  f"+{d['threshold']:.0%}")
-        if "task_metric" in d:
-            t.add_row(d["task_metric"], f"{d['task_baseline']:.3f}", f"{d['task_new']:.3f}", f"{-d['task_drop']:+.3f}",
-                      f"-{d.get('task_threshold', 0):.3f}")
-        console.print(t)
-        if d.get("note"):
-            console.print(f"note: {d['note']}", highlight=False)
-    if r.gate:
-        t = Table(title="A/B gate: production (A) vs candidate (B)")
-        for col in ("held-out set", "metric", "A", "B", "change", "allowed", "result"):
-            t.add_column(col, justify="right" if col in ("A", "B", "change", "allowed") else "left", no_wrap=True)
-        for c in r.gate["checks"]:
-            ppl = "perplexity" in c["metric"]
-            change = f"{c['b'] / c['a'] - 1:+.1%}" if ppl and c["a"] else f"{c['b'] - c['a']:+.3f}"
-            t.add_row(f"{c['set']} ({r.gate['sets'][c['set']]['n']})", "perplexity" if ppl else c["metric"], f"{c['a']:.4g}",
-                      f"{c['b']:.4g}", change, c.get("bound", ""), "[green]pass[/]" if c["holds"] else "[red]FAIL[/]")
-        console.print(t)
-        if r.gate.get("note"):
-            console.print(f"note: {r.gate['note']}", highlight=False)
-    colour = {"promoted": "bold green", "rejected": "bold red"}.get(r.decision, "bold")
-    what = {"promoted": f"promoted v{r.candidate} to production", "rejected": f"rejected v{r.candidate}; production stays "
-            f"v{r.production}", "no-drift": f"no drift; production stays v{r.production}",
-            "already-done": f"already done; production is v{r.production}"}[r.decision]
-    console.print(f"[{colour}]{what}[/]: {r.reason}", highlight=False)
-    if r.work_dir is not None:
-        console.print(f"log: {r.work_dir / 'refresh.jsonl'}", highlight=False)
