@@ -250,7 +250,7 @@ def iter_source(src: SourceConfig, on_error: str, report: StepReport, base_dir: 
         entry = resolve_registry(_resolve(src.registry, base_dir), src.name)
         src = entry.model_copy(update={
             "format": src.format if src.format != "auto" else entry.format, "columns": {**entry.columns, **src.columns},
-            "tags": {**entry.tags, **src.tags}, "text_per": src.text_per, "split": src.split,
+            "tags": {**entry.tags, **src.tags}, "text_per": src.text_per, "split": src.split, "document": src.document,
             "max_rows": min(filter(None, (src.max_rows, entry.max_rows)), default=None)})
     _validate(src, on_error)
     mapped = {c for c in src.columns.values() if c}
