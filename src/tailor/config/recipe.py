@@ -107,9 +107,9 @@ class QuickstartConfig(Section):
     sft_overrides: list[str] = Field(default_factory=list, description="Extra key=value overrides for the SFT recipe.")
     domain: Literal["store", "vision"] = Field("store", description="store = the text support-desk domain; vision = product-inspection images with a tiny DeepSeek-VL model (contrastive alignment, SFT, eval on held-out images and wordings).")
     vision_preset: str = Field("deepseek-vl-tiny", description="domain=vision: the vision-language preset built from scratch.")
-    vision_train_images: int = Field(1000, ge=10, description="domain=vision: rendered training images (2 conversations of 2 questions each).")
+    vision_train_images: int = Field(1500, ge=10, description="domain=vision: rendered training images (2 conversations of 2 questions each).")
     vision_eval_images: int = Field(100, ge=5, description="domain=vision: held-out images (4 held-out questions each).")
-    vision_contrastive_epochs: float = Field(15.0, gt=0, description="domain=vision: epochs of contrastive alignment.")
+    vision_contrastive_epochs: float = Field(12.0, gt=0, description="domain=vision: epochs of contrastive alignment.")
     vision_sft_epochs: float = Field(4.0, gt=0, description="domain=vision: epochs of SFT.")
 
 
