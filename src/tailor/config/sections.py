@@ -154,6 +154,20 @@ class TrainConfig(Section):
         return "off" if v is False else v  # YAML reads a bare `off` as false
     seed: int = Field(42, description="Seed for weights, data order and dropout (fixed seed = reproducible run).")
     logging_steps: int = Field(10, ge=1, description="Log loss, learning rate, grad norm, tokens/s, loss-bearing tokens/s, MFU, peak memory (and MoE expert load) every N steps.")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(["tensorboard"], description="Experiment trackers that receive the run: tensorboard (OUTPUT_DIR/tensorboard), mlflow, wandb (both need the track extra). Each gets the recipe's settings as parameters, every logged number as a metric at its step, config.yaml, and at the end train_summary.json's numbers (final/...), train_summary.json, metrics.jsonl and the final model or adapter. [] or none = no tracker.")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI: a server (http://host:5000), a database (sqlite:///path.db, postgresql://...), file:./mlruns (MLflow's legacy file store) or databricks; default $MLFLOW_TRACKING_URI, else a local SQLite store beside the run folder: sqlite:///<parent of output_dir>/mlflow.db, artefacts in <parent>/mlartifacts.")
+    experiment: str = Field("tailor", description="MLflow experiment / Weights & Biases project the run is logged under.")
+    run_name: str | None = Field(None, description="Tracker run name (default: the output folder's name).")
+    wandb_mode: Literal["offline", "online", "disabled"] = Field("offline", description="report_to wandb: offline = write the run under OUTPUT_DIR/wandb (upload later with `wandb sync`), online = send it now (needs `wandb login` or WANDB_API_KEY), disabled = a no-op run.")
+    tracking_log_model: bool = Field(True, description="Copy the final model or adapter folder into the trackers' artefacts (false for large full models: its path is still logged, as the tag tailor.final_dir).")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to_list(cls, v):
+        if v in (None, "none", False) or v == ["none"]:
+            return []
+        return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
+
     metrics_port: int | None = Field(None, ge=0, le=65535, description="Serve the training metrics for Prometheus at http://train.metrics_host:PORT/metrics while training (None or 0 = off; needs prometheus-client, in the serve extra).")
     metrics_host: str = Field("127.0.0.1", description="Address of the training metrics endpoint (0.0.0.0 exposes it to the network).")
     mfu_probe_seconds: float = Field(0.5, ge=0, description="Seconds of matmul timing before the first step that measure the device's peak for MFU (once per process; 0 = no MFU).")

@@ -213,23 +213,17 @@ def run_callbacks(recipe: Recipe, model, tokenizer, out: Path, callbacks: list |
     from tailor.training.callbacks import JsonlMetrics
     from tailor.training.regularize import WeightEMA
     from tailor.training.telemetry import jsonl_extras, telemetry_callbacks
+    from tailor.training.tracking import tracking_callbacks
 
     t = recipe.train
     telemetry = telemetry_callbacks(recipe, model, tokenizer, is_main_process())
     extras = jsonl_extras(telemetry) + ([lambda: {"precision": run.precision, "precision_reason": run.precision_reason}]
                                         if run is not None else [])
     return [*telemetry, JsonlMetrics(out / "metrics.jsonl", extras),
-            *([_tensorboard(out / "tensorboard")] if is_main_process() else []),
+            *(tracking_callbacks(recipe, out) if is_main_process() else []),
             *(callbacks or []),
             *([EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience)] if t.early_stopping_patience else []),
             *([WeightEMA(t.ema_decay)] if t.ema_decay else [])]
-
-
-def _tensorboard(log_dir: Path):
-    from torch.utils.tensorboard import SummaryWriter
-    from transformers.integrations import TensorBoardCallback
-
-    return TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(log_dir)))
 
 
 def show_progress(trainer, name: str) -> None:
@@ -313,7 +307,11 @@ def finish(trainer, recipe: Recipe, run: Run, data: TrainingData, tokenizer, bas
     metrics.update(trainer.summary_metrics())
     if is_main_process():
         (run.out / "train_summary.json").write_text(json.dumps(metrics, indent=2), encoding="utf-8")
-    return TrainResult(run.out, final, adapter_base, metrics)
+    result = TrainResult(run.out, final, adapter_base, metrics)
+    from tailor.training.tracking import finish_tracking
+
+    finish_tracking(trainer.callback_handler.callbacks, result)  # MLflow / W&B: summary, artefacts, run closed
+    return result
 
 
 def save_final(trainer, tokenizer, final: Path, adapter_base: Path | None) -> Path:
