@@ -176,7 +176,7 @@ def _span(part: str) -> range:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the calibration and the training (1: on a shared, oversubscribed machine 2 OpenMP threads wait on each other at every op)")
     ap.add_argument("--only", default=None, help="comma-separated row numbers (1-based) or ranges (16-19)")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--no-calibrate", action="store_true", help="default efficiency instead of calibrated steps")
