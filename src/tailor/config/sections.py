@@ -110,7 +110,7 @@ class TrainConfig(Section):
     num_cycles: int = Field(1, ge=1, description="Hard restarts of the cosine schedule (train.scheduler=cosine_with_restarts).")
     plateau_patience: int = Field(1, ge=0, description="Evaluations without a better validation loss before reduce_on_plateau cuts the LR.")
     plateau_factor: float = Field(0.1, gt=0, lt=1, description="LR multiplier applied by reduce_on_plateau at each cut.")
-    optimizer: Literal["adamw", "sgd", "adafactor", "adamw_8bit"] = Field("adamw", description="adamw (torch), sgd (with train.momentum), adafactor, adamw_8bit (bitsandbytes, CUDA only).")
+    optimizer: Literal["adamw", "sgd", "adafactor", "adamw_8bit", "lamb"] = Field("adamw", description="adamw (torch), sgd (with train.momentum), adafactor, adamw_8bit (bitsandbytes, CUDA only), lamb (layer-wise adaptive moments for large batches, You et al. 2019: Adam's update scaled per tensor by ||weights|| / ||update||; pytorch-optimizer's Lamb, the optim extra; decoupled train.weight_decay).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (train.optimizer=sgd).")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss (0 = off).")
     logits: Literal["loss", "all"] = Field("loss", description="train.objective pretrain/sft: loss = the output layer and the cross-entropy run only at the positions whose next token carries loss (answers in SFT; not prompts, padding or packed-row boundaries), through transformers' logits_to_keep: the same loss and gradients with less work (train_summary.json says which ran; label smoothing and prompt tuning fall back to all); all = every position, as transformers computes it.")

@@ -22,7 +22,9 @@ from tailor.errors import TailorError
 
 # adamw is torch's fused AdamW (transformers' own default for torch >= 2.8): one kernel per tensor instead of
 # ~6 elementwise passes over weights and moments on CPUs too (bench/bench_train_mfu.py).
-OPTIMIZERS = {"adamw": "adamw_torch_fused", "sgd": "sgd", "adafactor": "adafactor", "adamw_8bit": "adamw_bnb_8bit"}
+# lamb: the Trainer gets the optimizer class itself (custom_optimizer); "adamw_torch" only fills TrainingArguments.optim
+OPTIMIZERS = {"adamw": "adamw_torch_fused", "sgd": "sgd", "adafactor": "adafactor", "adamw_8bit": "adamw_bnb_8bit",
+              "lamb": "adamw_torch"}
 SCHEDULERS = {"reduce_on_plateau": "reduce_lr_on_plateau"}  # other names are HF's own
 
 
@@ -120,11 +122,25 @@ def check_arguments(t: TrainConfig, device: torch.device, has_validation: bool) 
         if importlib.util.find_spec("bitsandbytes") is None:
             raise TailorError("train.optimizer=adamw_8bit needs the bitsandbytes package", where="train.optimizer",
                               fix="pip install bitsandbytes, or use train.optimizer=adamw")
+    if t.optimizer == "lamb" and importlib.util.find_spec("pytorch_optimizer") is None:
+        raise TailorError("train.optimizer=lamb needs the pytorch-optimizer package (its Lamb)", where="train.optimizer",
+                          fix='pip install -e ".[optim]", or use train.optimizer=adamw')
     for needs, key in ((t.scheduler == "reduce_on_plateau", "train.scheduler=reduce_on_plateau"),
                        (t.early_stopping_patience > 0, "train.early_stopping_patience")):
         if needs and not has_validation:
             raise TailorError(f"{key} is driven by the validation loss, but this run has no validation data",
                               where=key, fix="set data.eval to a file or data.val_ratio > 0 (or turn the option off)")
+
+
+def custom_optimizer(t: TrainConfig) -> tuple | None:
+    """(optimizer class, keywords) for the Trainer's optimizer_cls_and_kwargs when train.optimizer is not one of the
+    Trainer's own: lamb = pytorch-optimizer's Lamb (trust ratio per tensor, decoupled weight decay from the
+    Trainer's parameter groups, Adam's betas; no bias correction, as in the paper's version 3)."""
+    if t.optimizer != "lamb":
+        return None
+    from pytorch_optimizer import Lamb
+
+    return Lamb, {"lr": t.lr, "betas": (0.9, 0.999), "eps": 1e-6, "weight_decouple": True}
 
 
 def optimizer_arguments(t: TrainConfig) -> dict:

@@ -177,7 +177,7 @@ def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenize
                   callbacks: list | None, **objective) -> "TailorTrainer":
     """`trainer_class` (TailorTrainer or an objective's subclass, whose own settings are `objective`) built with the
     run's TrainingArguments, data, callbacks and train.adversarial, showing progress as a bar or log lines."""
-    from tailor.training.args import objective_arguments, training_arguments
+    from tailor.training.args import custom_optimizer, objective_arguments, training_arguments
     from tailor.training.regularize import Adversarial
 
     t = recipe.train
@@ -189,6 +189,8 @@ def build_trainer(trainer_class: type, recipe: Recipe, run: Run, model, tokenize
                             data_collator=data.collator, processing_class=tokenizer,
                             callbacks=run_callbacks(recipe, model, tokenizer, run.out, callbacks, run),
                             adversarial=Adversarial.from_config(t), **objective)
+    if (custom := custom_optimizer(t)) is not None:
+        trainer.optimizer_cls_and_kwargs = custom  # train.optimizer=lamb: a class the Trainer has no name for
     show_progress(trainer, t.objective)
     return trainer
 
