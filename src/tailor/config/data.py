@@ -66,6 +66,12 @@ class ChineseStep(_Step):
     convert: Literal["t2s", "s2t"] = Field("t2s", description="t2s = traditional to simplified, s2t = simplified to traditional.")
 
 
+class PinyinStep(_Step):
+    step: Literal["pinyin"] = Field(description="Add pinyin to Chinese text (pypinyin, phrase-aware readings; the pinyin extra): annotate = each Chinese word followed by its reading, 退货(tuì huò); replace = the reading instead of the characters, tuìhuò.")
+    mode: Literal["annotate", "replace"] = Field("annotate", description="annotate = keep the characters and add the reading in parentheses; replace = write the reading only (character and pinyin inputs then meet in one form).")
+    tones: Literal["marks", "numbers", "none"] = Field("marks", description="marks = tuì huò, numbers = tui4 huo4, none = tui huo.")
+
+
 PII_KINDS = ("email", "phone", "id_card", "bank_card", "ip")
 
 
@@ -88,7 +94,7 @@ class LanguageStep(_Step):
     keep: list[str] = Field(description="Languages to keep, e.g. [en, zh].")
 
 
-CleanStep = Annotated[Union[NfkcStep, ControlStep, WhitespaceStep, HtmlStep, RegexStep, ChineseStep, PiiStep, LengthStep,
+CleanStep = Annotated[Union[NfkcStep, ControlStep, WhitespaceStep, HtmlStep, RegexStep, ChineseStep, PinyinStep, PiiStep, LengthStep,
                             LanguageStep], Field(discriminator="step")]
 
 
@@ -131,11 +137,20 @@ class ImageAugmentConfig(Section):
     color_jitter: float = Field(0.0, ge=0, lt=1, description="Scale brightness, contrast and saturation by random factors in [1 - color_jitter, 1 + color_jitter] (0 = off).")
 
 
+class PinyinAugmentConfig(Section):
+    rate: float = Field(0.0, ge=0, le=1, description="Share of train rows that get copies with Chinese words typed in pinyin (0 = off); rows without Chinese in the prompt are skipped and counted.")
+    copies: int = Field(1, ge=1, description="Pinyin copies per chosen row.")
+    share: float = Field(0.5, gt=0, le=1, description="Share of the Chinese words of each text written in pinyin (1 = all), drawn per word: 我想tuihuo.")
+    tones: Literal["marks", "numbers", "none"] = Field("none", description="How the pinyin is typed: none = tuihuo (what most users type), numbers = tui4huo4, marks = tuìhuò.")
+    fields: Literal["prompt", "all"] = Field("prompt", description="prompt = only user turns / instructions (answers keep their characters); all = every text.")
+
+
 class AugmentConfig(Section):
     image: ImageAugmentConfig = Field(default_factory=ImageAugmentConfig, description="Vision-language training: train-only image augmentation, drawn anew for every batch.")
     eda: EdaConfig = Field(default_factory=EdaConfig, description="Easy data augmentation (synonym, insert, swap, delete).")
     fill: FillConfig = Field(default_factory=FillConfig, description="Rows generated from templates and slot values.")
     back_translation: BackTranslationConfig = Field(default_factory=BackTranslationConfig, description="Paraphrases through a pivot language.")
+    pinyin: PinyinAugmentConfig = Field(default_factory=PinyinAugmentConfig, description="Copies of rows whose Chinese prompts are partly typed in pinyin (pypinyin; the pinyin extra), for users who mix pinyin and characters.")
     seed: int = Field(0, description="Seed for every augmentation draw.")
 
 

@@ -71,6 +71,11 @@ def augment_records(train: list[dict], cfg: AugmentConfig, report: PrepareReport
                               fix="pass translator=tailor.models.translation.translator_for(cfg.back_translation, base_dir)")
         out += _back_translate(train, bt, translator, _rng(cfg.seed, "back_translation"),
                                _step(report, "augment.back_translation", len(out)))
+    if cfg.pinyin.rate > 0:
+        from tailor.data import pinyin
+
+        out += pinyin.augment(train, cfg.pinyin, _rng(cfg.seed, "pinyin"), _step(report, "augment.pinyin", len(out)),
+                              _keep, _reject, _choose)
     return out
 
 

@@ -96,6 +96,10 @@ def _plan(steps: list, report: PrepareReport, tokenizer) -> list[tuple[int, obje
             plan.append(_regex_stage(st, name, where))
         elif st.step == "chinese":
             plan.append((_MAP, name, _opencc(st.convert, where)))
+        elif st.step == "pinyin":
+            from tailor.data.pinyin import clean_step
+
+            plan.append((_MAP, name, clean_step(st, where)))
         elif st.step == "pii":
             counts = report.extra.setdefault("pii_masked", {})
             for k in st.kinds:
