@@ -21,6 +21,7 @@ from tailor.config import (DataRecipe, DistillRecipe, EvalConfig, HpoRecipe, Qui
 from tailor.config import commands as C
 from tailor.config.flags import add_arguments, parse_settings, values_given
 from tailor.errors import TailorError
+from tailor.data import annotation
 from tailor.mlops.commands import (cmd_hpo, cmd_refresh, cmd_registry_list, cmd_registry_promote, cmd_registry_register,
                                    cmd_registry_rollback, cmd_registry_show)
 
@@ -405,6 +406,8 @@ COMMANDS: dict[str, Command] = {
     "quickstart": Command(cmd_quickstart, C.QuickstartCommand, "the embedded default: data, tokenizer, model, pretrain, LoRA SFT, eval, merge", QuickstartConfig),
     "data prepare": Command(cmd_data_prepare, C.DataPrepareCommand, "load, clean, de-duplicate, split, augment and tokenize data into a prepared directory", DataRecipe),
     "data inspect": Command(cmd_data_inspect, C.DataInspectCommand, "statistics, rendered samples with loss highlighted, and data checks", DataRecipe),
+    "data annotation-export": Command(annotation.cmd_export, C.AnnotationExportCommand, "rows to label (eval's uncertain.jsonl) as a Label Studio import file and labeling config"),
+    "data annotation-import": Command(annotation.cmd_import, C.AnnotationImportCommand, "Label Studio's JSON export back as training rows; kappa across annotators, disagreements to adjudicate"),
     "model init": Command(cmd_model_init, C.ModelInitCommand, "build a model from a preset and save it"),
     "model presets": Command(cmd_model_presets, C.ModelPresetsCommand, "list the model presets"),
     "tokenizer train": Command(cmd_tokenizer_train, C.TokenizerTrainCommand, "train a byte-level BPE tokenizer with a chat template"),

@@ -151,6 +151,17 @@ class DataInspectCommand(CommandSettings):
     out: str | None = Field(None, description="Folder for token_lengths.png (default: the prepared directory).")
 
 
+class AnnotationExportCommand(CommandSettings):
+    rows: str = Field(description="Rows to label: uncertain.jsonl from `tailor eval --select-uncertain K` (classification or chat rows).", json_schema_extra=_pos())
+    out: str = Field(description="The Label Studio import file to write (JSON); label_config.xml is written beside it.")
+    labels: list[str] | None = Field(None, description="Classification: the choices offered (default: every label and suggested label in the rows).")
+
+
+class AnnotationImportCommand(CommandSettings):
+    export: str = Field(description="Label Studio's JSON export (Export > JSON) of the annotated project.", json_schema_extra=_pos())
+    out: str = Field(description="Folder for train.jsonl (rows the annotators agree on), adjudicate.jsonl (disagreements, every vote) and agreement.json (Cohen's / Fleiss' kappa).")
+
+
 class ModelInitCommand(CommandSettings):
     preset: str = Field(description="Preset name (`tailor model presets` lists them).", json_schema_extra=_pos())
     out: str = Field(description="Output model directory.")
