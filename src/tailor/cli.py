@@ -115,8 +115,8 @@ def cmd_eval(a: C.EvalCommand) -> int:
     else:
         cfg = build(EvalConfig, parse_overrides(overrides, Recipe).get("eval", {}), "command line")
         model_dir, template = target, None
-    if a.select_uncertain is not None:
-        cfg.select_uncertain = a.select_uncertain
+    for key in ("select_uncertain", "explain"):  # flags that set eval.* settings
+        cfg = cfg if getattr(a, key) is None else cfg.model_copy(update={key: getattr(a, key)})
     result = run(model_dir, a.data or None, cfg, adapter=a.adapter, out_dir=a.out, chat_template=template, task=a.task)
     _print_metrics(summary_metrics(result.metrics), f"{result.task} evaluation of {model_dir}")
     for name, path in result.files.items():

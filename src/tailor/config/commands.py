@@ -84,6 +84,7 @@ class EvalCommand(CommandSettings):
     out: str | None = Field(None, description="Write eval_results.json and examples.jsonl here.")
     task: EvalTask | None = Field(None, description="Same as eval.task (default generation).", json_schema_extra=flag(choice="evaluation task"))
     select_uncertain: int | None = Field(None, ge=1, description="Write the K examples the model is least sure about to OUT/uncertain.jsonl.", json_schema_extra=flag(metavar="K"))
+    explain: int | None = Field(None, ge=1, description="Classification: token attributions of the K worst examples (eval.explain_select) to OUT/explanations.jsonl, highlighted in OUT/report.html.", json_schema_extra=flag(metavar="K"))
 
 
 class MergeCommand(CommandSettings):

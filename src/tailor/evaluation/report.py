@@ -291,10 +291,25 @@ def eval_section(path: Path, root: Path) -> Section:
                      *[e.get(k) for k in keys]] for i, e in worst]
             body += f"<h3>Worst examples (lowest {html.escape(key)})</h3>" + _html_table(headers, rows, (1, 2, 3))
             md += f"\n\nWorst examples (lowest {key}):\n\n" + _md_table(headers, rows)
+        body += _explanations(path)
         note = f"{len(examples)} examples in examples.jsonl" + (f"; {bad} unreadable lines skipped" if bad else "")
         body += f'<p class="note">{html.escape(note)}</p>'
     return Section(f"evaluation: {_name(path, root)}", _anchor("eval", path, root),
                    body or '<p class="note">no metrics or examples saved</p>', md)
+
+
+def _explanations(path: Path) -> str:
+    """explanations.jsonl (tailor eval --explain) as highlighted texts."""
+    rows, _ = _read_jsonl(path / "explanations.jsonl") if (path / "explanations.jsonl").is_file() else ([], 0)
+    if not rows:
+        return ""
+    from tailor.evaluation.explain import highlighted_html
+
+    items = "".join(f'<li><p>{highlighted_html(r)}</p><p class="note">true {html.escape(str(r["label"]))}, predicted '
+                    f'{html.escape(str(r["predicted"]))} (p(true) {r["prob_label"]:.3f}); top: '
+                    f'{html.escape(", ".join(r["top"]))}</p></li>' for r in rows)
+    return ("<h3>Token attributions (integrated gradients)</h3><p class=\"note\">green pushes toward the predicted label, "
+            f"red against it</p><ol>{items}</ol>")
 
 
 def compare_section(path: Path, root: Path) -> Section:

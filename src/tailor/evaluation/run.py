@@ -50,6 +50,7 @@ class EvalResult:
     examples: list[dict] = field(default_factory=list)
     task: str = "generation"
     files: dict = field(default_factory=dict)  # name -> path written (with out_dir)
+    explanations: list[dict] = field(default_factory=list)  # eval.explain: token attributions (tailor.evaluation.explain)
 
 
 def check_task(task: str) -> str:
@@ -68,6 +69,9 @@ def _check_options(cfg: EvalConfig, out_dir) -> None:
     if cfg.select_uncertain and not out_dir:
         raise TailorError("select_uncertain writes uncertain.jsonl into the output folder, but none is given",
                           where="--out", fix="pass --out DIR (Python: out_dir=...)")
+    if cfg.explain and cfg.task != "classification":
+        raise TailorError(f"--explain attributes classification decisions, not task '{cfg.task}'", where="eval.explain / --explain",
+                          fix="use --task classification with a classifier, or drop --explain")
     if cfg.robustness and cfg.task != "generation":
         raise TailorError(f"robustness re-asks generation questions; it does not apply to task '{cfg.task}'",
                           where="eval.robustness", fix="set eval.robustness=false, or use eval.task=generation")
@@ -135,6 +139,10 @@ def run(model_dir: str | Path, data: list[str] | None = None, cfg: EvalConfig | 
     metrics.pop("_generation_seconds", None)
     metrics["worst_examples"] = _WORST[cfg.task](examples, cfg.worst_k)
     result = EvalResult(metrics, examples, cfg.task)
+    if cfg.explain:
+        from tailor.evaluation.explain import explain
+
+        result.explanations = explain(model, tokenizer, examples, cfg)
     if out_dir:
         result.files = _write(result, cfg, Path(out_dir))
     return result
@@ -199,6 +207,9 @@ def _write(result: EvalResult, cfg: EvalConfig, out: Path) -> dict:
     if cfg.select_uncertain:
         files["uncertain"] = out / "uncertain.jsonl"
         _write_jsonl(files["uncertain"], select_uncertain(result, cfg.select_uncertain, cfg.uncertainty))
+    if result.explanations:
+        files["explanations"] = out / "explanations.jsonl"
+        _write_jsonl(files["explanations"], result.explanations)
     result.metrics["files"] = {k: str(v) for k, v in files.items()}
     files["results"].write_text(json.dumps(result.metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     _write_jsonl(files["examples"], result.examples)
