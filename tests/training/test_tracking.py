@@ -91,13 +91,14 @@ def test_a_tracking_uri_is_used_and_a_missing_package_is_a_clear_error(tmp_path,
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.chdir(tmp_path)  # a named sqlite store keeps MLflow's default artefact root, ./mlruns
     run(_recipe(tmp_path, llama_dir, chat_file, "train.report_to=mlflow", f"train.tracking_uri={uri}",
                 "train.tracking_log_model=false", "train.run_name=try-1", "train.max_steps=2"))
     client = MlflowClient(tracking_uri=uri)
     (r,) = client.search_runs([client.get_experiment_by_name("tailor").experiment_id])
     assert r.info.run_name == "try-1" and not client.list_artifacts(r.info.run_id, "final")
     assert r.data.tags["tailor.final_dir"].endswith("final")
-    assert not (tmp_path / "runs" / "mlflow.db").exists()
+    assert not (tmp_path / "runs" / "mlflow.db").exists() and (tmp_path / "mlruns").is_dir()
 
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(TailorError, match=r"report_to=wandb needs the wandb package") as e:
