@@ -284,11 +284,11 @@ def test_mix_replays_the_share_of_old_data(tmp_path):
     new.write_text("".join(json.dumps({"text": f"new {i}"}) + "\n" for i in range(30)))
     prod = ModelVersion("bot", 1, "production", str(tmp_path), None, recipe={"data": {"train": [str(old)]}})
     recipe = load_recipe(None, ["refresh.replay=0.4"])
-    mix = mix_data(recipe, prod, {"train": str(new)}, tmp_path / "work")
+    mix = mix_data(recipe, prod, {"train": str(new), "all": str(new)}, tmp_path / "work")
     rows = [json.loads(line)["text"] for line in open(mix["path"])]
     assert (mix["new_rows"], mix["replay_rows"], len(rows)) == (30, 20, 50)
     assert sum(r.startswith("old") for r in rows) == 20 and len(set(rows)) == 50
-    assert mix_data(recipe, prod, {"train": str(new)}, tmp_path / "again")["path"] != mix["path"]
+    assert mix_data(recipe, prod, {"train": str(new), "all": str(new)}, tmp_path / "again")["path"] != mix["path"]
     assert open(mix["path"]).read() == open(tmp_path / "again" / "data" / "mix.jsonl").read()  # seeded: same mix
     bare = ModelVersion("bot", 1, "production", str(tmp_path), None)
     with pytest.raises(TailorError, match="records no training data to replay"):

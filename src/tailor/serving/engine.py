@@ -110,7 +110,8 @@ class Engine:
         self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.max_context = max_context or getattr(model.config, "max_position_embeddings", None) or 2048
-        self.vocab_size = model.get_output_embeddings().weight.shape[0]  # the logits' width, for grammar masks
+        head = model.get_output_embeddings()  # the logits' width, for grammar masks (a quantized head has no .weight)
+        self.vocab_size = getattr(head, "out_features", None) or head.weight.shape[0]
         self.device = next(model.parameters()).device
         self.is_peft = hasattr(model, "peft_config")
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
