@@ -15,24 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
+
+from machine_line import machine  # noqa: E402  (bench/ is the script's folder)
 
 os.environ.setdefault("TAILOR_DEVICE", "cpu")
 os.environ.setdefault("TAILOR_PRECISION", "fp32")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def machine() -> str:
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info)
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"{model} ({os.cpu_count()} cpus; {flags}); load {os.getloadavg()[0]:.2f}"
 
 
 def one(work: Path, init: Path, data: Path, optimizer: str, lr: float, a) -> dict:

@@ -26,11 +26,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import sys
 import time
 from pathlib import Path
+
+from machine_line import machine  # noqa: E402  (bench/ is the script's folder)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
@@ -92,17 +93,6 @@ def questions(families, lang):
 
 def refused(text: str) -> bool:
     return any(k in text for k in REFUSAL_KEYS)
-
-
-def machine() -> str:
-    flags = ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
-        flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info)
-    except (OSError, StopIteration):
-        model = platform.processor()
-    return f"{model} ({os.cpu_count()} cpus; {flags}); load {os.getloadavg()[0]:.2f}"
 
 
 def t_interval(xs: list[float]) -> tuple[float, float]:
