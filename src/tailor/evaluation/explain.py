@@ -58,6 +58,7 @@ def explain(model, tokenizer, examples: list[dict], cfg: EvalConfig) -> list[dic
         return torch.softmax(logits.float(), dim=-1)[:, target]
 
     ig = IntegratedGradients(lambda e, target: prob(e, target))
+    special_ids = set(tokenizer.all_special_ids)
     out = []
     for i in choose(examples, cfg.explain, cfg.explain_select):
         ex = examples[i]
@@ -65,7 +66,7 @@ def explain(model, tokenizer, examples: list[dict], cfg: EvalConfig) -> list[dic
                         return_offsets_mapping=True)
         ids = torch.tensor([enc["input_ids"]], device=device)
         target = labels.index(ex["predicted"])
-        special = torch.tensor([[t in set(tokenizer.all_special_ids) for t in enc["input_ids"]]], device=device)
+        special = torch.tensor([[t in special_ids for t in enc["input_ids"]]], device=device)
         with torch.no_grad():
             x = embed(ids).detach()
             base = torch.where(special[..., None], x, mean / mean.norm() * x.norm(dim=-1, keepdim=True))
