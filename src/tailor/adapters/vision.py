@@ -18,13 +18,9 @@ from tailor.models.vision import vision_parts
 log = logging.getLogger("tailor")
 
 
-def _module(model, path: str):
-    return model.get_submodule(path)
-
-
 def _linear_names(model, language: str) -> list[str]:
     """Leaf names of the language model's linear layers (its output head excluded)."""
-    lm = _module(model, language)
+    lm = model.get_submodule(language)
     return sorted({n.rsplit(".", 1)[-1] for n, m in lm.named_modules() if isinstance(m, torch.nn.Linear) and n})
 
 
@@ -39,7 +35,7 @@ def apply_vision(model, cfg):
             p.requires_grad_(True)
         for part, setting in ((parts["tower"], cfg.vision_tower), (parts["projector"], cfg.projector)):
             if part and setting == "frozen":
-                for p in _module(model, part).parameters():
+                for p in model.get_submodule(part).parameters():
                     p.requires_grad_(False)
         return model
     if cfg.method not in ("lora", "dora"):
@@ -62,22 +58,19 @@ def apply_vision(model, cfg):
 
 
 def _adapter_base(adapter_dir, base=None):
-    import json
     from pathlib import Path
 
-    if base:
-        return Path(base)
-    cfg = Path(adapter_dir) / "adapter_config.json"
-    return Path(json.loads(cfg.read_text(encoding="utf-8")).get("base_model_name_or_path") or "")
+    from tailor.adapters.loading import adapter_base
+
+    return Path(base or adapter_base(adapter_dir))
 
 
 def is_vision_adapter(adapter_dir, base=None) -> bool:
     """True for a peft adapter directory whose base model is a vision-language checkpoint."""
-    from pathlib import Path
-
+    from tailor.adapters.loading import is_adapter_dir
     from tailor.models.vision import is_vision_model_dir
 
-    return (Path(adapter_dir) / "adapter_config.json").is_file() and is_vision_model_dir(_adapter_base(adapter_dir, base))
+    return is_adapter_dir(adapter_dir) and is_vision_model_dir(_adapter_base(adapter_dir, base))
 
 
 def load_vision_with_adapter(adapter_dir, base=None, dtype: str = "auto"):
