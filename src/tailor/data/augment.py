@@ -75,7 +75,7 @@ def augment_records(train: list[dict], cfg: AugmentConfig, report: PrepareReport
         from tailor.data import pinyin
 
         out += pinyin.augment(train, cfg.pinyin, _rng(cfg.seed, "pinyin"), _step(report, "augment.pinyin", len(out)),
-                              _keep, _reject, _choose)
+                              _copies)
     return out
 
 
@@ -125,6 +125,20 @@ _PROTECTED = re.compile(r"\d|\{[^{}\s]*\}|<[A-Z][A-Z_]*>")
 def _eda(train: list[dict], cfg: EdaConfig, rng: random.Random, step: StepReport, base_dir) -> list[dict]:
     table = merged_synonyms(_resolve(cfg.dictionary, base_dir) if cfg.dictionary else None)
     max_cjk = max((len(k) for k in table if _CJK_RUN.fullmatch(k)), default=1)
+
+    def make(rec: dict, prompt_only: bool) -> tuple[dict, str]:
+        op = rng.choice(cfg.ops)
+        aug = map_texts(copy.deepcopy(rec), lambda t: eda_text(t, op, cfg.alpha, rng, table, max_cjk), prompt_only)
+        return aug, f"eda:{op}"
+
+    return _copies(train, cfg, rng, step, lambda before: None if before else NO_PROMPT, make, IDENTICAL, REPEATED)
+
+
+def _copies(train: list[dict], cfg, rng: random.Random, step: StepReport, skip: Callable[[list[str]], str | None],
+            make: Callable[[dict, bool], tuple[dict, str]], identical: str | None, repeated: str) -> list[dict]:
+    """cfg.copies copies of each of round(cfg.rate x rows) chosen rows: `skip(texts)` names why a row gets none,
+    `make(row, prompt_only)` gives a copy and its tag; a copy whose texts did not change (reason `identical`,
+    when given) or that repeats the row or an earlier copy (reason `repeated`) is dropped."""
     prompt_only = cfg.fields == "prompt"
     new: list[dict] = []
     for i in _choose(train, cfg.rate, rng):
@@ -133,20 +147,20 @@ def _eda(train: list[dict], cfg: EdaConfig, rng: random.Random, step: StepReport
         before = list(iter_texts(rec, prompt_only=prompt_only))
         seen = {record_text(rec)}
         for k in range(cfg.copies):
-            if not before:
-                _reject(step, NO_PROMPT, where)
+            why = skip(before)
+            if why:
+                _reject(step, why, where)
                 continue
-            op = rng.choice(cfg.ops)
-            aug = map_texts(copy.deepcopy(rec), lambda t: eda_text(t, op, cfg.alpha, rng, table, max_cjk), prompt_only)
-            if list(iter_texts(aug, prompt_only=prompt_only)) == before:
-                _reject(step, IDENTICAL, where)
+            aug, tag = make(rec, prompt_only)
+            if identical is not None and list(iter_texts(aug, prompt_only=prompt_only)) == before:
+                _reject(step, identical, where)
             elif record_text(aug) in seen:
-                _reject(step, REPEATED, where)
+                _reject(step, repeated, where)
             else:
                 seen.add(record_text(aug))
                 aug["augmented_from"] = where
-                aug["where"] = f"{where} [eda:{op} #{k + 1}]"
-                _keep(step, new, aug, f"eda:{op}")
+                aug["where"] = f"{where} [{tag} #{k + 1}]"
+                _keep(step, new, aug, tag)
     return new
 
 

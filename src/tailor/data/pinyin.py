@@ -79,28 +79,15 @@ def clean_step(st, where: str) -> Callable[[str], str]:
 NO_CHINESE = "no Chinese text in the prompt to write in pinyin"
 
 
-def augment(train: list[dict], cfg, rng: random.Random, step, keep, reject, choose) -> list[dict]:
+def augment(train: list[dict], cfg, rng: random.Random, step, copies) -> list[dict]:
     """data.augment.pinyin: copies of round(rate x rows) rows with a share of their prompts' Chinese words in pinyin."""
-    from tailor.data.records import iter_texts, map_texts, record_text
+    from tailor.data.records import map_texts
 
     _pypinyin("data.augment.pinyin")
-    prompt_only = cfg.fields == "prompt"
-    new: list[dict] = []
-    for i in choose(train, cfg.rate, rng):
-        rec = train[i]
-        where = rec.get("where")
-        before = list(iter_texts(rec, prompt_only=prompt_only))
-        seen = {record_text(rec)}
-        for k in range(cfg.copies):
-            if not any(_HAN.search(t) for t in before):
-                reject(step, NO_CHINESE, where)
-                continue
-            aug = map_texts(copy.deepcopy(rec), lambda t: rewrite(t, cfg.tones, "replace", cfg.share, rng), prompt_only)
-            if record_text(aug) in seen:
-                reject(step, "pinyin copy repeats the row or another copy", where)
-                continue
-            seen.add(record_text(aug))
-            aug["augmented_from"] = where
-            aug["where"] = f"{where} [pinyin #{k + 1}]"
-            keep(step, new, aug, "pinyin")
-    return new
+
+    def make(rec: dict, prompt_only: bool) -> tuple[dict, str]:
+        aug = map_texts(copy.deepcopy(rec), lambda t: rewrite(t, cfg.tones, "replace", cfg.share, rng), prompt_only)
+        return aug, "pinyin"
+
+    return copies(train, cfg, rng, step, lambda before: None if any(_HAN.search(t) for t in before) else NO_CHINESE,
+                  make, None, "pinyin copy repeats the row or another copy")
