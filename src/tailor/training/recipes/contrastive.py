@@ -113,6 +113,8 @@ def pairs(records: list[dict], tokenizer, report) -> "object":
 def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     """Align the vision side to the language model's text space on image-caption pairs; writes final/ (whole model)."""
     from tailor.data.training_data import load_report, prepare_training_data
+    from tailor.models.loading import count_parameters
+    from tailor.models.vision import vision_parts
     from tailor.training.recipes.vision import is_vision_recipe, load_vision
 
     if not is_vision_recipe(recipe):
@@ -137,20 +139,13 @@ def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
                           where="data", fix="give rows with one <image> and an assistant caption")
     log.info("data: %s", report.summary())
     data = TrainingData(train_ds, eval_ds if eval_ds is not None and len(eval_ds) else None, PairCollator(processor), report)
-    model, parameters = phases.prepare_model(recipe, model)
-    for p in model.get_submodule(_language_path(model)).parameters():
+    model, _ = phases.prepare_model(recipe, model)
+    for p in model.get_submodule(vision_parts(model)["language"]).parameters():
         p.requires_grad_(False)  # the text side is the fixed target space
     model.get_input_embeddings().weight.requires_grad_(False)
-    from tailor.models.loading import count_parameters
-
-    parameters = count_parameters(model)
+    parameters = count_parameters(model)  # after the freeze: prepare_model counted the language model as trainable
     trainer = phases.build_trainer(ContrastiveTrainer, recipe, run, model, processor, data, callbacks)
     fitted = phases.fit(trainer, recipe, run, data)
     del model.tailor_logit_scale  # not part of the architecture: final/ loads with plain transformers
     return phases.finish(trainer, recipe, run, data, processor, None, parameters, fitted)
 
-
-def _language_path(model) -> str:
-    from tailor.models.vision import vision_parts
-
-    return vision_parts(model)["language"]
