@@ -78,29 +78,31 @@ def reference(messages: list[dict]) -> str:
 def vqa_metrics(answers: list[str], references: list[str]) -> dict:
     """exact / normalized / contains accuracy, and label metrics when the references are labels."""
     n = max(len(references), 1)
+    norm_answers, norm_refs = [normalize(a) for a in answers], [normalize(r) for r in references]
     metrics = {
         "exact": sum(a == r for a, r in zip(answers, references)) / n,
-        "normalized": sum(normalize(a) == normalize(r) for a, r in zip(answers, references)) / n,
-        "contains": sum(bool(normalize(r)) and normalize(r) in normalize(a) for a, r in zip(answers, references)) / n,
+        "normalized": sum(a == r for a, r in zip(norm_answers, norm_refs)) / n,
+        "contains": sum(bool(r) and r in a for a, r in zip(norm_answers, norm_refs)) / n,
         "n": len(references),
     }
     labels = sorted(set(references))
     if len(labels) <= MAX_LABELS and all(references.count(x) >= 2 for x in labels) and len(labels) > 1:
         from sklearn.metrics import accuracy_score, f1_score
 
-        named = [_named_label(a, labels) for a in answers]
+        norm_labels = {x: normalize(x) for x in labels}
+        named = [_named_label(a, norm_labels) for a in norm_answers]
         metrics["label_accuracy"] = accuracy_score(references, named)
         metrics["label_macro_f1"] = f1_score(references, named, labels=labels, average="macro", zero_division=0)
     return metrics
 
 
-def _named_label(answer: str, labels: list[str]) -> str:
-    """The label an answer names: an exact normalized match, else the longest label it contains, else ''."""
-    a = normalize(answer)
-    exact = [x for x in labels if normalize(x) == a]
+def _named_label(a: str, labels: dict[str, str]) -> str:
+    """The label a normalized answer names (labels: label -> its normalized form, in sorted order): an exact match,
+    else the longest label it contains, else ''."""
+    exact = [x for x, nx in labels.items() if nx == a]
     if exact:
         return exact[0]
-    inside = sorted((x for x in labels if normalize(x) and normalize(x) in a), key=lambda x: -len(normalize(x)))
+    inside = sorted((x for x, nx in labels.items() if nx and nx in a), key=lambda x: -len(labels[x]))
     return inside[0] if inside else ""
 
 
