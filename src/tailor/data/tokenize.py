@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 
+from tailor.data.images import IMAGE_TOKENS_CUT
 from tailor.data.loading import LoadReport
 from tailor.data.templates import encode_conversation
 
@@ -149,7 +150,7 @@ def sft_examples(ds, max_length: int, report: LoadReport | None = None):
     for n, (ids, labels, chat, where) in enumerate(zip(ds["input_ids"], ds["labels"], ds["chat"], ds["where"])):
         where = where or f"row {n}"
         if len(ids) > max_length and images[n]:
-            skip("image tokens cut by data.max_length", where)  # a part of an image cannot be trained on
+            skip(IMAGE_TOKENS_CUT, where)  # a part of an image cannot be trained on
             continue
         if not chat:
             skip("raw text record in an sft run (needs a conversation)", where)
