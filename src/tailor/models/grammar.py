@@ -73,15 +73,24 @@ class Constraint:
             raise TailorError(f"the grammar cannot be used: {self.matcher.get_error()}")
         self._bits = torch.empty((n_vocab + 31) // 32, dtype=torch.int32)
         self._shifts = torch.arange(32, dtype=torch.int32)
+        self._device_shifts: torch.Tensor | None = None  # _shifts on the logits' device, once it is not the CPU
 
-    def allowed(self) -> torch.Tensor:
-        """A bool tensor over the vocabulary: True where the token may come next."""
+    def allowed(self, device=None) -> torch.Tensor:
+        """A bool tensor over the vocabulary (on `device`): True where the token may come next.
+
+        The packed mask (one bit per token) is what crosses to the device; it is unpacked there."""
         self.matcher.unsafe_compute_mask_ptr(self._bits.data_ptr(), self._bits.numel() * 4)
-        return ((self._bits.unsqueeze(-1) >> self._shifts) & 1).flatten()[:self.n_vocab].bool()
+        bits, shifts = self._bits, self._shifts
+        if device is not None and torch.device(device) != bits.device:
+            bits = bits.to(device)
+            if self._device_shifts is None or self._device_shifts.device != bits.device:
+                self._device_shifts = shifts.to(bits.device)
+            shifts = self._device_shifts
+        return ((bits.unsqueeze(-1) >> shifts) & 1).flatten()[:self.n_vocab].bool()
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """`logits` (one row, length >= n_vocab) with every disallowed token at -inf (in place)."""
-        allowed = self.allowed().to(logits.device)
+        allowed = self.allowed(logits.device)
         logits[:self.n_vocab].masked_fill_(~allowed, float("-inf"))
         logits[self.n_vocab:] = float("-inf")
         return logits
