@@ -129,6 +129,12 @@ def _raw_answer(text: str) -> str:
     return split_reasoning(text)[1].strip()
 
 
+def _next_line(text: str, i: int) -> int:
+    """Where the line after the first newline at or after `i` starts; -1 when there is none."""
+    n = text.find("\n", i)
+    return n + 1 if n >= 0 else -1
+
+
 class ToolCallStream:
     """Streams content deltas, holding back text from a line that may start a tool call until the end."""
 
@@ -136,12 +142,16 @@ class ToolCallStream:
         self.names, self.text, self.sent = tool_names, "", 0
 
     def _hold_from(self) -> int:
-        starts = [self.sent] if self.sent == 0 or self.text[self.sent - 1] == "\n" else []
-        starts += [i + 1 for i in range(self.sent, len(self.text)) if self.text[i] == "\n"]
-        for p in starts:
-            if may_be_call(self.text[p:]):
+        """The first line start not yet sent where a tool call may begin (len(text) when none): line starts are
+        found one at a time, so a held call is not rescanned character by character on every token."""
+        text, p = self.text, self.sent
+        if p and text[p - 1] != "\n":
+            p = _next_line(text, p)
+        while p >= 0:
+            if may_be_call(text[p:]):
                 return p
-        return len(self.text)
+            p = _next_line(text, p)
+        return len(text)
 
     def feed(self, content: str) -> str:
         """Content that can be sent now."""
