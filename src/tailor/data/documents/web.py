@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 from tailor.data.documents.model import Block, Document, PageInfo
 from tailor.data.normalize import _SKIP
@@ -140,6 +141,6 @@ def _read_text(path) -> str:
     from tailor.errors import TailorError
 
     try:
-        return open(path, encoding="utf-8-sig").read()
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TailorError(f"{path} is not UTF-8 text (byte {exc.start})", where=str(path), fix="re-save the file as UTF-8") from None
