@@ -17,13 +17,12 @@ from fastapi.responses import JSONResponse, Response
 
 from tailor.config import ServeConfig
 from tailor.data.reasoning import ReasoningStream
-from tailor.data.formats import conversation
 from tailor.data.templates import encode_prompt
 from tailor.errors import TailorError
 from tailor.serving import protocol as P
 from tailor.serving.engine import Engine, Event, Overloaded, Sequence
 from tailor.serving.safety import GuardViolation, InputGuard, OutputFilter
-from tailor.serving.structured import (BadRequest, ChatPlan, ToolCallStream, assistant_message, message_dict,
+from tailor.serving.structured import (BadRequest, ChatPlan, ToolCallStream, assistant_message, canonical_messages,
                                       plan_chat)
 
 
@@ -180,9 +179,9 @@ def _render(st: ServerState, messages: list[dict]) -> list[int]:
 
 def _messages(msgs: list[P.ChatMessage]) -> list[dict]:
     try:
-        return conversation([message_dict(m) for m in msgs])
-    except TailorError as e:
-        raise APIError(400, f"the conversation cannot be used: {e.what}", param=e.where or "messages") from None
+        return canonical_messages(msgs)
+    except BadRequest as e:
+        raise APIError(400, e.message, param=e.param) from None
 
 
 # ---------------------------------------------------------------------------------------------

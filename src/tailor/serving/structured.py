@@ -82,12 +82,16 @@ def plan_chat(req: P.ChatCompletionRequest) -> ChatPlan:
         schema = call_schema([t.function.model_dump() for t in tools], named)
     elif calling and schema is not None:  # auto with a response format: a tool call or the formatted answer
         schema = {"anyOf": [call_schema([t.function.model_dump() for t in tools]), schema]}
-    messages = [message_dict(m) for m in req.messages]
+    rendered = canonical_messages(req.messages, [t.model_dump(exclude_none=True) for t in tools] or None)
+    return ChatPlan(rendered, schema, set(names) if calling else None)
+
+
+def canonical_messages(msgs: list[P.ChatMessage], tools: list[dict] | None = None) -> list[dict]:
+    """Request messages (and tool definitions) as canonical messages, by the loader's conversion."""
     try:
-        rendered = conversation(messages, [t.model_dump(exclude_none=True) for t in tools] or None)
+        return conversation([message_dict(m) for m in msgs], tools)
     except TailorError as e:
         raise BadRequest(f"the conversation cannot be used: {e.what}", e.where or "messages") from None
-    return ChatPlan(rendered, schema, set(names) if calling else None)
 
 
 def message_dict(m: P.ChatMessage) -> dict:
