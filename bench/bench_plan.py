@@ -18,8 +18,11 @@ Time: the fastest optimizer step of steps 2..N (on_step_begin to on_step_end; th
 fastest step is the one least slowed by other processes; the median is printed beside it) against the plan's step
 time after `tailor.plan.speed.calibrate`: a few real steps of the same model, method (applied by tailor's adapters),
 precision and checkpointing at short sequences and small batches (128 x 1, 128 x 4, 512 x 1, 512 x 2, capped at the
-row's sequence), run in the parent just before the row trains. Nothing is fitted on the rows themselves: a row whose
-own shape is one of the calibration shapes is marked "(shape calibrated on)", every other row is held out.
+row's sequence), run in the parent just before the row trains, plus the row's own micro-batch (the calibration's
+anchor, as `tailor plan` and the pre-flight time it: the fit is scaled by its measured / fitted ratio). "pred s" is
+that plan; "fit s" the fit of the small shapes alone (no anchor: how well the FLOPs model extrapolates), "uncal s"
+the matmul probe with the default efficiency. A row whose own shape is one of the small calibration shapes is marked
+"(shape calibrated on)".
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -149,7 +153,8 @@ def machine() -> str:
 
 def predict(spec: dict, calibrated: bool):
     """(the plan with the calibrated time model or, when `calibrated` is False, the uncalibrated one; the
-    uncalibrated step seconds)."""
+    uncalibrated step seconds; the step seconds of the fit of the small shapes alone, without the run's own
+    micro-batch: None uncalibrated)."""
     from tailor.adapters import apply_adapter
     from tailor.config import AdapterConfig
     from tailor.plan import RunSettings, shape_of
@@ -161,11 +166,12 @@ def predict(spec: dict, calibrated: bool):
     s = RunSettings(method=spec["method"], freeze_last_n=2, precision=spec["precision"], seq_len=spec["seq"],
                     batch_size=spec["batch"], gradient_checkpointing=spec["gc"], device="cpu")
     plan = plan_run(None, "cpu", settings=s, shape=shape, calibrate=False)
-    uncalibrated = plan.step_seconds
+    uncalibrated, fit_only = plan.step_seconds, None
     if calibrated:
         speed = calibrate(shape, s, prepare=lambda m: apply_adapter(m, AdapterConfig(method=spec["method"], freeze_last_n=2)))
         plan = plan_run(None, "cpu", settings=s, shape=shape, speed=speed)
-    return plan, uncalibrated
+        fit_only = plan_run(None, "cpu", settings=s, shape=shape, speed=replace(speed, anchor=None)).step_seconds
+    return plan, uncalibrated, fit_only
 
 
 def _span(part: str) -> range:
@@ -193,13 +199,13 @@ def main() -> int:
     print(f"machine: {machine()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     header = f"{'#':>2} {'model':17} {'scale':6} {'method':6} {'seq':>5} {'bs':>3} {'gc':3} {'prec':4} " \
              f"{'pred MiB':>9} {'meas MiB':>9} {'err':>7} {'pred s':>7} {'meas s':>7} {'err':>7} {'median s':>8} " \
-             f"{'uncal s':>7} {'err':>7}"
+             f"{'uncal s':>7} {'err':>7} {'fit s':>7} {'err':>7}"
     print(header)
     for n in picked:
         preset, scale, method, seq, batch, gc, prec = GRID[n - 1]
         spec = dict(preset=preset, scale=scale, method=method, seq=seq, batch=batch, gc=gc, precision=prec,
                     steps=a.steps, threads=a.threads, out=f"/tmp/bench_plan_{os.getpid()}_{n}")
-        plan, uncalibrated = predict(spec, not a.no_calibrate)
+        plan, uncalibrated, fit_only = predict(spec, not a.no_calibrate)
         mem = plan.memory
         pred_mib = (plan.peak_bytes - plan.memory.overhead) / 2**20
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
@@ -211,25 +217,33 @@ def main() -> int:
         err_m = pred_mib / m["peak_above_mib"] - 1
         err_t = plan.step_seconds / m["step_seconds"] - 1
         cal = plan.speed.to_dict() if plan.speed else {}
-        in_sample = any(pt["seq"] == seq and pt["batch"] == batch for pt in cal.get("points", []))
+        in_sample = any(pt["seq"] == seq and pt["batch"] == batch for pt in cal.get("points", []))  # in the fit
         rows.append(dict(n=n, preset=preset, scale=scale, method=method, seq=seq, batch=batch, gc=gc, precision=prec,
                          predicted_mib=round(pred_mib, 1), measured_mib=round(m["peak_above_mib"], 1),
                          memory_error=round(err_m, 4), predicted_s=round(plan.step_seconds, 4),
                          measured_s=round(m["step_seconds"], 4), time_error=round(err_t, 4),
                          measured_median_s=round(m["median_step_seconds"], 4),
                          uncalibrated_s=round(uncalibrated, 4), uncalibrated_error=round(uncalibrated / m["step_seconds"] - 1, 4),
+                         fit_only_s=fit_only and round(fit_only, 4),
+                         fit_only_error=fit_only and round(fit_only / m["step_seconds"] - 1, 4),
                          breakdown_mib={k: round(v / 2**20, 1) for k, v in mem.to_dict().items()},
                          baseline_mib=round(m["baseline_mib"], 1), time_in_sample=in_sample,
                          memory_held_out=n in HELD_OUT,
                          calibration={k: cal.get(k) for k in ("efficiency", "attention_efficiency", "fixed_seconds",
-                                                              "optimizer_seconds", "depth", "points")}))
+                                                              "optimizer_seconds", "depth", "points", "anchor",
+                                                              "anchor_skipped")}))
         print(f"{n:>2} {preset:17} {scale:6} {method:6} {seq:>5} {batch:>3} {'yes' if gc else 'no':3} {prec:4} "
               f"{pred_mib:9.0f} {m['peak_above_mib']:9.0f} {err_m:+7.1%} {plan.step_seconds:7.3f} "
               f"{m['step_seconds']:7.3f} {err_t:+7.1%} {m['median_step_seconds']:8.3f} {uncalibrated:7.3f} "
               f"{uncalibrated / m['step_seconds'] - 1:+7.1%}"
-              f"{' (shape calibrated on)' if in_sample else ''}{' (held out)' if n in HELD_OUT else ''}; "
+              + (f" {fit_only:7.3f} {fit_only / m['step_seconds'] - 1:+7.1%}" if fit_only else "")
+              + f"{' (shape calibrated on)' if in_sample else ''}{' (held out)' if n in HELD_OUT else ''}; "
               f"load {os.getloadavg()[0]:.1f}", flush=True)
     if rows:
+        within = sum(abs(r["time_error"]) <= 0.25 for r in rows)
+        fit_within = sum(r["fit_only_error"] is not None and abs(r["fit_only_error"]) <= 0.25 for r in rows)
+        print(f"time within 25%: {within} of {len(rows)} (the fit of the small shapes alone: {fit_within}); "
+              f"memory within 15%: {sum(abs(r['memory_error']) <= 0.15 for r in rows)} of {len(rows)}")
         print(f"max |memory error| {max(abs(r['memory_error']) for r in rows):.1%}; "
               f"max |time error| {max(abs(r['time_error']) for r in rows):.1%} over {len(rows)} configurations; "
               f"load {os.getloadavg()[0]:.2f}")

@@ -9,6 +9,7 @@ import pytest
 from tailor.config import TrainRecipe, load_recipe
 from tailor.errors import TailorError
 from tailor.plan import GIB, RunSettings, compare_methods, estimate_memory, find_fixes, plan_run, verdict
+from tailor.plan.speed import MAX_EFFICIENCY
 from tailor.plan.memory import (CPU_HEAP_RETENTION, CPU_RUNTIME, NF4_BYTES, activation_bytes, adapter_parameters,
                                 heap_share)
 
@@ -150,8 +151,51 @@ def test_calibration_runs_real_steps_and_respects_its_budget(shape):
 
     s = RunSettings(method="lora", seq_len=16, batch_size=2)
     speed = calibrate(shape, s, steps=1)
-    assert speed.calibrated and 0 < speed.efficiency <= 1 and speed.matmul_flops > 0
+    assert speed.calibrated and 0 < speed.efficiency <= MAX_EFFICIENCY and speed.matmul_flops > 0
     assert not calibrate(shape, s, budget=1).calibrated  # its own steps would not fit: skipped
+
+
+def test_calibration_times_the_runs_own_micro_batch_and_predicts_it_as_measured(shape):
+    from tailor.plan.speed import calibrate, executed_flops, step_seconds
+
+    s = RunSettings(method="full", seq_len=16, batch_size=2, grad_accum=3)  # (16, 2) is no calibration shape
+    speed = calibrate(shape, s, steps=1)
+    assert (speed.anchor["seq"], speed.anchor["batch"]) == (16, 2) and speed.anchor["seconds"] > 0
+    assert (16, 2) not in {(p["seq"], p["batch"]) for p in speed.points}  # the fit is of the small shapes only
+    step = step_seconds(speed, executed_flops(shape, s, 0), s, 0, 0, 0)
+    assert step == pytest.approx(3 * speed.anchor["seconds"] + speed.optimizer_seconds)
+    # another micro-batch carries the same measured / fitted correction
+    other = replace(s, batch_size=1, grad_accum=1)
+    ratio = speed.anchor["seconds"] / speed.anchor["fitted"]
+    anchored, fit_only = (step_seconds(sp, executed_flops(shape, other, 0), other, 0, 0, 0) - speed.optimizer_seconds
+                          for sp in (speed, replace(speed, anchor=None)))
+    assert anchored == pytest.approx(fit_only * ratio)
+    bare = calibrate(shape, s, steps=1, anchor=False)
+    assert bare.anchor is None and bare.anchor_skipped == "not asked"
+    # the run's shape is a calibration shape: it anchors without another timed step
+    assert calibrate(shape, replace(s, batch_size=4), steps=1).anchor["batch"] == 4
+
+
+def test_head_share_scales_the_output_layer_and_comes_from_the_prepared_loss_tokens(shape, tmp_path, tokenizer_dir,
+                                                                                   tokenizer, chat_file):
+    from tailor.data.prepare import run as prepare
+    from tailor.plan.planner import settings_from_recipe
+    from tailor.plan.speed import flops_parts
+
+    s = RunSettings(method="full", seq_len=32, batch_size=2)
+    half = replace(s, head_share=0.5)
+    assert activation_bytes(shape, half)[1] == activation_bytes(shape, s)[1] // 2
+    assert flops_parts(shape, "full", None, 0, 32)[0] - flops_parts(shape, "full", None, 0, 32, 0.5)[0] == 3 * V * H
+    overrides = [f"model.tokenizer={tokenizer_dir}", f"data.sources=[{{path: {chat_file}}}]", "data.max_length=64",
+                 f"data.prepared_dir={tmp_path / 'prepared'}"]
+    r = load_recipe(None, overrides, reads=TrainRecipe)
+    assert settings_from_recipe(r).head_share == 1.0  # not prepared: every position
+    prepare(r, tokenizer, base_dir=tmp_path)
+    share = settings_from_recipe(r).head_share
+    report = json.loads((tmp_path / "prepared" / "report.json").read_text())
+    stats = (report.get("tokens") or report["extra"]["tokens"])["train"]
+    assert share == pytest.approx(stats["loss_tokens"] / (stats["rows"] * 64)) and 0 < share < 1
+    assert settings_from_recipe(load_recipe(None, overrides + ["train.logits=all"], reads=TrainRecipe)).head_share == 1.0
 
 
 def test_a_model_on_disk_is_calibrated_by_default(tmp_path, llama_dir):

@@ -96,6 +96,8 @@ class RunSettings:
     completion_len: int = 0             # grpo: most tokens generated per answer
     teacher_parameters: int = 0         # distillation: the frozen teacher's parameters (0: no teacher)
     teacher_vocab: int = 0              # distillation: the teacher's vocabulary (its logits)
+    head_share: float = 1.0             # share of a micro-batch's positions the output layer and the loss run at
+                                        # (train.logits: loss: the positions whose next token carries loss)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,7 +248,7 @@ def activation_bytes(shape: ModelShape, s: RunSettings) -> tuple[int, int]:
     lo = 2 if s.precision in ("bf16", "fp16") else 4
     saved = tokens * (blocks + shape.hidden_size * (2 * hi + lo))  # + the final norm
     # the loss: float32 logits, log-softmax output, its gradient and the logits' gradient over the vocabulary
-    loss = tokens * shape.vocab_size * (3 * 4 + (lo if lo != 4 else 0))
+    loss = tokens * s.head_share * shape.vocab_size * (3 * 4 + (lo if lo != 4 else 0))
     if s.objective == "classification":
         loss = 0  # a label head: the loss is over a few classes, not the vocabulary
     return int(saved), int(loss)

@@ -144,7 +144,21 @@ def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSett
                        distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
                        device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective,
                        reference=reference,
-                       generations=g.num_generations if grpo else 0, completion_len=g.max_completion_length if grpo else 0)
+                       generations=g.num_generations if grpo else 0, completion_len=g.max_completion_length if grpo else 0,
+                       head_share=head_share(recipe))
+
+
+def head_share(recipe) -> float:
+    """Share of a micro-batch's positions the output layer runs at: with train.logits loss (pretrain / sft, no
+    label smoothing, not prompt tuning: tailor.training.trainer.loss_logits_unsupported) the prepared data's loss
+    tokens over the tokens an epoch feeds (`prepared_tokens`: padding included); 1.0 otherwise or unprepared."""
+    t = recipe.train
+    if getattr(t, "logits", "all") != "loss" or t.objective not in ("sft", "pretrain") or getattr(t, "label_smoothing", 0) > 0 \
+            or recipe.adapter.method == "prompt":
+        return 1.0
+    stats, tokens = _train_token_stats(recipe), prepared_tokens(recipe)
+    loss = stats.get("loss_tokens")
+    return max(min(loss / tokens, 1.0), 1e-3) if loss and tokens else 1.0
 
 
 def teacher_shape(recipe) -> ModelShape | None:
@@ -298,20 +312,28 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
 def prepared_tokens(recipe) -> int | None:
     """Tokens a training epoch processes, from the recipe's prepared data (`tailor data prepare`): rows x
     data.max_length (padded batches, an upper bound) or the token count when packed; None when not prepared."""
+    stats = _train_token_stats(recipe)
+    tokens, rows = stats.get("tokens"), stats.get("rows")
+    if recipe.data.packing or recipe.train.objective == "pretrain":
+        return int(tokens) if tokens else None
+    return int(rows) * recipe.data.max_length if rows else None
+
+
+def _train_token_stats(recipe) -> dict:
+    """The prepared data's token counts of the train split (`tailor data prepare`'s report: tokens, loss_tokens,
+    rows); {} when the recipe's data is not prepared."""
     from tailor.data.prepare import is_prepared_dir, open_prepared
 
     folder = getattr(recipe.data, "prepared_dir", None)
     if not folder or not is_prepared_dir(folder):
-        return None
+        return {}
     try:
         report = open_prepared(folder).report()
     except (TailorError, OSError, ValueError):
-        return None
-    stats = (report.get("tokens") or report.get("extra", {}).get("tokens") or {}).get("train") or {}
-    tokens, rows = stats.get("tokens"), stats.get("rows") or report.get("splits", {}).get("train")
-    if recipe.data.packing or recipe.train.objective == "pretrain":
-        return int(tokens) if tokens else None
-    return int(rows) * recipe.data.max_length if rows else None
+        return {}
+    stats = dict((report.get("tokens") or report.get("extra", {}).get("tokens") or {}).get("train") or {})
+    stats.setdefault("rows", report.get("splits", {}).get("train"))
+    return {k: v for k, v in stats.items() if v is not None}
 
 
 def _durations(plan: Plan, recipe, train_tokens: int | None) -> None:

@@ -58,6 +58,15 @@ def print_plan(plan: Plan, console) -> None:
         console.print(f"speed: {plan.tokens_per_second:,.0f} tokens/s, {duration(plan.step_seconds)} per optimizer step "
                       f"(matmul peak {sp.matmul_flops / 1e12:.2f} TFLOP/s {sp.dtype} x efficiency {sp.efficiency:.0%}"
                       f"{', calibrated' if sp.calibrated else ''})")
+        if sp.anchor:
+            console.print(f"calibration: this run's own micro-batch ({sp.anchor['batch']} x {sp.anchor['seq']} tokens) "
+                          f"timed at {sp.anchor['seconds']:.3f} s, the fit of the small shapes said "
+                          f"{sp.anchor['fitted']:.3f} s: steps scaled by the measured one")
+        elif sp.calibrated and sp.anchor_skipped:
+            console.print(f"[dim]calibration: this run's own micro-batch not timed ({sp.anchor_skipped})[/]")
+        if plan.settings.head_share < 1:
+            console.print(f"output layer at {plan.settings.head_share:.0%} of the positions (train.logits: loss, "
+                          "from the prepared data's loss tokens)")
         console.print(f"epoch {duration(plan.epoch_seconds)}; run {duration(plan.run_seconds)}"
                       + (f" ({plan.steps:,} steps)" if plan.steps else ""))
     for fix in plan.fixes:

@@ -40,6 +40,7 @@ DEFAULT_EFFICIENCY = {"cpu": 0.55, "cuda": 0.45}
 ELEMENTWISE_PASSES = 6  # times the saved activations are written or read by non-matmul ops in a step
 CALIBRATION_SEQ = (128, 512)  # the calibration's short and long sequence (capped at the planned one)
 MAX_CALIBRATION_SECONDS = 60.0  # predicted wall time above which the calibration cuts the model to a few blocks
+MAX_EFFICIENCY = 1.5  # the fitted e_linear's bound, in shares of the matmul probe
 
 
 @dataclass
@@ -49,7 +50,10 @@ class DeviceSpeed:
     Calibrated (`calibrate`): `efficiency` and `attention_efficiency` are the shares of the matmul peak that
     reproduce the measured steps, `fixed_seconds` the per-micro-batch time that does not grow with the tokens,
     `optimizer_seconds` the measured optimizer step of `method`, `points` the measured shapes
-    (seq, batch, measured and fitted seconds) and `depth` the decoder blocks the calibration ran.
+    (seq, batch, measured and fitted seconds) and `depth` the decoder blocks the calibration ran. `anchor`: the
+    run's own micro-batch (sequence length and batch size) timed too; the fit's per-micro-batch time is scaled
+    by anchor seconds / fitted seconds, so the run's own shape is predicted as measured and nearby shapes (other
+    methods, smaller micro-batches) carry the same correction.
     """
 
     device: str
@@ -66,6 +70,8 @@ class DeviceSpeed:
     depth: str = ""
     points: list = field(default_factory=list)
     skipped: str = ""          # why `calibrate` ran nothing (too slow, too large), "" otherwise
+    anchor: dict | None = None  # the run's own micro-batch, timed: {"seq", "batch", "seconds", "fitted"}
+    anchor_skipped: str = ""   # why the run's own micro-batch was not timed
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,11 +108,12 @@ def measure_device(device: str = "cpu", precision: str = "fp32") -> DeviceSpeed:
 
 
 def flops_parts(shape: ModelShape, method: str, trainable_layers: int | None, adapter_params: int,
-                seq_len: int) -> tuple[float, float, float, float]:
+                seq_len: int, head_share: float = 1.0) -> tuple[float, float, float, float]:
     """(linear, linear forward, attention, attention forward) FLOPs per token, per tailor.plan.flops' conventions,
-    from the model's linear layers. `trainable_layers`: with freeze, the last N blocks (None: every block)."""
+    from the model's linear layers. `trainable_layers`: with freeze, the last N blocks (None: every block);
+    `head_share`: the share of the positions the output layer runs at (train.logits: loss)."""
     lowest = 0 if trainable_layers is None else shape.num_layers - trainable_layers
-    head = shape.vocab_size * shape.hidden_size
+    head = shape.vocab_size * shape.hidden_size * head_share
     flops = 6 * head if method in ("full", "freeze") else 4 * head
     forward = 2 * head
     for lin in shape.linears:
@@ -143,7 +150,7 @@ def executed_flops(shape: ModelShape, s, adapter_params: int, seq_len: int | Non
     """(linear, attention) FLOPs a step of settings `s` executes per token (+ the recomputed forward when
     checkpointing)."""
     lin, lin_fwd, attn, attn_fwd = flops_parts(shape, s.method, s.freeze_last_n if s.method == "freeze" else None,
-                                               adapter_params, seq_len or s.seq_len)
+                                               adapter_params, seq_len or s.seq_len, s.head_share)
     if s.gradient_checkpointing:
         return lin + lin_fwd, attn + attn_fwd
     return lin, attn
@@ -160,6 +167,8 @@ def step_seconds(speed: DeviceSpeed, flops: tuple[float, float], s, weight_bytes
         return compute + moved / speed.bandwidth
     e_attn = speed.attention_efficiency or speed.efficiency
     micro = speed.fixed_seconds + tokens * (lin / speed.efficiency + attn / e_attn) / speed.matmul_flops
+    if speed.anchor and speed.anchor["fitted"] > 0:
+        micro *= speed.anchor["seconds"] / speed.anchor["fitted"]
     optim = speed.optimizer_seconds if speed.method == s.method and speed.optimizer_seconds is not None \
         else 2 * optimizer_bytes / speed.bandwidth
     return s.grad_accum * micro + optim
@@ -180,7 +189,8 @@ def calibration_shape(shape: ModelShape) -> int:
     return max(1, min(shape.num_layers, max(2, first_dense + 1)))
 
 
-def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, prepare=None) -> DeviceSpeed:
+def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, prepare=None,
+              anchor: bool = True) -> DeviceSpeed:
     """The device's matmul peak and bandwidth, with the time model's terms fitted on a few real training steps.
 
     The steps run transformers' model of this architecture and sizes (random weights: no checkpoint read) with the
@@ -189,69 +199,97 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
     embeddings only, so backward crosses every frozen block but peft's own work is not timed), an optimizer step
     (AdamW + gradient clipping) after each. Every shape of `calibration_points` runs one warm-up step, then `steps`
     rounds time each shape once (interleaved, so a burst of load from other processes hits all shapes alike); a
-    shape's fastest step counts (on a shared machine the one least slowed by other processes). The whole model runs when its predicted calibration time is under
-    MAX_CALIBRATION_SECONDS; else it is cut to `calibration_shape` blocks and one more, and the difference (one
-    block) is extrapolated to the model's depth. The fixed time, e_linear and e_attention are the non-negative
-    least-squares fit of the measured shapes. With `budget` (bytes), a calibration whose own predicted peak is
-    larger is skipped, and so is one predicted to take over 4 x MAX_CALIBRATION_SECONDS (the default efficiency
-    stays, `calibrated` False, `skipped` says why).
+    shape's fastest step counts (on a shared machine the one least slowed by other processes). The whole model
+    runs when its predicted calibration time is under MAX_CALIBRATION_SECONDS; else it is cut to
+    `calibration_shape` blocks and one more, and the difference (one block) is extrapolated to the model's depth.
+    The fixed time, e_linear and e_attention are the non-negative least-squares fit of the small shapes.
+
+    `anchor`: the run's own micro-batch (`trained_view(s)`: paired rows count twice) is timed in the same rounds
+    when its steps fit in MAX_CALIBRATION_SECONDS and its memory in `budget`; `step_seconds` then scales the fit by
+    its measured / fitted ratio (the fit alone misses what small shapes do not show: attention at long sequences,
+    cache effects of large micro-batches). The calibration's steps compute logits at every position, so the fit
+    is over the whole output layer and the plan's head_share applies afterwards.
+    With `budget` (bytes), a calibration whose own predicted peak is larger is skipped, and so is one predicted to
+    take over 4 x MAX_CALIBRATION_SECONDS (the default efficiency stays, `calibrated` False, `skipped` says why).
     """
-    from tailor.plan.memory import adapter_parameters, estimate_memory
+    from tailor.plan.memory import adapter_parameters, estimate_memory, trained_view
     from tailor.plan.shape import shape_of
 
     base = measure_device(s.device, s.precision)
     if shape.config is None:
         return base
+    s = dc_replace(s, head_share=1.0)  # what the calibration's own steps run
     points = calibration_points(s.seq_len)
     biggest = max(points, key=lambda p: p[0] * p[1])
     adapter_n = adapter_parameters(shape, s)
 
-    def guess(sh: ModelShape) -> float:  # uncalibrated seconds of all calibration steps on shape `sh`
-        return sum(step_seconds(base, executed_flops(sh, s, adapter_n, q), dc_replace(s, seq_len=q, batch_size=b, grad_accum=1),
-                                sh.parameters * 4, 0, 0) for q, b in points) * (steps + 1)
+    def guess(sh: ModelShape, shapes) -> float:  # uncalibrated seconds of the calibration's steps on shape `sh`
+        return sum(step_seconds(base, executed_flops(sh, s, adapter_n, q),
+                                dc_replace(s, seq_len=q, batch_size=b, grad_accum=1), sh.parameters * 4, 0, 0)
+                   for q, b in shapes) * (steps + 1)
 
     depths, cut = [shape.num_layers], shape
-    expected = guess(shape)
+    expected = guess(shape, points)
     if expected > MAX_CALIBRATION_SECONDS and shape.num_layers > calibration_shape(shape) + 1:
         k = calibration_shape(shape)
         depths, cut = [k, k + 1], shape_of(_truncated(shape, k + 1), name=shape.name)
-        expected = guess(cut) * 2
+        expected = guess(cut, points) * 2
     if expected > 4 * MAX_CALIBRATION_SECONDS:
         return dc_replace(base, skipped=f"its steps would take about {expected:.0f} s on this device")
     if budget is not None:
         need, _, _ = estimate_memory(cut, dc_replace(s, seq_len=biggest[0], batch_size=biggest[1], grad_accum=1), 0)
         if need.peak > budget:
             return dc_replace(base, skipped="its own steps would need over a quarter of the device memory")
+    own, own_skipped = None, "" if anchor else "not asked"
+    if anchor:
+        tv = trained_view(s)
+        own = (tv.seq_len, tv.batch_size)
+        extra = guess(cut, [own]) * len(depths)
+        if own in points:
+            pass  # timed as a calibration shape already
+        elif extra > MAX_CALIBRATION_SECONDS:
+            own, own_skipped = None, f"its steps would take about {extra:.0f} s"
+        elif budget is not None and estimate_memory(cut, dc_replace(tv, grad_accum=1), 0)[0].peak > budget:
+            own, own_skipped = None, "it would need over a quarter of the device memory"
+    timed = points + ([own] if own and own not in points else [])
     measured: dict[int, dict] = {}
     optim: list[float] = []
     for depth in depths:
         cfg = shape.config if depth == shape.num_layers else _truncated(shape, depth)
-        measured[depth] = _time_model(cfg, s, points, steps, prepare, optim)
-    ys = []
-    for p in points:
+        measured[depth] = _time_model(cfg, s, timed, steps, prepare, optim)
+    ys = {}
+    for p in timed:
         t = measured[depths[0]][p]
         if len(depths) == 2:  # one more block: the time of the model's most common block, measured
             t += (shape.num_layers - depths[0]) * max(measured[depths[1]][p] - t, 0.1 * t / depths[0])
-        ys.append(t)
-    rows = []
-    for q, b in points:
+        ys[p] = t
+
+    def row(q: int, b: int) -> list[float]:
         lin, attn = executed_flops(shape, s, adapter_n, q)
-        rows.append([1.0, q * b * lin / base.matmul_flops, q * b * attn / base.matmul_flops])
-    coef = _nnls(rows, ys, merge=len({q for q, _ in points}) == 1)
+        return [1.0, q * b * lin / base.matmul_flops, q * b * attn / base.matmul_flops]
+
+    rows = [row(q, b) for q, b in points]
+    coef = _nnls(rows, [ys[p] for p in points], merge=len({q for q, _ in points}) == 1)
     fixed, inv_lin, inv_attn = coef
     fitted = [sum(c * x for c, x in zip(coef, r)) for r in rows]
+    pinned = None
+    if own:
+        fit_own = sum(c * x for c, x in zip(coef, row(*own)))
+        pinned = {"seq": own[0], "batch": own[1], "seconds": ys[own], "fitted": fit_own}
     return dc_replace(base, efficiency=1 / inv_lin, attention_efficiency=(1 / inv_attn) if inv_attn > 0 else 1.0,
                       fixed_seconds=fixed, calibrated=True, method=s.method,
                       optimizer_seconds=min(optim) if optim and len(depths) == 1 else None,
                       depth=f"{depths[0]} of {shape.num_layers} blocks" if len(depths) == 1 else
                       f"{depths[0]} and {depths[1]} of {shape.num_layers} blocks, extrapolated",
-                      points=[{"seq": q, "batch": b, "seconds": round(y, 5), "fitted": round(f, 5)}
-                              for (q, b), y, f in zip(points, ys, fitted)])
+                      points=[{"seq": q, "batch": b, "seconds": round(ys[(q, b)], 5), "fitted": round(f, 5)}
+                              for (q, b), f in zip(points, fitted)],
+                      anchor=pinned, anchor_skipped=own_skipped)
 
 
 def _nnls(rows: list[list[float]], ys: list[float], merge: bool) -> tuple[float, float, float]:
     """(fixed, 1 / e_linear, 1 / e_attention) minimising the squared relative error over the measured shapes, with
-    fixed >= 0, 1 / e_attention >= 0 and e_linear <= 1 (no step beats the matmul peak). Each combination of terms
+    fixed >= 0, 1 / e_attention >= 0 and e_linear <= MAX_EFFICIENCY (a step's matmuls can beat the probe, which is
+    one square matmul timed for 0.3 s, on a shared machine by the load at that moment, but not by much). Each combination of terms
     in or out, and of the linear term free or pinned at the peak, is solved by least squares; the best one within
     the bounds wins. `merge`: one sequence length only, so attention shares the linear term's efficiency."""
     import itertools
@@ -265,13 +303,13 @@ def _nnls(rows: list[list[float]], ys: list[float], merge: bool) -> tuple[float,
     best, best_err = None, float("inf")
     for keep, pinned in itertools.product(itertools.product((False, True), repeat=len(optional)), (False, True)):
         cols = [i for i, k in zip(optional, keep) if k] + ([] if pinned else [1])
-        target = y - a[:, 1] if pinned else y  # pinned: the linear term at the matmul peak (1 / e = 1)
+        target = y - a[:, 1] / MAX_EFFICIENCY if pinned else y  # pinned: the linear term at the bound
         sol = torch.linalg.lstsq(a[:, cols] * w[:, None], (target * w)[:, None]).solution.squeeze(1) if cols \
             else torch.zeros(0, dtype=torch.float64)
         coef = torch.zeros(a.shape[1], dtype=torch.float64)
         coef[cols] = sol
-        coef[1] = 1.0 if pinned else coef[1]
-        if (coef < 0).any() or coef[1] < 1.0:
+        coef[1] = 1 / MAX_EFFICIENCY if pinned else coef[1]
+        if (coef < 0).any() or coef[1] < 1 / MAX_EFFICIENCY:
             continue
         err = float(((a @ coef - y) * w).pow(2).sum())
         if err < best_err:
