@@ -119,6 +119,16 @@ def test_errors_are_openai_shaped_4xx(server, client):
     assert httpx.get(url + "/metrics").status_code == 401
 
 
+def test_text_only_model_refuses_image_parts(client):
+    png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+    messages = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
+                                             {"type": "image_url", "image_url": {"url": png}}]}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="base", messages=messages, max_tokens=4)
+    assert e.value.code == "model_not_multimodal" and e.value.body["param"] == "messages[0].content[1]"
+    assert "text-only" in e.value.message
+
+
 def test_disconnect_stops_generation(server):
     url, auth = server["url"], {"Authorization": f"Bearer {KEY}"}
     body = {"model": "base", "prompt": "Our store in Springfield", "max_tokens": 200, "temperature": 0}

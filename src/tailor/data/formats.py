@@ -182,8 +182,9 @@ def _alpaca_prompt(r: _Row) -> list[dict]:
 
 
 def conversation(messages: list[dict], tools=None) -> list[dict]:
-    """OpenAI-shaped messages (assistant `tool_calls`, `tool` results) and tool definitions as canonical messages,
-    by the same conversion the loader applies to training rows; the server renders requests with it.
+    """OpenAI-shaped messages (assistant `tool_calls`, `tool` results, image_url parts) and tool definitions as
+    canonical messages, by the same conversion the loader applies to training rows; the server renders requests
+    with it. Image parts become <image> placeholders, in order.
 
     Raises TailorError naming the message at fault."""
     from tailor.errors import TailorError

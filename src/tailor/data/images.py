@@ -48,8 +48,9 @@ def _decode_data_url(url: str) -> bytes:
         raise ImageError("unreadable image", url[:40], "the data URL's base64 payload is corrupt") from None
 
 
-def image_bytes(ref: str) -> bytes:
-    """The encoded bytes of an image reference (a file path or a data: URL); ImageError when absent or too large."""
+def image_bytes(ref: str, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The encoded bytes of an image reference (a file path or a data: URL); ImageError when absent or over
+    `max_bytes`."""
     if ref.startswith("data:"):
         data = _decode_data_url(ref)
     elif ref.startswith(("http://", "https://")):
@@ -60,23 +61,24 @@ def image_bytes(ref: str) -> bytes:
         if not p.is_file():
             raise ImageError("image file not found", ref, f"put the image at {ref}, or fix the path (relative paths "
                                                           "are read from the data file's folder)")
-        if p.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageError("oversized image", ref, f"images may be at most {MAX_IMAGE_BYTES >> 20} MiB; shrink it")
+        if p.stat().st_size > max_bytes:
+            raise ImageError("oversized image", ref, f"images may be at most {max_bytes:,} bytes; shrink it")
         data = p.read_bytes()
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageError("oversized image", ref[:60], f"images may be at most {MAX_IMAGE_BYTES >> 20} MiB; shrink it")
+    if len(data) > max_bytes:
+        raise ImageError("oversized image", ref[:60], f"images may be at most {max_bytes:,} bytes "
+                                                      f"({len(data):,} given); shrink it")
     return data
 
 
-def load_image(ref: str):
+def load_image(ref: str, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS):
     """The image as an RGB PIL image (checked for size before decoding its pixels)."""
     from PIL import Image, UnidentifiedImageError
 
-    data = image_bytes(ref)
+    data = image_bytes(ref, max_bytes)
     try:
         img = Image.open(io.BytesIO(data))
-        if img.width * img.height > MAX_IMAGE_PIXELS:
-            raise ImageError("oversized image", ref[:60], f"images may have at most {MAX_IMAGE_PIXELS:,} pixels "
+        if img.width * img.height > max_pixels:
+            raise ImageError("oversized image", ref[:60], f"images may have at most {max_pixels:,} pixels "
                                                           f"({img.width}x{img.height} given); resize it")
         return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError):
@@ -167,15 +169,16 @@ def token_types(processor, ids) -> dict:
     return {"mm_token_type_ids": torch.tensor(processor.create_mm_token_type_ids(ids.tolist()))}
 
 
-def prompt_inputs(processor, messages: list[dict], images: list[str]) -> dict:
-    """Model inputs (batch of one) for a prompt with images: what chat, eval and serving generate from."""
+def prompt_inputs(processor, messages: list[dict], images: list) -> dict:
+    """Model inputs (batch of one) for a prompt with images (references, or PIL images already loaded): what chat,
+    eval and serving generate from."""
     import torch
 
     from tailor.data.templates import render
 
     text = render(processor.tokenizer, with_image_tokens(messages, processor), add_generation_prompt=True)
     ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
-    pixels = [load_image(r) for r in images]
+    pixels = [load_image(r) if isinstance(r, str) else r for r in images]
     if pixels:
         ids, _ = expand_image_tokens(ids, ids, processor.image_token_id, image_token_counts(processor, pixels))
     out = {"input_ids": torch.tensor([ids]), "attention_mask": torch.ones(1, len(ids), dtype=torch.long)}

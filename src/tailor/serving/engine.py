@@ -67,6 +67,7 @@ class Sequence:
     logprobs: int | None = None  # None = off, k = chosen token plus k alternatives
     deadline: float = math.inf  # time.monotonic() after which the request is stopped
     json_schema: dict | None = None  # constrain decoding to JSON matching it (tailor.models.grammar)
+    image_inputs: dict | None = None  # a vision-language prompt's pixel values, as its processor made them
     # running state, owned by the engine thread
     ids: list[int] = field(default_factory=list)
     text: str = ""
@@ -106,10 +107,12 @@ class Engine:
     """Continuous-batching generation for one model (optionally a peft model with named adapters)."""
 
     def __init__(self, model, tokenizer, max_batch_size: int = 16, max_queue: int = 64, max_context: int | None = None,
-                 metrics=None):
-        self.model, self.tokenizer, self.metrics = model, tokenizer, metrics
+                 metrics=None, processor=None):
+        """`processor`: a vision-language model's processor (requests may then carry images), else None."""
+        self.model, self.tokenizer, self.metrics, self.processor = model, tokenizer, metrics, processor
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
-        self.max_context = max_context or getattr(model.config, "max_position_embeddings", None) or 2048
+        text_config = getattr(model.config, "text_config", None) or model.config
+        self.max_context = max_context or getattr(text_config, "max_position_embeddings", None) or 2048
         head = model.get_output_embeddings()  # the logits' width, for grammar masks (a quantized head has no .weight)
         self.vocab_size = getattr(head, "out_features", None) or head.weight.shape[0]
         self.device = next(model.parameters()).device
@@ -293,8 +296,12 @@ class Engine:
         mask = torch.tensor([[0] * (width - len(s.prompt_ids)) + [1] * len(s.prompt_ids) for s in seqs],
                             device=self.device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)  # each row counts from its first real token
+        # images of all rows in row order: the model scatters them into its image tokens in that order
+        images = [s.image_inputs for s in seqs if s.image_inputs]
+        pixels = {k: torch.cat([x[k] for x in images]).to(self.device) for k in images[0]} if images else {}
+        pixels = {k: v.to(self.model.dtype) if v.is_floating_point() else v for k, v in pixels.items()}
         with self._use_adapter(seqs[0].adapter):
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **pixels)
         self._advance(seqs, out.logits[:, -1].float())
         keep = [i for i, s in enumerate(seqs) if s.finish_reason is None]
         for i in set(range(len(seqs))) - set(keep):

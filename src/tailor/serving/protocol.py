@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -36,8 +36,22 @@ def _validate_stop(v):
 
 
 class TextPart(_Request):
-    type: Literal["text"] = Field(description="Only text parts are supported.")
+    type: Literal["text"]
     text: str
+
+
+class ImageUrl(_Request):
+    url: str = Field(min_length=1, description="A data:image/...;base64 URL (remote http(s) URLs are refused: the server is offline).")
+    detail: Literal["auto", "low", "high"] | None = Field(None, description="Accepted for compatibility; the model's "
+                                                          "image processor decides the resolution.")
+
+
+class ImagePart(_Request):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Union[TextPart, ImagePart]
 
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_.\-]{1,64}$"
@@ -56,8 +70,9 @@ class ToolCallIn(_Request):
 
 class ChatMessage(_Request):
     role: Literal["system", "developer", "user", "assistant", "tool"] = Field(description="developer is treated as system.")
-    content: Union[str, list[TextPart], None] = Field(None, description="Text, or a list of text parts (may be null "
-                                                      "only for an assistant message with tool_calls).")
+    content: Union[str, list[Annotated[ContentPart, Field(discriminator="type")]], None] = Field(
+        None, description="Text, or a list of parts: text, and image_url in user messages to a vision-language model "
+                          "(null only for an assistant message with tool_calls).")
     name: str | None = Field(None, max_length=256, description="Optional participant name (not rendered by chat templates).")
     tool_call_id: str | None = Field(None, max_length=256, description="For role=tool: the call this message answers.")
     tool_calls: list[ToolCallIn] | None = Field(None, max_length=64, description="For role=assistant: the tool calls "
@@ -69,12 +84,19 @@ class ChatMessage(_Request):
             raise ValueError("only assistant messages carry tool_calls")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
             raise ValueError("content is required (it may be null only for an assistant message with tool_calls)")
+        if self.role != "user" and isinstance(self.content, list) and any(p.type == "image_url" for p in self.content):
+            raise ValueError("image_url parts are accepted only in user messages")
         return self
 
     def text(self) -> str:
+        """The text parts joined (image parts left out)."""
         if self.content is None:
             return ""
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content
+                                                                          if p.type == "text")
+
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(p.type == "image_url" for p in self.content)
 
 
 class FunctionDef(_Request):

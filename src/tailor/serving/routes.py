@@ -24,6 +24,7 @@ from tailor.serving.engine import Engine, Event, Overloaded, Sequence
 from tailor.serving.safety import GuardViolation, InputGuard, OutputFilter
 from tailor.serving.structured import (BadRequest, ChatPlan, ToolCallStream, assistant_message, canonical_messages,
                                       plan_chat)
+from tailor.serving.vision import load_request_images, request_images, vision_prompt
 
 
 class APIError(Exception):
@@ -177,6 +178,33 @@ def _render(st: ServerState, messages: list[dict]) -> list[int]:
                             "(check the order of roles)", param="messages") from None
 
 
+async def _prompt(st: ServerState, messages: list[dict], request_messages: list[P.ChatMessage]):
+    """(prompt ids, image inputs or None) of canonical messages: a vision-language model's through its processor
+    (`tailor.serving.vision`, the code `tailor chat --image` runs), images checked against the serve limits."""
+    parts = request_images(request_messages)
+    processor = getattr(st.engine, "processor", None)
+    if processor is None:
+        if parts:
+            where = parts[0][0].removesuffix(".image_url.url")
+            raise APIError(400, f"{where}: the model '{st.model_name}' is text-only and cannot read images; send text "
+                                "only, or serve a vision-language model", param=where, code="model_not_multimodal")
+        return _render(st, messages), None
+
+    def prepare():
+        return vision_prompt(processor, messages, load_request_images(parts, st.cfg))
+
+    try:
+        ids, images = await asyncio.to_thread(prepare)  # decoding and resizing images stays off the event loop
+    except BadRequest as e:
+        raise APIError(400, e.message, param=e.param, code="invalid_image") from None
+    except TailorError as e:
+        raise APIError(400, f"{e.what} ({e.fix})", param="messages") from None
+    except Exception:  # the chat template's own errors (e.g. on role order) are the client's
+        raise APIError(400, "the conversation cannot be rendered with this model's chat template "
+                            "(check the order of roles)", param="messages") from None
+    return ids, images or None
+
+
 def _messages(msgs: list[P.ChatMessage]) -> list[dict]:
     try:
         return canonical_messages(msgs)
@@ -217,10 +245,10 @@ async def chat_completions(req: P.ChatCompletionRequest, request: Request):
         raise APIError(400, e.message, param=e.param, code="invalid_value") from None
     _guard(st, [m["content"] for m in plan.messages])
     st.adapter_for(req.model)
-    prompt = _render(st, plan.messages)
+    prompt, images = await _prompt(st, plan.messages, req.messages)
     top = (req.top_logprobs or 0) if req.logprobs else None
     spec = _sampling(req, st, len(prompt), req.max_completion_tokens or req.max_tokens, top)
-    run = _Run(st, _seeded(dict(spec, prompt_ids=prompt, json_schema=plan.schema), req.seed, req.n))
+    run = _Run(st, _seeded(dict(spec, prompt_ids=prompt, json_schema=plan.schema, image_inputs=images), req.seed, req.n))
     st.engine.metrics and st.engine.metrics.prompt_tokens.inc(len(prompt))
     if req.stream:
         return _sse(_chat_stream(st, run, req, plan, len(prompt), request))
@@ -271,9 +299,9 @@ async def generate(req: P.GenerateRequest, request: Request) -> P.GenerateRespon
     messages = [{"role": "user", "content": req.prompt}] if req.prompt is not None else _messages(req.messages)
     _guard(st, [m["content"] for m in messages])
     adapter = st.adapter_for(req.model)
-    prompt = _render(st, messages)
+    prompt, images = await _prompt(st, messages, req.messages or [])
     spec = dict(prompt_ids=prompt, max_tokens=st.budget(req.max_tokens, len(prompt)), adapter=adapter,
-                temperature=req.temperature, top_p=req.top_p, stop=req.stops(), seed=req.seed)
+                temperature=req.temperature, top_p=req.top_p, stop=req.stops(), seed=req.seed, image_inputs=images)
     run = _Run(st, [spec])
     texts, reasons, _ = await _collect(st, run, request)
     return P.GenerateResponse(text=texts[0], finish_reason=reasons[0], usage=run.usage(len(prompt)))

@@ -95,20 +95,28 @@ def load_tokenizer_for_serving(model_dir: str | Path, cfg: ServeConfig):
 def build_engine(model_dir: str | Path, cfg: ServeConfig, base: str | Path | None = None, metrics=None):
     """The engine serve.engine chooses for `model_dir` (not started); `base` as in load_model_for_serving."""
     from tailor.serving.engine import Engine
+    from tailor.adapters.vision import is_vision_adapter
+    from tailor.models.vision import is_vision_model_dir
+    from tailor.serving.vision import load_vision_for_serving
     from tailor.serving.vllm_engine import VllmEngine, choose_engine
 
-    if choose_engine(cfg, model_dir) == "vllm":
+    processor = None
+    if is_vision_model_dir(model_dir) or is_vision_adapter(model_dir, base):  # images in chat requests, through the same batched engine
+        model, processor = load_vision_for_serving(model_dir, cfg, base)
+        tokenizer = processor.tokenizer
+    elif choose_engine(cfg, model_dir) == "vllm":
         for adapter, path in cfg.adapters.items():
             _check_adapter_dir(adapter, Path(path))
         tokenizer, tok_dir = load_tokenizer_for_serving(model_dir, cfg)
         return VllmEngine(model_dir, tokenizer, cfg, tokenizer_dir=tok_dir, metrics=metrics)
-    model, tokenizer = load_model_for_serving(model_dir, cfg, base=base)
+    else:
+        model, tokenizer = load_model_for_serving(model_dir, cfg, base=base)
     if cfg.runtime:  # CPU speed-ups for the engine's decoding steps (serve.runtime=false: transformers' own path)
         from tailor import runtime
 
         runtime.enable(model)
     return Engine(model, tokenizer, max_batch_size=cfg.max_batch_size, max_queue=cfg.max_queue,
-                  max_context=cfg.max_context, metrics=metrics)
+                  max_context=cfg.max_context, metrics=metrics, processor=processor)
 
 
 def check_model_name(name: str, cfg: ServeConfig) -> None:

@@ -87,7 +87,8 @@ def plan_chat(req: P.ChatCompletionRequest) -> ChatPlan:
 
 
 def canonical_messages(msgs: list[P.ChatMessage], tools: list[dict] | None = None) -> list[dict]:
-    """Request messages (and tool definitions) as canonical messages, by the loader's conversion."""
+    """Request messages (and tool definitions) as canonical messages, by the loader's conversion (image_url parts
+    become <image> placeholders, in order: `tailor.serving.vision.request_images` lists their URLs)."""
     try:
         return conversation([message_dict(m) for m in msgs], tools)
     except TailorError as e:
@@ -95,8 +96,9 @@ def canonical_messages(msgs: list[P.ChatMessage], tools: list[dict] | None = Non
 
 
 def message_dict(m: P.ChatMessage) -> dict:
-    """A request message as the OpenAI-shaped dict the loader's conversion reads."""
-    out = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    """A request message as the OpenAI-shaped dict the loader's conversion reads (image parts kept as parts)."""
+    content = [p.model_dump(exclude_none=True) for p in m.content] if m.has_images() else m.text()
+    out = {"role": "system" if m.role == "developer" else m.role, "content": content}
     if m.tool_calls:
         out["tool_calls"] = [c.model_dump() for c in m.tool_calls]
     return out
