@@ -352,17 +352,10 @@ def cmd_prune(a: C.PruneCommand) -> int:
 
 
 def cmd_export(a: C.ExportCommand) -> int:
+    from tailor.export import format_options
     from tailor.export.report import export_with_report
 
-    options = {}
-    if a.format == "onnx":
-        options["exporter"] = a.onnx_exporter
-    elif a.onnx_exporter != "auto":
-        raise TailorError("--onnx-exporter applies to --format onnx only", where="--onnx-exporter")
-    if a.format == "gguf":
-        options["outtype"] = a.gguf_type or "f16"
-    elif a.gguf_type is not None:
-        raise TailorError("--gguf-type applies to --format gguf only", where="--gguf-type")
+    options = format_options(a.format, onnx_exporter=a.onnx_exporter, web_weights=a.web_weights, gguf_type=a.gguf_type)
     res = export_with_report(a.model, a.format, a.out, eval_data=a.eval_data, max_examples=a.max_examples,
                              measure=not a.no_measure, console=_console(), **options)
     _console().print(f"[bold green]exported[/] {a.model} ({a.format}) -> {res.path}"
@@ -413,7 +406,7 @@ COMMANDS: dict[str, Command] = {
     "tokenizer train": Command(cmd_tokenizer_train, C.TokenizerTrainCommand, "train a byte-level BPE tokenizer with a chat template"),
     "quantize": Command(cmd_quantize, C.QuantizeCommand, "quantize a model (int8/int4 on CPU, bitsandbytes on CUDA) and report the cost before/after"),
     "prune": Command(cmd_prune, C.PruneCommand, "prune weights, heads, MLP channels or MoE experts and report the cost before/after"),
-    "export": Command(cmd_export, C.ExportCommand, "export to safetensors (HF), ONNX (KV cache), TorchScript or GGUF (+ Ollama Modelfile)"),
+    "export": Command(cmd_export, C.ExportCommand, "export to safetensors (HF), ONNX (KV cache), TorchScript, GGUF (+ Ollama Modelfile) or a web page (in-browser chat)"),
     "registry list": Command(cmd_registry_list, C.RegistryListCommand, "list registered model versions with stage, lineage and metrics"),
     "registry show": Command(cmd_registry_show, C.RegistryShowCommand, "one version's record and its audit log"),
     "registry register": Command(cmd_registry_register, C.RegistryRegisterCommand, "register a model or adapter directory as the next version of a model"),

@@ -15,19 +15,22 @@ from tailor.export.gguf import export_gguf
 from tailor.export.onnx import export_onnx
 from tailor.export.safetensors import export_safetensors
 from tailor.export.torchscript import export_torchscript
+from tailor.export.web import export_web
 
 FORMATS: dict[str, Callable[..., Path]] = {
     "safetensors": export_safetensors,
     "onnx": export_onnx,
     "torchscript": export_torchscript,
     "gguf": export_gguf,
+    "web": export_web,
 }
 
 
 def run(model_path: str | Path, fmt: str, out_dir: str | Path, **options) -> Path:
-    """Export MODEL to OUT in format `fmt` (safetensors, onnx, torchscript or gguf); returns the written path.
+    """Export MODEL to OUT in format `fmt` (safetensors, onnx, torchscript, gguf or web); returns the written path.
 
-    `options` go to the format's function: `exporter` for onnx, `outtype` ("f16"/"q8_0") for gguf.
+    `options` go to the format's function: `exporter` for onnx and web, `weights` ("fp32"/"int8") for web,
+    `outtype` ("f16"/"q8_0") for gguf.
     `tailor.export.report.export_with_report` runs this between before/after measurements.
     """
     check_format(fmt)
@@ -41,3 +44,21 @@ def check_format(fmt: str) -> str:
         raise TailorError(f"unknown export format '{fmt}'", where="--format",
                           fix=(f"did you mean '{near[0]}'? " if near else "") + "formats: " + ", ".join(FORMATS))
     return fmt
+
+
+# flag -> (the formats it applies to, their functions' option it sets, the flag's default, the option when unset)
+_FLAGS = {"onnx_exporter": (("onnx", "web"), "exporter", "auto", "auto"),
+          "web_weights": (("web",), "weights", "fp32", "fp32"), "gguf_type": (("gguf",), "outtype", None, "f16")}
+
+
+def format_options(fmt: str, **flags) -> dict:
+    """The options of `run` from the command's flags; a flag set for a format it does not apply to is an error."""
+    options = {}
+    for name, value in flags.items():
+        formats, option, default, unset = _FLAGS[name]
+        if fmt in formats:
+            options[option] = unset if value is None else value
+        elif value != default:
+            flag = "--" + name.replace("_", "-")
+            raise TailorError(f"{flag} applies to --format {' and '.join(formats)} only", where=flag)
+    return options

@@ -8,6 +8,8 @@ Before is `tailor.evaluation.measure.measure_isolated` on the source model, exac
 - torchscript: the traced module (`torchscript.load_torchscript` / `greedy`), which has no KV cache;
 - gguf: llama.cpp through llama-cpp-python (n_threads = torch's); without it the after side has only the
   file's size and parameter count, and says the runtime is absent.
+- web: the page's graph (OUT/model) in ONNX Runtime's Python API, as onnx; the browser's own time to first
+  token and tokens/s are shown by the page (and compared with `tailor serve` by bench/bench_web.py).
 
 The figures mean what they mean in measure.py: size of the files the runtime loads; parameters are the
 elements of the stored weight tensors (ONNX: its initializers, so also constants such as rotary tables, and
@@ -40,7 +42,7 @@ from tailor.config import MEASURE_MAX_EXAMPLES, EvalConfig
 from tailor.errors import TailorError
 
 RUNTIMES = {"safetensors": "transformers (PyTorch)", "onnx": "ONNX Runtime", "torchscript": "TorchScript",
-            "gguf": "llama.cpp"}
+            "gguf": "llama.cpp", "web": "ONNX Runtime (Python) on the page's graph; browser timings: in the page"}
 EXTRA_ROWS = (  # key, label, lower is better: rows an export adds to measure.py's
     ("load_seconds", "load time (s)", True),
     ("greedy_agreement", "greedy tokens identical to PyTorch (share of eval prompts)", False),
@@ -379,6 +381,9 @@ def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, ev
             after["greedy_tokens"] = torch_greedy(path, records)
     elif fmt == "gguf" and importlib.util.find_spec("llama_cpp") is None:
         after = _gguf_absent(path)
+    elif fmt == "web":  # the page's graph and tokenizer (OUT/model), in ONNX Runtime's Python API
+        after = {**measure_runtime_isolated("onnx", out / "model", out / "model", eval_data, max_examples=max_examples),
+                 "runtime": RUNTIMES[fmt]}
     else:
         tok_dir = out if fmt != "gguf" else _tokenizer_dir(model_path)  # a GGUF folder has no HF tokenizer
         after = measure_runtime_isolated(fmt, path if fmt == "gguf" else out, tok_dir, eval_data,
