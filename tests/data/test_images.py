@@ -100,3 +100,34 @@ def test_image_augmentation_is_train_only_and_seeded(tmp_path, tokenizer_dir):
     a = VisionCollator(processor, 0, cfg, seed=1)([{**row, "augment": True}])["pixel_values"]
     b = VisionCollator(processor, 0, cfg, seed=1)([{**row, "augment": True}])["pixel_values"]
     assert torch.equal(a, b) and not torch.equal(a, plain)
+
+
+def test_cutmix_pastes_a_box_from_a_same_class_image_only(tmp_path):
+    """CutMix with a free-text answer: the box comes from another training image with the same answer (class), at
+    the same place; an image alone in its class, or a row with several images, is left as it is."""
+    from tailor.config.data import ImageAugmentConfig
+    from tailor.data.images import ImageAugmenter, same_class_images
+
+    colors = {"red": (250, 0, 0), "blue": (0, 0, 250), "green": (0, 250, 0)}
+    for name, rgb in colors.items():
+        Image.new("RGB", (32, 32), rgb).save(tmp_path / f"{name}.png")
+    ref = {name: str(tmp_path / f"{name}.png") for name in colors}
+    donors = same_class_images([("scratch", ref["red"]), ("scratch", ref["blue"]), ("dent", ref["green"])])
+    augmenter = ImageAugmenter(ImageAugmentConfig(cutmix=1.0), seed=0, donors=donors)
+    mixed_any = False
+    for _ in range(20):
+        out = augmenter(Image.open(ref["red"]).convert("RGB"), ref["red"], "scratch")
+        seen = {rgb for _, rgb in out.getcolors(32 * 32)}
+        assert seen <= {colors["red"], colors["blue"]}  # never the other class's green
+        if colors["blue"] in seen:
+            mixed_any = True
+            box = [(x, y) for x in range(32) for y in range(32) if out.getpixel((x, y)) == colors["blue"]]
+            xs, ys = {x for x, _ in box}, {y for _, y in box}
+            assert len(box) == len(xs) * len(ys)  # one axis-aligned rectangle
+    assert mixed_any
+    alone = augmenter(Image.open(ref["green"]).convert("RGB"), ref["green"], "dent")
+    assert alone.getcolors(32 * 32) == [(32 * 32, colors["green"])]
+    off = ImageAugmenter(ImageAugmentConfig(), seed=0, donors=donors)(Image.open(ref["red"]).convert("RGB"),
+                                                                     ref["red"], "scratch")
+    assert off.getcolors(32 * 32) == [(32 * 32, colors["red"])]
+

@@ -140,10 +140,45 @@ def test_contrastive_alignment_loss_falls_and_final_loads_plainly(tmp_path, colo
     from transformers import AutoModelForImageTextToText
 
     result = _train(tmp_path, color_data, ["model.preset=deepseek-vl-micro", f"model.tokenizer={tokenizer_dir}"],
-                    "train.objective=contrastive", "adapter.method=full", "adapter.vision_tower=train")
+                    "train.objective=contrastive", "adapter.method=full", "adapter.vision_tower=train",
+                    "data.augment.image.cutmix=0.5", "data.augment.image.rotation=10")
     losses = _losses(tmp_path / "run")
     assert losses[-1] < losses[0]
     AutoModelForImageTextToText.from_pretrained(result.final_dir)  # no extra parameter left in the checkpoint
+
+
+def test_cutmix_reaches_the_collator_from_the_recipe(tmp_path, tokenizer_dir):
+    """data.augment.image.cutmix in a recipe: the SFT collator's partners are the training images grouped by answer,
+    and a training row's pixels change only when its class has a partner."""
+    import torch
+
+    from tailor.training.recipes.vision import load_vision, vision_data
+
+    rows = []
+    for i, (color, answer) in enumerate([((250, 0, 0), "scratch"), ((0, 0, 250), "scratch"), ((0, 250, 0), "dent")]):
+        Image.new("RGB", (32, 32), color).save(tmp_path / f"{i}.png")
+        rows.append({"messages": [{"role": "user", "content": "<image>What is wrong?"},
+                                  {"role": "assistant", "content": answer}], "images": [f"{i}.png"]})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    recipe = load_recipe(None, ["model.preset=deepseek-vl-micro", f"model.tokenizer={tokenizer_dir}",
+                                f"data.train=[{tmp_path / 'train.jsonl'}]", f"train.output_dir={tmp_path / 'run'}",
+                                "data.augment.image.cutmix=1.0"])
+    _, processor, _ = load_vision(recipe, tmp_path / "run")
+    data = vision_data(recipe, processor)
+    groups = sorted(sorted(Path(r).name for r in refs) for refs in data.collator.donors.values())
+    assert groups == [["0.png", "1.png"], ["2.png"]]
+    by_image = {Path(r["images"][0]).name: r for r in data.train}
+    plain = {name: data.collator([{**row, "augment": False}])["pixel_values"] for name, row in by_image.items()}
+    assert not torch.equal(data.collator([by_image["0.png"]])["pixel_values"], plain["0.png"])  # mixed with 1.png
+    assert torch.equal(data.collator([by_image["2.png"]])["pixel_values"], plain["2.png"])  # alone in its class
+    # contrastive: partners share the caption
+    from tailor.training.recipes.contrastive import PairCollator
+
+    refs = [str(tmp_path / f"{i}.png") for i in range(2)]
+    pairs = PairCollator(processor, recipe.data.augment.image, 0, {(5, 6): refs})
+    row = {"image": refs[0], "caption_ids": [5, 6]}
+    assert not torch.equal(pairs([{**row, "augment": True}])["pixel_values"], pairs([row])["pixel_values"])
+    assert torch.equal(pairs([{**row, "caption_ids": [7], "augment": True}])["pixel_values"], pairs([row])["pixel_values"])
 
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "more"

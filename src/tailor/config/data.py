@@ -135,6 +135,7 @@ class ImageAugmentConfig(Section):
     rotation: float = Field(0.0, ge=0, le=180, description="Rotate each training image by a random angle in [-rotation, rotation] degrees (0 = off).")
     scale: float = Field(1.0, gt=0, le=1, description="Crop each training image to a random share in [scale, 1] of its area, then resize back (1 = off).")
     color_jitter: float = Field(0.0, ge=0, lt=1, description="Scale brightness, contrast and saturation by random factors in [1 - color_jitter, 1 + color_jitter] (0 = off).")
+    cutmix: float = Field(0.0, ge=0, le=1, description="Probability that a training image gets CutMix's box (a random share of its area) pasted, at the same place, from another training image of the same class: a row with the same answer (SFT) or the same caption (contrastive). Labels are not mixed: a free-text answer has no soft label, so only a same-class partner keeps it true. Rows with several images and images alone in their class are left unmixed (0 = off).")
 
 
 class PinyinAugmentConfig(Section):

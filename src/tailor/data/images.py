@@ -187,10 +187,13 @@ def prompt_inputs(processor, messages: list[dict], images: list) -> dict:
     return {**out, **token_types(processor, out["input_ids"])}
 
 
-def augment_image(img, cfg, rng):
-    """`img` rotated, cropped and colour-jittered as `cfg` (data.augment.image) says, with draws from `rng`."""
+def augment_image(img, cfg, rng, donor=None):
+    """`img` cut-mixed with `donor` (when given), rotated, cropped and colour-jittered as `cfg` (data.augment.image)
+    says, with draws from `rng`."""
     from PIL import Image, ImageEnhance
 
+    if donor is not None:
+        img = cutmix(img, donor, rng)
     if cfg.rotation:
         img = img.rotate(rng.uniform(-cfg.rotation, cfg.rotation), resample=Image.BILINEAR, fillcolor=img.getpixel((0, 0)))
     if cfg.scale < 1:
@@ -204,33 +207,81 @@ def augment_image(img, cfg, rng):
     return img
 
 
+def cutmix(img, donor, rng):
+    """CutMix's box: a rectangle whose share of the area is drawn uniformly (Beta(1, 1), as in the paper), cut from
+    `donor` (resized to `img`'s size) and pasted at the same place in a copy of `img`."""
+    from PIL import Image
+
+    donor = donor if donor.size == img.size else donor.resize(img.size, Image.BILINEAR)
+    side = rng.random() ** 0.5
+    w, h = max(1, round(img.width * side)), max(1, round(img.height * side))
+    x, y = rng.randint(0, img.width - w), rng.randint(0, img.height - h)
+    out = img.copy()
+    out.paste(donor.crop((x, y, x + w, y + h)), (x, y))
+    return out
+
+
+def answer_key(labels) -> tuple:
+    """A training row's class for same-class CutMix: its answer tokens (the label ids that carry loss)."""
+    return tuple(t for t in labels if t != IGNORE)
+
+
+def same_class_images(rows) -> dict:
+    """{class key: [image reference, ...]} from (key, reference) pairs: the partners same-class CutMix draws from."""
+    out: dict = {}
+    for key, ref in rows:
+        out.setdefault(key, []).append(ref)
+    return out
+
+
 def augments(cfg) -> bool:
-    return cfg is not None and bool(cfg.rotation or cfg.scale < 1 or cfg.color_jitter)
+    return cfg is not None and bool(cfg.rotation or cfg.scale < 1 or cfg.color_jitter or cfg.cutmix)
+
+
+class ImageAugmenter:
+    """data.augment.image on one training image, with draws from one seeded generator. CutMix (probability
+    cfg.cutmix) takes its partner among `donors[key]`, the training images of the same class, so the answer stays
+    true of the mixed image; an image without a partner in its class is left unmixed."""
+
+    def __init__(self, cfg, seed: int = 0, donors: dict | None = None):
+        import random
+
+        self.cfg, self.rng, self.donors = cfg, random.Random(seed), donors or {}
+
+    def __call__(self, img, ref: str, key):
+        donor = None
+        if self.cfg.cutmix and self.rng.random() < self.cfg.cutmix:
+            others = [r for r in self.donors.get(key, ()) if r != ref]
+            donor = load_image(self.rng.choice(others)) if others else None
+        return augment_image(img, self.cfg, self.rng, donor)
 
 
 @dataclass
 class VisionCollator:
     """Right-pad input_ids/labels (as PadCollator) and add the batch's images as the processor prepares them.
-    Rows marked `augment` (the training split's) get `augment_image` with `augment` (data.augment.image)."""
+    Rows marked `augment` (the training split's) get `augment` (data.augment.image) by an ImageAugmenter; its
+    CutMix partners are `donors` (same_class_images of the training rows with one image, keyed by answer_key)."""
 
     processor: object
     pad_id: int
     augment: object = None
     seed: int = 0
+    donors: dict | None = None
 
     def __post_init__(self):
-        import random
-
-        self.rng = random.Random(self.seed)
+        self.augmenter = ImageAugmenter(self.augment, self.seed, self.donors) if augments(self.augment) else None
 
     def __call__(self, features: list[dict]) -> dict:
         from tailor.data.packing import PadCollator
 
         batch = PadCollator(self.pad_id)(features)
-        images = [self._augmented(load_image(r), f) for f in features for r in (f.get("images") or [])]
+        images = [self._augmented(load_image(r), r, f) for f in features for r in (f.get("images") or [])]
         if images:
             batch.update(self.processor.image_processor(images, return_tensors="pt"))
         return {**batch, **token_types(self.processor, batch["input_ids"])}
 
-    def _augmented(self, img, row: dict):
-        return augment_image(img, self.augment, self.rng) if row.get("augment") and augments(self.augment) else img
+    def _augmented(self, img, ref: str, row: dict):
+        if not (row.get("augment") and self.augmenter):
+            return img
+        key = answer_key(row["labels"]) if len(row["images"]) == 1 else None  # CutMix: one-image rows only
+        return self.augmenter(img, ref, key)

@@ -76,15 +76,23 @@ def contrastive_loss(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PairCollator:
-    """Pixels of each row's image (the processor's image processor) and its caption's padded token ids."""
+    """Pixels of each row's image (the processor's image processor) and its caption's padded token ids. Rows marked
+    `augment` (the training split's) get data.augment.image, CutMix partners drawn among images of the same caption."""
 
-    def __init__(self, processor):
+    def __init__(self, processor, augment=None, seed: int = 0, donors: dict | None = None):
+        from tailor.data.images import ImageAugmenter, augments
+
         self.processor = processor
+        self.augmenter = ImageAugmenter(augment, seed, donors) if augments(augment) else None
 
     def __call__(self, features: list[dict]) -> dict:
         from tailor.data.images import load_image
 
-        pixels = self.processor.image_processor([load_image(f["image"]) for f in features], return_tensors="pt")
+        images = [load_image(f["image"]) for f in features]
+        if self.augmenter:
+            images = [self.augmenter(img, f["image"], tuple(f["caption_ids"])) if f.get("augment") else img
+                      for img, f in zip(images, features)]
+        pixels = self.processor.image_processor(images, return_tensors="pt")
         width = max(len(f["caption_ids"]) for f in features)
         ids = torch.zeros((len(features), width), dtype=torch.long)
         mask = torch.zeros((len(features), width), dtype=torch.long)
@@ -115,7 +123,8 @@ def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
     from tailor.data.training_data import load_report, prepare_training_data
     from tailor.models.loading import count_parameters
     from tailor.models.vision import vision_parts
-    from tailor.training.recipes.vision import is_vision_recipe, load_vision
+    from tailor.data.images import augments
+    from tailor.training.recipes.vision import cutmix_donors, is_vision_recipe, load_vision
 
     if not is_vision_recipe(recipe):
         raise TailorError("train.objective=contrastive needs a vision-language model", where="model.path / model.preset",
@@ -138,7 +147,12 @@ def train(recipe: Recipe, callbacks: list | None = None) -> TrainResult:
         raise TailorError(f"contrastive training needs at least 2 image-caption pairs: {report.summary()}",
                           where="data", fix="give rows with one <image> and an assistant caption")
     log.info("data: %s", report.summary())
-    data = TrainingData(train_ds, eval_ds if eval_ds is not None and len(eval_ds) else None, PairCollator(processor), report)
+    augment = recipe.data.augment.image
+    if augments(augment):  # train rows only: validation images stay as they are
+        train_ds = train_ds.add_column("augment", [True] * len(train_ds))
+    donors = cutmix_donors(augment, zip(map(tuple, train_ds["caption_ids"]), train_ds["image"]))
+    collator = PairCollator(processor, augment, recipe.data.augment.seed, donors)
+    data = TrainingData(train_ds, eval_ds if eval_ds is not None and len(eval_ds) else None, collator, report)
     model, _ = phases.prepare_model(recipe, model)
     for p in model.get_submodule(vision_parts(model)["language"]).parameters():
         p.requires_grad_(False)  # the text side is the fixed target space

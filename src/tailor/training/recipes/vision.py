@@ -74,7 +74,7 @@ def load_vision(recipe: Recipe, out: Path):
 
 def vision_data(recipe: Recipe, processor) -> TrainingData:
     """The data stage's token rows (image tokens placed by `processor`) and the VisionCollator."""
-    from tailor.data.images import VisionCollator, augments
+    from tailor.data.images import VisionCollator, answer_key, augments
     from tailor.data.training_data import build_training_data
 
     tokenizer = processor.tokenizer
@@ -84,4 +84,20 @@ def vision_data(recipe: Recipe, processor) -> TrainingData:
     augment = recipe.data.augment.image
     if augments(augment):  # train rows only: validation images stay as they are
         train_ds = train_ds.add_column("augment", [True] * len(train_ds))
-    return TrainingData(train_ds, val_ds, VisionCollator(processor, pad, augment, recipe.data.augment.seed), report)
+    one_image = ((answer_key(r["labels"]), r["images"][0]) for r in train_ds if len(r["images"] or []) == 1)
+    donors = cutmix_donors(augment, one_image)
+    return TrainingData(train_ds, val_ds, VisionCollator(processor, pad, augment, recipe.data.augment.seed, donors),
+                        report)
+
+
+def cutmix_donors(augment, rows) -> dict | None:
+    """Same-class CutMix partners of the training images ((class key, image) pairs), logged; None with cutmix off."""
+    from tailor.data.images import same_class_images
+
+    if not augment.cutmix:
+        return None
+    donors = same_class_images(rows)
+    paired = sum(len(refs) for refs in donors.values() if len(set(refs)) > 1)
+    log.info("cutmix: %d of %d one-image training rows have a same-class partner (%d classes)", paired,
+             sum(len(refs) for refs in donors.values()), len(donors))
+    return donors
