@@ -24,6 +24,17 @@ def test_score_reads_yes_no_and_defect_names():
     assert m["defect_accuracy"] == 0.5 and m["type_accuracy"] == 0.5 and m["n"] == 4
 
 
+
+def test_score_counts_every_reference_answer_right():
+    """The references themselves score 100% in both languages (the Chinese no-defect answer, 没有缺陷, was once scored
+    against another wording, which capped Chinese defect-type accuracy at 80%)."""
+    from tailor.quickstart.inspection_domain import answer
+
+    rows = [{"kind": k, "defect": d, "lang": lang} for k in ("defect", "type") for d in DEFECTS for lang in ("en", "zh")]
+    m = score(rows, [answer(r["lang"], r["kind"], r["defect"]) for r in rows])
+    assert m["defect_accuracy"] == m["type_accuracy"] == m["type_accuracy/zh"] == 1.0
+
+
 def test_vision_quickstart_runs_end_to_end(tmp_path):
     cfg = QuickstartConfig(out_dir=str(tmp_path / "qs"), domain="vision", vision_preset="deepseek-vl-micro",
                            vision_train_images=10, vision_eval_images=5, vision_contrastive_epochs=1, vision_sft_epochs=1)

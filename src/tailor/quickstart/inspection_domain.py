@@ -16,7 +16,7 @@ from pathlib import Path
 DEFECTS = ("none", "scratch", "dent", "discoloration", "missing")
 TYPE_ANSWER = {"en": {"none": "no defect", "scratch": "a scratch", "dent": "a dent", "discoloration": "discoloration",
                       "missing": "a missing piece"},
-               "zh": {"none": "无缺陷", "scratch": "划痕", "dent": "凹痕", "discoloration": "变色", "missing": "缺件"}}
+               "zh": {"none": "没有缺陷", "scratch": "划痕", "dent": "凹痕", "discoloration": "变色", "missing": "缺件"}}
 # Question cores per language and kind, and prefixes: a wording is prefix + core + mark. Training uses the
 # combinations with (prefix + core) % len(prefixes) != 0; evaluation only the others, never seen in training.
 QUESTIONS = {
@@ -47,7 +47,7 @@ def answer(lang: str, kind: str, defect: str) -> str:
     name = TYPE_ANSWER[lang][defect]
     if lang == "en":
         return "Nothing, it has no defect." if defect == "none" else f"It has {name}."
-    return "没有缺陷。" if defect == "none" else f"缺陷是{name}。"
+    return f"{name}。" if defect == "none" else f"缺陷是{name}。"
 
 
 def render(defect: str, rng: random.Random, size: int = 64):
