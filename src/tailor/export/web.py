@@ -17,6 +17,7 @@ file:// pages. Without cross-origin isolation headers (http.server sends none) W
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from importlib import resources
 from pathlib import Path
@@ -93,7 +94,13 @@ def quantize_int8(graph: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = graph.with_name("model.int8.onnx")
-    quantize_dynamic(str(graph), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic's root-logger hint to pre-process (shape inference for static
+    try:                          # quantization) does not apply to dynamic MatMul weights; the user cannot act on it
+        quantize_dynamic(str(graph), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    finally:
+        root.setLevel(level)
     for old in graph.parent.glob(GRAPH_FILE + "*"):
         old.unlink()
     tmp.rename(graph)
