@@ -406,7 +406,7 @@ COMMANDS: dict[str, Command] = {
     "tokenizer train": Command(cmd_tokenizer_train, C.TokenizerTrainCommand, "train a byte-level BPE tokenizer with a chat template"),
     "quantize": Command(cmd_quantize, C.QuantizeCommand, "quantize a model (int8/int4 on CPU, bitsandbytes on CUDA) and report the cost before/after"),
     "prune": Command(cmd_prune, C.PruneCommand, "prune weights, heads, MLP channels or MoE experts and report the cost before/after"),
-    "export": Command(cmd_export, C.ExportCommand, "export to safetensors (HF), ONNX (KV cache), TorchScript, GGUF (+ Ollama Modelfile) or a web page (in-browser chat)"),
+    "export": Command(cmd_export, C.ExportCommand, "export to safetensors (HF), ONNX (KV cache), TorchScript, GGUF (+ Ollama Modelfile), a web page (in-browser chat) or a Triton model repository"),
     "registry list": Command(cmd_registry_list, C.RegistryListCommand, "list registered model versions with stage, lineage and metrics"),
     "registry show": Command(cmd_registry_show, C.RegistryShowCommand, "one version's record and its audit log"),
     "registry register": Command(cmd_registry_register, C.RegistryRegisterCommand, "register a model or adapter directory as the next version of a model"),

@@ -11,7 +11,7 @@ def test_unknown_format_names_the_nearest(llama_dir, tmp_path):
     with pytest.raises(TailorError, match="unknown export format 'onxx'") as e:
         run(llama_dir, "onxx", tmp_path / "out")
     assert "did you mean 'onnx'" in e.value.fix and not (tmp_path / "out").exists()
-    assert set(FORMATS) == {"safetensors", "onnx", "torchscript", "gguf", "web"}
+    assert set(FORMATS) == {"safetensors", "onnx", "torchscript", "gguf", "web", "triton"}
 
 
 @pytest.mark.parametrize("fmt", ["safetensors", "gguf"])
@@ -35,7 +35,7 @@ def test_cli(llama_dir, tmp_path, capsys):
     assert main(["export", str(llama_dir), "--format", "tflite", "--out", str(tmp_path / "x")]) == 2
     assert "unknown export format 'tflite'" in capsys.readouterr().err
     assert main(["export", str(llama_dir), "--format", "gguf", "--onnx-exporter", "dynamo", "--out", str(tmp_path / "x")]) == 2
-    assert "--onnx-exporter applies to --format onnx and web only" in capsys.readouterr().err
+    assert "--onnx-exporter applies to --format onnx, web and triton only" in capsys.readouterr().err
     assert main(["export", str(llama_dir), "--format", "gguf", "--gguf-type", "q8_0", "--out", str(tmp_path / "g"),
                  "--no-measure"]) == 0
     assert (tmp_path / "g" / "model-q8_0.gguf").is_file() and (tmp_path / "g" / "Modelfile").is_file()

@@ -17,7 +17,7 @@ from tailor.config.sections import Section, flag
 QuantizeMethod = Literal["int8-dynamic", "int8-weight", "int4-weight", "bnb-8bit", "bnb-4bit"]
 PruneMethod = Literal["magnitude", "heads", "channels", "experts"]
 PruneScope = Literal["global", "layer"]
-ExportFormat = Literal["safetensors", "onnx", "torchscript", "gguf", "web"]
+ExportFormat = Literal["safetensors", "onnx", "torchscript", "gguf", "web", "triton"]
 OnnxExporter = Literal["auto", "dynamo", "torchscript"]
 WebWeights = Literal["fp32", "int8"]
 GgufType = Literal["f16", "q8_0"]
@@ -202,9 +202,9 @@ class PruneCommand(MeasureSettings):
 
 class ExportCommand(MeasureSettings):
     model: str = Field(description="A model directory or an adapter directory (merged into its base first).", json_schema_extra=_pos())
-    format: ExportFormat = Field(description="safetensors, onnx, torchscript, gguf or web (a static chat page running the model in the browser).", json_schema_extra=flag(choice="export format"))
+    format: ExportFormat = Field(description="safetensors, onnx, torchscript, gguf, web (a static chat page running the model in the browser) or triton (a Triton Inference Server model repository: the ONNX model, tokenizer pre/post-processing, an ensemble and a generator).", json_schema_extra=flag(choice="export format"))
     out: str = Field(description="Output directory.")
-    onnx_exporter: OnnxExporter = Field("auto", description="onnx and web: dynamo, torchscript or auto (dynamo, else torchscript).", json_schema_extra=flag(choice="ONNX exporter"))
+    onnx_exporter: OnnxExporter = Field("auto", description="onnx, web and triton: dynamo, torchscript or auto (dynamo, else torchscript).", json_schema_extra=flag(choice="ONNX exporter"))
     web_weights: WebWeights = Field("fp32", description="web: fp32 (greedy answers identical to PyTorch) or int8 (onnxruntime dynamic quantization of the MatMul weights: smaller download, answers may differ).", json_schema_extra=flag(choice="web weights"))
     gguf_type: GgufType | None = Field(None, description="gguf: f16 (default) or q8_0.", json_schema_extra=flag(choice="GGUF type"))
 

@@ -15,6 +15,7 @@ from tailor.export.gguf import export_gguf
 from tailor.export.onnx import export_onnx
 from tailor.export.safetensors import export_safetensors
 from tailor.export.torchscript import export_torchscript
+from tailor.export.triton import export_triton
 from tailor.export.web import export_web
 
 FORMATS: dict[str, Callable[..., Path]] = {
@@ -23,13 +24,14 @@ FORMATS: dict[str, Callable[..., Path]] = {
     "torchscript": export_torchscript,
     "gguf": export_gguf,
     "web": export_web,
+    "triton": export_triton,
 }
 
 
 def run(model_path: str | Path, fmt: str, out_dir: str | Path, **options) -> Path:
-    """Export MODEL to OUT in format `fmt` (safetensors, onnx, torchscript, gguf or web); returns the written path.
+    """Export MODEL to OUT in format `fmt` (safetensors, onnx, torchscript, gguf, web or triton); returns the written path.
 
-    `options` go to the format's function: `exporter` for onnx and web, `weights` ("fp32"/"int8") for web,
+    `options` go to the format's function: `exporter` for onnx, web and triton, `weights` ("fp32"/"int8") for web,
     `outtype` ("f16"/"q8_0") for gguf.
     `tailor.export.report.export_with_report` runs this between before/after measurements.
     """
@@ -47,7 +49,7 @@ def check_format(fmt: str) -> str:
 
 
 # flag -> (the formats it applies to, their functions' option it sets, the flag's default, the option when unset)
-_FLAGS = {"onnx_exporter": (("onnx", "web"), "exporter", "auto", "auto"),
+_FLAGS = {"onnx_exporter": (("onnx", "web", "triton"), "exporter", "auto", "auto"),
           "web_weights": (("web",), "weights", "fp32", "fp32"), "gguf_type": (("gguf",), "outtype", None, "f16")}
 
 
@@ -60,5 +62,6 @@ def format_options(fmt: str, **flags) -> dict:
             options[option] = unset if value is None else value
         elif value != default:
             flag = "--" + name.replace("_", "-")
-            raise TailorError(f"{flag} applies to --format {' and '.join(formats)} only", where=flag)
+            names = " and ".join(formats) if len(formats) < 3 else ", ".join(formats[:-1]) + " and " + formats[-1]
+            raise TailorError(f"{flag} applies to --format {names} only", where=flag)
     return options

@@ -107,6 +107,17 @@ def _export(wrapper, args, path: Path, n_layers: int, exporter: str, opset: int 
                           dynamic_axes=axes, opset_version=opset or 17)
 
 
+def _unsupported(model_path, error) -> TailorError:
+    """The error for a model holding an operator ONNX cannot express (e.g. the int8 kernels of `tailor quantize`)."""
+    from tailor.models.loading import tailor_quantized
+
+    quantized = tailor_quantized(model_path)
+    return TailorError(f"{model_path} cannot be exported to ONNX: {str(error).splitlines()[0]}", where=str(model_path),
+                       fix=("export the model from before `tailor quantize` (ONNX has no operator for its int8 kernels); for a "
+                            "quantized file, export that model with --format gguf --gguf-type q8_0" if quantized else
+                            "use --format torchscript, safetensors or gguf for this model"))
+
+
 def export_onnx(model_path: str | Path, out_dir: str | Path, exporter: str = "auto", opset: int | None = None) -> Path:
     """Export MODEL to OUT/model.onnx (float32, KV cache in and out) plus tokenizer and configs.
 
@@ -128,16 +139,19 @@ def export_onnx(model_path: str | Path, out_dir: str | Path, exporter: str = "au
     wrapper = _WithCache(model, n_layers).eval()
     used = "torchscript" if exporter == "torchscript" else "dynamo"
     try:
-        _export(wrapper, args, path, n_layers, used, opset)
-    except Exception as e:  # noqa: BLE001 - any exporter failure falls back, and is logged with its reason
-        if exporter != "auto":
-            raise
-        log.warning("dynamo ONNX export failed (%s: %s); using the TorchScript-based exporter", type(e).__name__,
-                    str(e).splitlines()[0] if str(e) else "")
-        used = "torchscript"
-        for stale in out.glob(GRAPH_FILE + "*"):
-            stale.unlink()
-        _export(wrapper, args, path, n_layers, used, opset)
+        try:
+            _export(wrapper, args, path, n_layers, used, opset)
+        except Exception as e:  # noqa: BLE001 - any exporter failure falls back, and is logged with its reason
+            if exporter != "auto":
+                raise
+            log.warning("dynamo ONNX export failed (%s: %s); using the TorchScript-based exporter", type(e).__name__,
+                        str(e).splitlines()[0] if str(e) else "")
+            used = "torchscript"
+            for stale in out.glob(GRAPH_FILE + "*"):
+                stale.unlink()
+            _export(wrapper, args, path, n_layers, used, opset)
+    except torch.onnx.errors.UnsupportedOperatorError as e:
+        raise _unsupported(model_path, e) from None
     save_tokenizer_and_config(model, tokenizer, out)
     write_manifest(out, format="onnx", source=str(Path(model_path).resolve()), exporter=used, file=GRAPH_FILE,
                    num_layers=n_layers, dtype="float32", kv_cache=True,

@@ -10,6 +10,8 @@ Before is `tailor.evaluation.measure.measure_isolated` on the source model, exac
   file's size and parameter count, and says the runtime is absent.
 - web: the page's graph (OUT/model) in ONNX Runtime's Python API, as onnx; the browser's own time to first
   token and tokens/s are shown by the page (and compared with `tailor serve` by bench/bench_web.py).
+- triton: the repository's ONNX model (NAME_onnx/1) in ONNX Runtime's Python API, as onnx; tritonserver is not
+  run (the python models and the ensemble are checked by tests/export/test_triton.py).
 
 The figures mean what they mean in measure.py: size of the files the runtime loads; parameters are the
 elements of the stored weight tensors (ONNX: its initializers, so also constants such as rotary tables, and
@@ -42,7 +44,8 @@ from tailor.config import MEASURE_MAX_EXAMPLES, EvalConfig
 from tailor.errors import TailorError
 
 RUNTIMES = {"safetensors": "transformers (PyTorch)", "onnx": "ONNX Runtime", "torchscript": "TorchScript",
-            "gguf": "llama.cpp", "web": "ONNX Runtime (Python) on the page's graph; browser timings: in the page"}
+            "gguf": "llama.cpp", "web": "ONNX Runtime (Python) on the page's graph; browser timings: in the page",
+            "triton": "ONNX Runtime (Python) on the repository's model.onnx; tritonserver itself not run"}
 EXTRA_ROWS = (  # key, label, lower is better: rows an export adds to measure.py's
     ("load_seconds", "load time (s)", True),
     ("greedy_agreement", "greedy tokens identical to PyTorch (share of eval prompts)", False),
@@ -384,6 +387,10 @@ def export_with_report(model_path: str | Path, fmt: str, out_dir: str | Path, ev
     elif fmt == "web":  # the page's graph and tokenizer (OUT/model), in ONNX Runtime's Python API
         after = {**measure_runtime_isolated("onnx", out / "model", out / "model", eval_data, max_examples=max_examples),
                  "runtime": RUNTIMES[fmt]}
+    elif fmt == "triton":  # the repository's ONNX model and the python models' tokenizer
+        models = json.loads((out / "export.json").read_text(encoding="utf-8"))["models"]
+        after = {**measure_runtime_isolated("onnx", out / models["onnx"] / "1", out / models["preprocess"] / "1" / "tokenizer",
+                                            eval_data, max_examples=max_examples), "runtime": RUNTIMES[fmt]}
     else:
         tok_dir = out if fmt != "gguf" else _tokenizer_dir(model_path)  # a GGUF folder has no HF tokenizer
         after = measure_runtime_isolated(fmt, path if fmt == "gguf" else out, tok_dir, eval_data,
