@@ -115,6 +115,25 @@ def text_file(tmp_path) -> Path:
     return write_jsonl(tmp_path / "docs.jsonl", [{"text": t} for t in CORPUS])
 
 
+CHROMIUM = os.environ.get("TAILOR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (never `playwright install`): tests/e2e and the web export's page."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does) "
+                    "or set TAILOR_CHROMIUM", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
 class EventWaiter:
     """Collects the events a serving engine emits for one sequence; `done` is set at the final one."""
 

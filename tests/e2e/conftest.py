@@ -1,4 +1,4 @@
-"""A real `tailor ui` process and Debian's Chromium driven by Playwright (never `playwright install`).
+"""A real `tailor ui` process and Debian's Chromium (the `browser` fixture of tests/conftest.py) driven by Playwright.
 
 Screenshots of every page go to build/ui-screenshots/ (the test artifacts; docs/img/ holds copies of the main
 ones) together with page-times.json, the page response times measured while a job trains.
@@ -17,9 +17,6 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = os.environ.get("TAILOR_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync"]
 SHOTS = Path(__file__).resolve().parents[2] / "build" / "ui-screenshots"
 
 
@@ -81,21 +78,8 @@ def ui(tmp_path_factory):
     server.stop_jobs()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does) "
-                    "or set TAILOR_CHROMIUM", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 @pytest.fixture
-def page(browser):
+def page(browser):  # `browser`: tests/conftest.py
     context = browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)  # wait_for_function evaluates strings
     pg = context.new_page()
     pg.set_default_timeout(60_000)

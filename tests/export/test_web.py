@@ -1,11 +1,10 @@
 """`tailor export --format web`: the static page answers in headless Chromium with PyTorch's greedy tokens, offline.
 
-The folder is served by `python -m http.server` and driven with Playwright through Debian's Chromium (never
-`playwright install`), as tests/e2e does. Every request the page makes is recorded: all must go to that server.
+The folder is served by `python -m http.server` and driven with Playwright through Debian's Chromium (the
+`browser` fixture of tests/conftest.py, shared with tests/e2e). Every request the page makes is recorded: all must go to that server.
 """
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +19,6 @@ from tailor.cli import main
 from tailor.errors import TailorError
 from tailor.export import run, web_runtime
 
-CHROMIUM = os.environ.get("TAILOR_CHROMIUM", "/usr/bin/chromium")
 NEW_TOKENS = 24
 # English and Chinese, one with a system turn; the last two are one conversation asked in the page in turn.
 CHATS = [
@@ -64,20 +62,6 @@ class Site:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does) "
-                    "or set TAILOR_CHROMIUM", pytrace=False)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                              "--disable-background-networking", "--no-first-run"])
-        yield b
-        b.close()
 
 
 def open_page(browser, folder: Path):
