@@ -15,7 +15,9 @@ framework overhead (the resident set a planning process measures of itself), so 
 allocator add on top (CPU_RUNTIME, CPU_HEAP_RETENTION in tailor.plan.memory) is part of what the plan must predict.
 
 Time: the fastest optimizer step of steps 2..N (on_step_begin to on_step_end; the machine is shared, and the
-fastest step is the one least slowed by other processes; the median is printed beside it) against the plan's step
+fastest step is the one least slowed by other processes; the median is printed beside it), in the process's CPU
+time when it runs one thread (`--clock`: what other processes' load does not inflate, so the calibration and the
+training, minutes apart, see the same machine; on an idle box it equals the elapsed time), against the plan's step
 time after `tailor.plan.speed.calibrate`: a few real steps of the same model, method (applied by tailor's adapters),
 precision and checkpointing at short sequences and small batches (128 x 1, 128 x 4, 512 x 1, 512 x 2, capped at the
 row's sequence), run in the parent just before the row trains, plus the row's own micro-batch (the calibration's
@@ -70,6 +72,7 @@ GRID = [  # preset, scale, method, seq, batch, gradient checkpointing, precision
     ("llama-tiny", "small", "freeze", 2048, 1, True, "fp32"),
 ]
 HELD_OUT = range(16, len(GRID) + 1)
+CLOCKS = {"cpu": time.process_time, "wall": time.perf_counter}
 
 
 def config_of(preset: str, scale: str):
@@ -114,13 +117,16 @@ def child(spec: dict) -> dict:
             return {"input_ids": ids, "labels": ids.clone()}
 
     times: list[float] = []
+    walls: list[float] = []
+    clock = CLOCKS[spec["clock"]]
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            self.t0 = time.perf_counter()
+            self.t0, self.w0 = clock(), time.perf_counter()
 
         def on_step_end(self, *a, **k):
-            times.append(time.perf_counter() - self.t0)
+            times.append(clock() - self.t0)
+            walls.append(time.perf_counter() - self.w0)
 
     t = TrainConfig(max_steps=steps, batch_size=batch, grad_accum=1, gradient_checkpointing=spec["gc"],
                     precision=spec["precision"], output_dir=spec["out"], save_steps=10_000, logging_steps=10_000,
@@ -137,7 +143,8 @@ def child(spec: dict) -> dict:
     peak = rss_kib("VmHWM")
     timed = times[1:] or times  # the first step is the warm-up
     return {"baseline_mib": baseline / 1024, "peak_above_mib": (peak - baseline) / 1024,
-            "step_seconds": min(timed), "median_step_seconds": statistics.median(timed), "steps": len(times)}
+            "step_seconds": min(timed), "median_step_seconds": statistics.median(timed), "steps": len(times),
+            "wall_step_seconds": min(walls[1:] or walls)}
 
 
 def machine() -> str:
@@ -168,7 +175,8 @@ def predict(spec: dict, calibrated: bool):
     plan = plan_run(None, "cpu", settings=s, shape=shape, calibrate=False)
     uncalibrated, fit_only = plan.step_seconds, None
     if calibrated:
-        speed = calibrate(shape, s, prepare=lambda m: apply_adapter(m, AdapterConfig(method=spec["method"], freeze_last_n=2)))
+        speed = calibrate(shape, s, prepare=lambda m: apply_adapter(m, AdapterConfig(method=spec["method"], freeze_last_n=2)),
+                          clock=CLOCKS[spec["clock"]])
         plan = plan_run(None, "cpu", settings=s, shape=shape, speed=speed)
         fit_only = plan_run(None, "cpu", settings=s, shape=shape, speed=replace(speed, anchor=None)).step_seconds
     return plan, uncalibrated, fit_only
@@ -186,6 +194,9 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="comma-separated row numbers (1-based) or ranges (16-19)")
     ap.add_argument("--json", default=None, help="write the rows here")
     ap.add_argument("--no-calibrate", action="store_true", help="default efficiency instead of calibrated steps")
+    ap.add_argument("--clock", choices=sorted(CLOCKS), default=None,
+                    help="cpu: the process's CPU time (other processes' load does not enter; one thread only), "
+                         "wall: elapsed time (default: cpu with --threads 1, else wall)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -196,7 +207,9 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     rows = []
     picked = [n for part in a.only.split(",") for n in _span(part)] if a.only else range(1, len(GRID) + 1)
-    print(f"machine: {machine()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    clock = a.clock or ("cpu" if a.threads == 1 else "wall")
+    print(f"machine: {machine()}; torch {torch.__version__}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{a.threads} thread(s), steps timed in {clock} time")
     header = f"{'#':>2} {'model':17} {'scale':6} {'method':6} {'seq':>5} {'bs':>3} {'gc':3} {'prec':4} " \
              f"{'pred MiB':>9} {'meas MiB':>9} {'err':>7} {'pred s':>7} {'meas s':>7} {'err':>7} {'median s':>8} " \
              f"{'uncal s':>7} {'err':>7} {'fit s':>7} {'err':>7}"
@@ -204,7 +217,8 @@ def main() -> int:
     for n in picked:
         preset, scale, method, seq, batch, gc, prec = GRID[n - 1]
         spec = dict(preset=preset, scale=scale, method=method, seq=seq, batch=batch, gc=gc, precision=prec,
-                    steps=a.steps, threads=a.threads, out=f"/tmp/bench_plan_{os.getpid()}_{n}")
+                    steps=a.steps, threads=a.threads, out=f"/tmp/bench_plan_{os.getpid()}_{n}",
+                    clock=clock)
         plan, uncalibrated, fit_only = predict(spec, not a.no_calibrate)
         mem = plan.memory
         pred_mib = (plan.peak_bytes - plan.memory.overhead) / 2**20
@@ -223,6 +237,7 @@ def main() -> int:
                          memory_error=round(err_m, 4), predicted_s=round(plan.step_seconds, 4),
                          measured_s=round(m["step_seconds"], 4), time_error=round(err_t, 4),
                          measured_median_s=round(m["median_step_seconds"], 4),
+                         measured_wall_s=round(m["wall_step_seconds"], 4), clock=clock,
                          uncalibrated_s=round(uncalibrated, 4), uncalibrated_error=round(uncalibrated / m["step_seconds"] - 1, 4),
                          fit_only_s=fit_only and round(fit_only, 4),
                          fit_only_error=fit_only and round(fit_only / m["step_seconds"] - 1, 4),

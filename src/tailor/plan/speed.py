@@ -190,7 +190,7 @@ def calibration_shape(shape: ModelShape) -> int:
 
 
 def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, prepare=None,
-              anchor: bool = True) -> DeviceSpeed:
+              anchor: bool = True, clock=time.perf_counter) -> DeviceSpeed:
     """The device's matmul peak and bandwidth, with the time model's terms fitted on a few real training steps.
 
     The steps run transformers' model of this architecture and sizes (random weights: no checkpoint read) with the
@@ -209,6 +209,8 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
     its measured / fitted ratio (the fit alone misses what small shapes do not show: attention at long sequences,
     cache effects of large micro-batches). The calibration's steps compute logits at every position, so the fit
     is over the whole output layer and the plan's head_share applies afterwards.
+    `clock`: what the steps are timed with (wall time; bench/bench_plan.py passes the process's CPU time, which
+    other processes' load does not inflate, for its one-thread runs).
     With `budget` (bytes), a calibration whose own predicted peak is larger is skipped, and so is one predicted to
     take over 4 x MAX_CALIBRATION_SECONDS (the default efficiency stays, `calibrated` False, `skipped` says why).
     """
@@ -256,7 +258,7 @@ def calibrate(shape: ModelShape, s, steps: int = 3, budget: int | None = None, p
     optim: list[float] = []
     for depth in depths:
         cfg = shape.config if depth == shape.num_layers else _truncated(shape, depth)
-        measured[depth] = _time_model(cfg, s, timed, steps, prepare, optim)
+        measured[depth] = _time_model(cfg, s, timed, steps, prepare, optim, clock)
     ys = {}
     for p in timed:
         t = measured[depths[0]][p]
@@ -341,7 +343,8 @@ def _mirror_method(model, s):
     return model
 
 
-def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, optim: list[float]) -> dict:
+def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, optim: list[float],
+                clock=time.perf_counter) -> dict:
     """Fastest seconds of `steps` forward + backward passes (after a warm-up; in rounds over the shapes) at each
     (seq, batch) of `points`, of transformers' model built from `cfg` with random weights, the method applied by `prepare` (or
     `_mirror_method`); each optimizer step's seconds are appended to `optim`."""
@@ -369,17 +372,17 @@ def _time_model(cfg, s, points: list[tuple[int, int]], steps: int, prepare, opti
 
     def step(p) -> tuple[float, float]:
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = clock()
         with autocast:
             loss = model(input_ids=ids[p], labels=ids[p]).loss
         loss.backward()
         _sync(device)
-        t1 = time.perf_counter()
+        t1 = clock()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         _sync(device)
-        return t1 - t0, time.perf_counter() - t1
+        return t1 - t0, clock() - t1
 
     for p in sorted(points, key=lambda p: -p[0] * p[1]):  # warm-up, the biggest first: kernels, the allocator
         step(p)
