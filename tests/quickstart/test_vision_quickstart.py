@@ -37,8 +37,10 @@ def test_score_counts_every_reference_answer_right():
 
 def test_vision_quickstart_runs_end_to_end(tmp_path):
     cfg = QuickstartConfig(out_dir=str(tmp_path / "qs"), domain="vision", vision_preset="deepseek-vl-micro",
-                           vision_train_images=10, vision_eval_images=5, vision_contrastive_epochs=1, vision_sft_epochs=1)
+                           vision_train_images=10, vision_eval_images=5, vision_contrastive_epochs=1, vision_sft_epochs=1,
+                           pretrain_overrides=["train.max_steps=3"], sft_overrides=["train.max_steps=4",
+                                                                                    "data.augment.image.rotation=20"])
     r = run(cfg, Console(width=120, record=True))
     assert r["tuned"]["n"] == 20 and 0 <= r["tuned"]["defect_accuracy"] <= 1
-    assert r["sft"]["steps"] > 0 and r["contrastive"]["steps"] > 0
+    assert r["sft"]["steps"] == 4 and r["contrastive"]["steps"] == 3  # the stages read the overrides (else 2 and 1)
     assert (tmp_path / "qs" / "eval_answers.jsonl").is_file()

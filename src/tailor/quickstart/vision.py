@@ -68,13 +68,15 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
     t = stage(3, "stage 1: contrastive alignment of the vision tower + projector on image-caption pairs (CLIP loss)")
     aligned = train_stage("contrastive", out / "model-init", files["captions"], [
         "train.objective=contrastive", "adapter.method=full", "adapter.vision_tower=train", "adapter.projector=train",
-        f"train.epochs={cfg.vision_contrastive_epochs}", "train.batch_size=32", "train.lr=2e-3", "train.warmup_ratio=0.05"])
+        f"train.epochs={cfg.vision_contrastive_epochs}", "train.batch_size=32", "train.lr=2e-3", "train.warmup_ratio=0.05",
+        *cfg.pretrain_overrides])
     stages["contrastive"] = time.perf_counter() - t
 
     t = stage(4, "stage 2: SFT of the whole model (language model, projector, vision tower)")
     tuned = train_stage("sft", aligned.final_dir, files["train"], [
         "train.objective=sft", "adapter.method=full", "adapter.vision_tower=train", "adapter.projector=train",
-        f"train.epochs={cfg.vision_sft_epochs}", "train.batch_size=16", "train.lr=1e-3", "train.warmup_ratio=0.05"])
+        f"train.epochs={cfg.vision_sft_epochs}", "train.batch_size=16", "train.lr=1e-3", "train.warmup_ratio=0.05",
+        *cfg.sft_overrides])
     stages["sft"] = time.perf_counter() - t
 
     t = stage(5, "evaluation on held-out images and wordings")
