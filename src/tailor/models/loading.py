@@ -187,8 +187,12 @@ def load_model(
     trust_remote_code: bool = False,
     device: str | None = None,
     for_training: bool = False,
+    tp_size: int = 1,
 ):
     """Load a causal LM from a local checkpoint directory onto `device` in the resolved dtype.
+
+    `tp_size` > 1: tensor parallel across that many torchrun processes (transformers' DistributedConfig with the
+    architecture's own plan); each process reads only its shard of every planned weight (DTensors).
 
     The model is what transformers returns, untouched (no speed-up installed: that is `tailor.runtime.enable`),
     in eval mode unless `for_training`. A directory written by `tailor quantize` (int8/int4) is refused here;
@@ -227,6 +231,11 @@ def load_model(
         raise TailorError(f"{p} holds bitsandbytes-quantized weights, which run on CUDA GPUs only (device: {target})",
                           where=str(p), fix="load it on a machine with a CUDA GPU, or quantize the float model with "
                                             "int8-dynamic / int8-weight / int4-weight for CPUs")
+    sharded = {}
+    if tp_size > 1:
+        from transformers.distributed import DistributedConfig
+
+        sharded = {"distributed_config": DistributedConfig(tp_size=tp_size)}
     try:
         config = AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(
@@ -238,10 +247,11 @@ def load_model(
             local_files_only=True,
             # bitsandbytes weights are placed while loading; .to() is refused for 8-bit models
             **({"device_map": {"": str(target)}} if bnb else {}),
+            **sharded,
         )
     except (OSError, ValueError, KeyError) as e:
         raise TailorError(f"could not load the model in {p}: {e}", where=str(p)) from None
-    if not bnb:
+    if not bnb and not sharded:  # a sharded model is placed while loading (each process on its own device)
         model.to(target)
     model.train(for_training)
     return model

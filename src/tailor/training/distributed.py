@@ -36,14 +36,19 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def check_distributed(recipe: Recipe, device_type: str, launched: bool | None = None) -> None:
+def check_distributed(recipe: Recipe, device_type: str, launched: bool | None = None, processes: int | None = None) -> None:
     """Refuse settings that cannot run, before any process starts work (the launcher and every worker call it).
 
-    `launched` says whether this process is a torchrun worker (default: read from the environment).
+    `launched` says whether this process is a torchrun worker (default: read from the environment); `processes`:
+    the run's processes (default: WORLD_SIZE).
     """
     t, method = recipe.train, recipe.adapter.method
     if launched is None:
         launched = world_size() > 1 or "LOCAL_RANK" in os.environ
+    if t.tensor_parallel > 1:
+        from tailor.training.tensor_parallel import check_tensor_parallel
+
+        check_tensor_parallel(recipe, launched, processes or world_size())
     if t.distributed == "none":
         return
     if not launched:
@@ -123,7 +128,15 @@ def distributed_arguments(t: TrainConfig, device_type: str) -> dict:
         }
     elif t.distributed == "deepspeed":
         kw["deepspeed"] = str(Path(t.deepspeed_config).resolve())
+    if t.tensor_parallel > 1:
+        # The Trainer checkpoints a model split at load time without its optimizer state (and refuses otherwise).
+        kw["save_only_model"] = True
+        if device_type == "cpu":
+            from tailor.training.tensor_parallel import cpu_tensor_parallel
+
+            kw["parallelism_config"] = cpu_tensor_parallel(t.tensor_parallel)
     return kw
+
 
 
 # accelerate releases whose AcceleratorState layout fsdp_on_cpu was tested with (constraints.txt pins 1.15.0).
@@ -160,13 +173,18 @@ def fsdp_on_cpu(accelerator, plugin_args: dict) -> None:
 def save_model(trainer, out_dir: Path) -> None:
     """Save the trained model (or adapter) as a normal Hugging Face folder, whatever engine trained it.
 
-    One process: `save_pretrained` as usual. DDP: rank 0 saves (every replica is identical). FSDP: every rank
+    One process: `save_pretrained` as usual. DDP: rank 0 saves (every replica is identical). Tensor parallel:
+    every rank joins save_pretrained's gather of the weights split at load time, rank 0 writes. FSDP: every rank
     joins the gather of the full state dict (whatever train.fsdp_state_dict says for checkpoints) and rank 0
     writes it, so the folder loads with plain `from_pretrained` / `PeftModel.from_pretrained`.
     DeepSpeed: the Trainer's own `save_model` (ZeRO-3 gathers 16-bit weights as its config says).
     """
     if getattr(trainer, "is_deepspeed_enabled", False):
         trainer.save_model(str(out_dir))
+        return
+    if getattr(trainer, "is_distributed_loading_by_transformers", False):
+        # Tensor parallel: every rank joins save_pretrained's gather of the DTensor shards; rank 0 writes full tensors.
+        trainer.model.save_pretrained(out_dir, is_main_process=trainer.args.should_save, safe_serialization=True)
         return
     model = trainer.accelerator.unwrap_model(trainer.model) if getattr(trainer, "is_fsdp_enabled", False) else trainer.model
     state_dict = None
@@ -230,12 +248,12 @@ def launch(recipe_path: str, overrides: list[str], nproc: int, nnodes: int = 1, 
     check_launch(nproc, nnodes, node_rank, master_addr, master_port)
     recipe = load_recipe(recipe_path, overrides)
     total = nproc * nnodes
-    if total > 1 and recipe.train.distributed == "none":
+    if total > 1 and recipe.train.distributed == "none" and recipe.train.tensor_parallel == 1:
         log.warning("%d processes with train.distributed=none: training with ddp", total)
         overrides = [*overrides, "train.distributed=ddp"]
         recipe = load_recipe(recipe_path, overrides)
     device = resolve_device(recipe.train.device)
-    check_distributed(recipe, device.type, launched=True)
+    check_distributed(recipe, device.type, launched=True, processes=total)
     import torch
 
     if device.type == "cuda":

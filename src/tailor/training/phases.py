@@ -108,7 +108,7 @@ def start(recipe: Recipe) -> Run:
     if is_main_process():  # under torchrun only rank 0 writes run files
         save_recipe(recipe, out / "config.yaml")
     choice = resolved_before(out, resume_from) if t.precision == "auto" else None
-    choice = choice or resolve_precision(t.precision, device)
+    choice = choice or resolve_precision(t.precision, device, measure=t.tensor_parallel == 1)
     if t.precision == "auto":
         log.info("precision: %s", choice.reason)
     from tailor.training.preflight import preflight
@@ -151,7 +151,7 @@ def load_causal_lm(recipe: Recipe, out: Path):
     else:
         base_dir = Path(m.path).resolve()
         model = load_model(base_dir, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                           device="cpu", for_training=True)
+                           device="cpu", for_training=True, tp_size=recipe.train.tensor_parallel)
     return model, tokenizer, base_dir
 
 
@@ -292,6 +292,7 @@ def finish(trainer, recipe: Recipe, run: Run, data: TrainingData, tokenizer, bas
         "device": str(run.device),
         "processes": world_size(),
         "distributed": t.distributed,
+        "tensor_parallel": t.tensor_parallel,
         "train_sequences": len(data.train),
         "data_report": {"read": data.report.read, "kept": data.report.kept, "skipped": dict(data.report.skipped)},
         # loss-bearing tokens(/s), MFU, peak memory; also stops a Prometheus endpoint still open

@@ -51,9 +51,11 @@ class Precision:
 
 
 def resolve_precision(requested: str, device: torch.device, flags: Iterable[str] | None = None,
-                      probe: Callable[[], float] | None = None) -> Precision:
+                      probe: Callable[[], float] | None = None, measure: bool = True) -> Precision:
     """The precision to train in on `device`. `flags` (the CPU's flags; default `cpu_flags()`) and `probe`
-    (returns bf16 / fp32 matmul speed; default a measurement) are parameters so tests can fake a CPU."""
+    (returns bf16 / fp32 matmul speed; default a measurement) are parameters so tests can fake a CPU.
+    `measure=False` (tensor parallelism): auto on a CPU is fp32 without a measurement, which each process would
+    make on its own and could decide differently, while their forward passes exchange activations."""
     from tailor.models.loading import cpu_flags
 
     device = torch.device(device)
@@ -72,6 +74,9 @@ def resolve_precision(requested: str, device: torch.device, flags: Iterable[str]
         return Precision("fp16", "fp16 autocast with dynamic loss scaling: this GPU has no bf16")
     if device.type != "cpu":
         return Precision("fp32", f"fp32: no mixed precision is used on {device.type}")
+    if not measure:
+        return Precision("fp32", "fp32: auto does not measure under tensor parallelism (every process must choose "
+                                 "alike); set train.precision=bf16 to use it")
     have = sorted(set(cpu_flags() if flags is None else flags) & set(BF16_FLAGS))
     if not have:
         return Precision("fp32", "fp32: this CPU has no native bf16 instructions (no amx_bf16 or avx512_bf16 in its flags)")

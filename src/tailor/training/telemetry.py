@@ -156,6 +156,7 @@ class Throughput(TrainerCallback, BatchObserver):
             return 0
         if self._trainer is not None and self._trainer.args.world_size > 1:
             t = self._trainer.accelerator.gather(t.reshape(1)).sum()  # every rank logs, so every rank joins
+            t = t // self._trainer.get_tp_size()  # a tensor-parallel group's processes share one batch
         return int(t.item())
 
     def _mfu(self, tokens: int, seconds: float, lengths: int, batches: int) -> float | None:

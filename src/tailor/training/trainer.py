@@ -78,6 +78,13 @@ class TailorTrainer(Trainer):
             fsdp_on_cpu(self.accelerator, self.args.fsdp_plugin_args)
             self.is_fsdp_enabled = True
 
+    def _track_num_input_tokens(self, inputs):
+        # The Trainer sums every process's batch; the processes of a tensor-parallel group share one batch.
+        before = self.state.num_input_tokens_seen
+        super()._track_num_input_tokens(inputs)
+        if (tp := self.get_tp_size()) > 1:
+            self.state.num_input_tokens_seen = before + (self.state.num_input_tokens_seen - before) // tp
+
     def get_batch_samples(self, epoch_iterator, num_batches, device):
         started = time.perf_counter()
         batches, num_items = super().get_batch_samples(epoch_iterator, num_batches, device)
