@@ -1,14 +1,16 @@
 """The memory model: peak bytes of one training process, broken down, from the model's shape and the run's settings.
 
     weights      every parameter in its storage dtype (QLoRA: NF4 linear layers, 4.13 bits with double-quantized
-                 scales; FSDP full_shard / ZeRO-3: 1/N of them plus two gathered blocks)
+                 scales; FSDP full_shard / ZeRO-3: 1/N of them plus two gathered blocks; tensor parallel: the
+                 attention, MLP, embedding and head matrices 1/N, as are their gradients and optimizer state)
     adapter      LoRA / DoRA matrices (float32, as peft keeps them), virtual tokens, IA3 scales
     gradients    one per trainable parameter, in its dtype (sharded by FSDP / ZeRO-2+)
     optimizer    AdamW 2 states, SGD with momentum 1, Adafactor factored rows + columns, 8-bit AdamW 2 bytes
                  (sharded by FSDP / ZeRO-1+)
     activations  what autograd saves for the backward pass: per token and decoder block, the tensors listed in
                  `_block_saved` (norms, projections, attention inputs and output, MLP), x the tokens of one
-                 micro-batch; with gradient checkpointing only each block's input plus one block recomputed
+                 micro-batch; with gradient checkpointing only each block's input plus one block recomputed;
+                 tensor parallel splits the attention and MLP tensors N ways (the residual stream stays whole)
     temporary    the loss (float32 logits, log-softmax and their gradients over the vocabulary), on CPU the heap
                  retention and runtime of CPU_HEAP_RETENTION / CPU_RUNTIME, bf16 autocast's
                  weight copies, DDP's gradient buckets, the optimizer step's largest scratch tensor; with
@@ -86,6 +88,7 @@ class RunSettings:
     nproc: int = 1
     distributed: str = "none"           # none, ddp, fsdp, deepspeed
     fsdp_sharding: str = "full_shard"
+    tensor_parallel: int = 1            # train.tensor_parallel: the nproc processes split the matrices, share batches
     zero_stage: int = 2                 # deepspeed
     device: str = "cpu"
     padded: bool = False                # batches carry padding (an attention mask): sdpa repeats GQA keys/values
@@ -166,6 +169,19 @@ def quantized_parameters(shape: ModelShape) -> int:
     return sum(lin.in_features * lin.out_features * lin.count for lin in shape.linears if lin.experts == 1)
 
 
+# Parameter kinds (ModelShape.by_kind) that transformers' tensor-parallel plans split; norms stay whole.
+TP_SPLIT_KINDS = ("embedding", "attention", "mlp", "experts", "head")
+
+
+def tensor_parallel_share(shape: ModelShape, s: RunSettings) -> float:
+    """Share of the weights (and of their gradients and optimizer state) one process holds under
+    train.tensor_parallel = N: attention, MLP, experts, embedding and head 1/N each, the rest whole."""
+    if s.tensor_parallel <= 1 or not shape.parameters:
+        return 1.0
+    split = sum(shape.by_kind.get(k, 0) for k in TP_SPLIT_KINDS)
+    return (shape.parameters - split + split / s.tensor_parallel) / shape.parameters
+
+
 def _shards(s: RunSettings) -> tuple[int, int, int]:
     """(weights, gradients, optimizer) divisors under the distributed engine."""
     n = max(1, s.nproc)
@@ -220,14 +236,14 @@ def _block_saved(shape: ModelShape, s: RunSettings, moe: bool) -> float:
     else:
         qd, kvd = heads * shape.head_dim, shape.num_kv_heads * shape.head_dim
         kv_saved = qd if s.padded and kvd != qd else kvd  # sdpa with a mask repeats GQA keys and values
-        total += ((5 if half else 2) * qd + 2 * kv_saved) * lo
+        total += ((5 if half else 2) * qd + 2 * kv_saved) * lo / s.tensor_parallel  # heads split by tensor parallel
     if moe:
         k, mi = shape.experts_per_token, shape.moe_intermediate_size
         total += k * (2 * h + 4 * mi) * lo               # gathered input, gate_up, act, product, weighted output
         total += 4 * mi * max(shape.shared_experts, 0) * lo
         total += 4 * shape.num_experts * 4               # float32 router logits, scores, top-k mask
     else:
-        total += 4 * i * lo                              # gate, up, act(gate), act x up
+        total += 4 * i * lo / s.tensor_parallel          # gate, up, act(gate), act x up (split by tensor parallel)
     return total
 
 
@@ -283,20 +299,21 @@ def estimate_memory(shape: ModelShape, s: RunSettings, overhead: int) -> tuple[M
     else:
         weights = shape.parameters * wbytes
     gathered = 2 * max(shape.per_layer or [0]) * wbytes if wdiv > 1 else 0
-    weights = weights / wdiv + gathered
+    tp_share = tensor_parallel_share(shape, s)
+    weights = weights / wdiv * tp_share + gathered
     adapter_n = adapter_parameters(shape, s)
     adapter = adapter_n * 4
     trainable = trainable_parameters(shape, s)
     tbytes = 4 if s.method not in ("full", "freeze") else wbytes
-    gradients = trainable * tbytes / gdiv
-    optimizer = _optimizer_bytes(shape, s, trainable, tbytes) / odiv
+    gradients = trainable * tbytes / gdiv * tp_share
+    optimizer = _optimizer_bytes(shape, s, trainable, tbytes) / odiv * tp_share
     saved, loss = activation_bytes(shape, s)
     temporary = loss
     if s.precision in ("bf16", "fp16") and s.method != "qlora" and wbytes == 4:
         # autocast keeps a half-precision copy of every matmul weight until the backward (embeddings are lookups)
         cast = shape.parameters - (0 if shape.tied_embeddings else shape.by_kind.get("embedding", 0))
-        temporary += cast * 2 / wdiv
-    if s.distributed == "ddp" or (s.nproc > 1 and s.distributed == "none"):
+        temporary += cast * 2 / wdiv * tp_share
+    if s.distributed == "ddp" or (s.nproc > 1 and s.distributed == "none" and s.tensor_parallel == 1):
         temporary += trainable * tbytes  # DDP's gradient buckets
     # grads the backward has produced while the loss temporaries and most activations still exist: the head
     head_grads = (shape.by_kind.get("head", 0) or (shape.by_kind.get("embedding", 0) if shape.tied_embeddings else 0))

@@ -142,6 +142,7 @@ def settings_from_recipe(recipe, device: str = "cpu", nproc: int = 1) -> RunSett
                        precision=precision, optimizer=t.optimizer, seq_len=d.max_length, batch_size=t.batch_size,
                        grad_accum=t.grad_accum, gradient_checkpointing=t.gradient_checkpointing, nproc=nproc,
                        distributed=t.distributed, fsdp_sharding=t.fsdp_sharding, zero_stage=stage,
+                       tensor_parallel=t.tensor_parallel,
                        device=device, padded=not (d.packing or t.objective == "pretrain"), objective=t.objective,
                        reference=reference,
                        generations=g.num_generations if grpo else 0, completion_len=g.max_completion_length if grpo else 0,
@@ -247,7 +248,12 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
         raise TailorError(f"nproc must be at least 1 (got {nproc})", where="--nproc", fix="pass --nproc 1 or more")
     shape = shape or model_shape(recipe, model)
     s = settings or settings_from_recipe(recipe, device, nproc)
-    if settings is None and nproc > 1 and s.distributed == "none":
+    if s.tensor_parallel > 1:  # its processes are the tensor-parallel group (tailor train --nproc N)
+        if s.nproc not in (1, s.tensor_parallel):
+            raise TailorError(f"--nproc {s.nproc} with train.tensor_parallel={s.tensor_parallel}: the run has exactly "
+                              "that many processes", where="--nproc", fix=f"pass --nproc {s.tensor_parallel} or leave it out")
+        s = replace(s, nproc=s.tensor_parallel)
+    elif settings is None and nproc > 1 and s.distributed == "none":
         s = replace(s, distributed="ddp")
     teacher_notes = []
     if recipe is not None and not s.teacher_parameters and getattr(getattr(recipe, "distill", None), "teacher", None):
@@ -270,6 +276,7 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     fpt, _ = matmul_flops_per_token(shape, s.method, freeze_n, adapter_n, s.seq_len)
     trained = trained_view(s)  # chosen + rejected rows, GRPO's prompt + completion
     tokens = s.batch_size * s.seq_len * s.grad_accum
+    replicas = s.nproc // s.tensor_parallel  # processes that train on different batches
     step = tps = None
     if speed is not None or (measure and (device == "cpu" or torch.cuda.is_available())):
         on_disk = model is None and recipe is not None and bool(recipe.model.path or recipe.model.preset)
@@ -292,14 +299,15 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
         if s.objective in ("dpo", "kto"):
             _, lin_fwd, _, attn_fwd = flops_parts(shape, "full", None, 0, trained.seq_len)
             lin, attn = lin + lin_fwd, attn + attn_fwd  # the reference model's forward over the same tokens
+        lin, attn = lin / s.tensor_parallel, attn / s.tensor_parallel  # each process computes its share of the heads
         step = step_seconds(speed, (lin, attn), trained, mem.weights, mem.activations, mem.gradients + mem.optimizer)
-        tps = tokens * s.nproc / step
+        tps = tokens * replicas / step
     elif measure:
         notes.append(f"no {device} device here: time not measured (memory only)")
     plan = Plan(model=shape.name, model_type=shape.model_type, settings=s, parameters=shape.parameters,
                 trainable_parameters=trainable, adapter_parameters=adapter_n, memory=mem, peak_bytes=mem.peak,
                 device=device, device_memory_bytes=total, verdict=verdict(mem.peak, total), speed=speed,
-                flops_per_token=fpt, tokens_per_step=tokens * s.nproc, step_seconds=step, tokens_per_second=tps,
+                flops_per_token=fpt, tokens_per_step=tokens * replicas, step_seconds=step, tokens_per_second=tps,
                 not_modelled=notes)
     if train_tokens is None and recipe is not None:
         train_tokens = prepared_tokens(recipe)
@@ -365,6 +373,9 @@ def _not_modelled(s: RunSettings) -> list[str]:
         notes.append("CUDA allocator fragmentation (typically 5-15% above max_memory_allocated) is not included")
     if s.method == "qlora" and not s.device.startswith("cuda"):
         notes.append("qlora needs a CUDA GPU and bitsandbytes: this plan is for a machine that has one")
+    if s.tensor_parallel > 1:
+        notes.append(f"tensor parallel x {s.tensor_parallel}: attention, MLP, embedding and head weights are counted "
+                     "split (DeepSeek-V3's plan splits its MLP only); the activations' all-reduces are not in the time")
     return notes
 
 
@@ -392,6 +403,8 @@ def compare_methods(recipe=None, device: str | None = None, memory_gb: float | N
     order = {"full": 0, "dora": 1, "lora": 2, "freeze": 3, "qlora": 4}
     # QLoRA's 4-bit base is bitsandbytes on CUDA: planned everywhere, recommended only there
     usable = [p for p in plans if p.settings.method != "qlora" or p.device.startswith("cuda")]
+    # peft adapters are not built on tensor-parallel (split) weights: full or freeze only
+    usable = [p for p in usable if p.settings.tensor_parallel == 1 or p.settings.method in ("full", "freeze")]
     fitting = [p for p in usable if p.verdict == "fits"] or [p for p in usable if p.verdict == "tight"]
     if fitting:
         min(fitting, key=lambda p: order.get(p.settings.method, 9)).recommended = True
@@ -420,15 +433,16 @@ def find_fixes(plan: Plan, shape: ModelShape, recipe=None, memory_gb: float | No
         tries.append((f"micro-batch {b} x accumulation {acc}", ov, replace(s, batch_size=b, grad_accum=acc)))
         tries.append((f"gradient checkpointing + micro-batch {b} x accumulation {acc}",
                       ov + ["train.gradient_checkpointing=true"], replace(s, batch_size=b, grad_accum=acc, gradient_checkpointing=True)))
-    if s.method != "qlora" and s.device.startswith("cuda"):
+    if s.method != "qlora" and s.device.startswith("cuda") and s.tensor_parallel == 1:
         tries.append(("QLoRA (4-bit base)", ["adapter.method=qlora"], replace(s, method="qlora", precision="bf16", weight_dtype="bfloat16")))
         tries.append(("QLoRA + gradient checkpointing", ["adapter.method=qlora", "train.gradient_checkpointing=true"],
                       replace(s, method="qlora", precision="bf16", weight_dtype="bfloat16", gradient_checkpointing=True)))
     if s.device.startswith("cuda"):
         for n in (2, 4, 8):
             if n > s.nproc:
-                tries.append((f"FSDP over {n} GPUs", ["train.distributed=fsdp", f"--nproc {n}"],
-                              replace(s, distributed="fsdp", fsdp_sharding="full_shard", nproc=n)))
+                tp_off = ["train.tensor_parallel=1"] if s.tensor_parallel > 1 else []
+                tries.append((f"FSDP over {n} GPUs", ["train.distributed=fsdp", *tp_off, f"--nproc {n}"],
+                              replace(s, distributed="fsdp", fsdp_sharding="full_shard", nproc=n, tensor_parallel=1)))
     fixes = []
     for change, overrides, settings in tries:
         mem, _, _ = estimate_memory(shape, settings, plan.memory.overhead)

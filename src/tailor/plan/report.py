@@ -38,7 +38,7 @@ def print_plan(plan: Plan, console) -> None:
     title = (f"{plan.model} ({plan.model_type}, {plan.parameters / 1e9:.2f}B parameters): {s.method}, {s.precision}, "
              f"seq {s.seq_len} x micro-batch {s.batch_size} x accumulation {s.grad_accum}"
              + (", gradient checkpointing" if s.gradient_checkpointing else "")
-             + (f", {s.distributed} x {s.nproc}" if s.nproc > 1 else "") + f" on {plan.device}")
+             + (f", {'tensor parallel' if s.tensor_parallel > 1 else s.distributed} x {s.nproc}" if s.nproc > 1 else "") + f" on {plan.device}")
     console.print(f"[bold]{title}[/]")
     table = Table(show_header=True)
     table.add_column("memory per process")
