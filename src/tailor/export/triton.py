@@ -181,10 +181,11 @@ def readme(name: str, max_batch_size: int, max_tokens: int) -> str:
     """The repository's README.md: its models and how to serve it."""
     return f"""# Triton model repository ({name})
 
-Written by `tailor export --format triton`. **Not run in tritonserver by tailor's tests** (no tritonserver
-where they run): every config.pbtxt is parsed against Triton's own schema (tritonclient's model_config_pb2),
-the python models' code runs against a stand-in of `triton_python_backend_utils`, and the ONNX model's
-logits are compared with PyTorch's in ONNX Runtime.
+Written by `tailor export --format triton`. **Not run in tritonserver by tailor's CI** (it has none): every
+config.pbtxt is parsed against Triton's own schema (tritonclient's model_config_pb2), the python models' code
+runs against a stand-in of `triton_python_backend_utils`, and the ONNX model's logits are compared with
+PyTorch's in ONNX Runtime. The python models have also run in a real Triton 2.51.0 (python backend only);
+the ONNX model, the ensemble and the generator have not run in Triton.
 
 | model | backend | in | out |
 |---|---|---|---|
