@@ -12,11 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from tailor.cli import main
-from tailor.config import load_recipe
+from tailor.config import TrainRecipe, load_recipe
 from tailor.errors import TailorError
 from tailor.training import train as run
 from tailor.training.distributed import check_distributed, distributed_arguments
 from tailor.training.precision import resolve_precision
+from tailor.training.preflight import as_trained
 from tailor.training.tensor_parallel import CpuParallelism
 from tests.conftest import CONVERSATIONS, write_jsonl
 from tests.training.test_distributed import STEPS, losses, write_recipe
@@ -133,6 +134,13 @@ def test_auto_precision_does_not_measure_under_tensor_parallelism(monkeypatch):
     choice = resolve_precision("auto", torch.device("cpu"), flags={"avx512_bf16"}, probe=probe, measure=False)
     assert choice.name == "fp32" and not choice.confirm
     assert resolve_precision("bf16", torch.device("cpu"), flags={"avx512_bf16"}, measure=False).name == "bf16"
+    # `tailor plan` resolves auto as the run will: measured for one process, fp32 for a tensor-parallel one
+    monkeypatch.setattr("tailor.models.loading.cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    monkeypatch.setattr("tailor.training.precision.bf16_speedup", lambda device: 3.0)
+    for n, expected in ((1, "bf16"), (2, "fp32")):
+        recipe = TrainRecipe.model_validate({"train": {"tensor_parallel": n}})
+        as_trained(recipe, "cpu")
+        assert recipe.train.precision == expected
 
 
 def test_training_arguments_of_a_cpu_run(tmp_path, llama_dir, monkeypatch):

@@ -73,7 +73,8 @@ def as_trained(recipe, device: str | None):
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device == "cpu" or torch.cuda.is_available():
-            recipe.train.precision = resolve_precision("auto", torch.device(device)).name
+            recipe.train.precision = resolve_precision("auto", torch.device(device),
+                                                       measure=recipe.train.tensor_parallel == 1).name
     return _prepare(recipe)
 
 
