@@ -55,7 +55,7 @@ SCALE_OUT = "scale-out (torchrun; the engine is train.distributed: ddp, fsdp or 
 
 
 class TrainCommand(RecipeCommand):
-    nproc: int | None = Field(None, ge=1, description="Worker processes on this node (one per GPU); > 1 with train.distributed=none means ddp.", json_schema_extra=flag(group=SCALE_OUT))
+    nproc: int | None = Field(None, ge=1, description="Worker processes on this node (one per GPU); > 1 with train.distributed=none means ddp, unless train.tensor_parallel splits the model across them.", json_schema_extra=flag(group=SCALE_OUT))
     nnodes: int | None = Field(None, ge=1, description="Machines in the run (default 1); run the same command on each.", json_schema_extra=flag(group=SCALE_OUT))
     node_rank: int | None = Field(None, ge=0, description="This machine's index, 0..nnodes-1 (default 0).", json_schema_extra=flag(group=SCALE_OUT))
     master_addr: str | None = Field(None, description="Address of the node-rank 0 machine (needed with --nnodes > 1).", json_schema_extra=flag(group=SCALE_OUT))
