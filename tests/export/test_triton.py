@@ -245,3 +245,22 @@ def test_cli(llama_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "r" / "export.json").read_text())["models"]["ensemble"] == "tailor"
     assert main(["export", str(llama_dir), "--format", "triton", "--web-weights", "int8", "--out", str(tmp_path / "x")]) == 2
     assert "--web-weights applies to --format web only" in capsys.readouterr().err
+
+
+def test_before_after_report_runs_the_repositorys_onnx_model(llama_dir, chat_file, tmp_path, monkeypatch):
+    """export_with_report measures the repository's model.onnx (with the python models' tokenizer) against PyTorch."""
+    import io
+
+    from rich.console import Console
+
+    from tailor.evaluation import measure
+    from tailor.export import report
+
+    monkeypatch.setattr(measure, "measure_isolated", measure.measure)  # in this process: no fresh interpreters
+    monkeypatch.setattr(report, "measure_runtime_isolated", report.measure_runtime)
+    res = report.export_with_report(llama_dir, "triton", tmp_path / "repo", eval_data=[str(chat_file)], max_examples=4,
+                                    console=Console(file=io.StringIO(), width=250), exporter="torchscript")
+    assert res.after["runtime"].startswith("ONNX Runtime") and "tritonserver itself not run" in res.after["runtime"]
+    assert res.after["model_dir"] == str(tmp_path / "repo" / "tailor_onnx" / "1")
+    assert res.after["greedy_agreement"] == 1.0 and len(res.after["greedy_tokens"]) == 4
+    assert res.report == tmp_path / "repo" / report.REPORT_FILE and res.report.is_file()
