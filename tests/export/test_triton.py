@@ -192,6 +192,9 @@ def test_python_models_tokenize_score_and_generate(repo, llama_dir, monkeypatch)
         assert row[width - len(p):].tolist() == p and mask.tolist() == [0] * (width - len(p)) + [1] * len(p)
         assert pos[width - len(p):].tolist() == list(range(len(p)))  # left-padded chat-template ids
     assert feeds["past_key_values.0.key"].shape[2] == 0
+    # Dynamic batching hands execute() several requests: one response each, each padded on its own.
+    one, two = (_outputs(r) for r in pre.execute([_text(TEXTS[:1]), _text(TEXTS[1:])]))
+    assert one["input_ids"].tolist() == [ids[0]] and two["input_ids"].shape == (2, max(map(len, ids[1:])))
 
     logits = session.run(["logits"], feeds)[0]
     with torch.no_grad():
