@@ -2,8 +2,9 @@
 
 Synthetic inspection images (tailor.quickstart.inspection_domain) -> byte-level BPE tokenizer -> deepseek-vl-tiny
 built from its preset -> stage 1: contrastive alignment of the vision tower and projector on image-caption pairs
-(train.objective=contrastive) -> stage 2: full SFT (the language model starts untrained, so LoRA on its frozen random
-embeddings would learn little; LoRA SFT on a pretrained VLM is `adapter.method=lora`) -> evaluation on held-out
+(train.objective=contrastive) -> stage 2: full SFT with rotation and colour-jitter augmentation of the training images
+(the language model starts untrained, so LoRA on its frozen random embeddings would learn little; LoRA SFT on a
+pretrained VLM is `adapter.method=lora`) -> evaluation on held-out
 images with held-out question wordings (greedy answers, batched) -> a results table. final/ loads with plain
 AutoModelForImageTextToText.
 """
@@ -76,7 +77,8 @@ def run(cfg: QuickstartConfig, console=None) -> dict:
     tuned = train_stage("sft", aligned.final_dir, files["train"], [
         "train.objective=sft", "adapter.method=full", "adapter.vision_tower=train", "adapter.projector=train",
         f"train.epochs={cfg.vision_sft_epochs}", "train.batch_size=16", "train.lr=1e-3", "train.warmup_ratio=0.05",
-        *cfg.sft_overrides])
+        # train-only image augmentation: defect type 89.5% -> 94.0% on the held-out images (docs/stages/vision.md)
+        "data.augment.image.rotation=20", "data.augment.image.color_jitter=0.15", *cfg.sft_overrides])
     stages["sft"] = time.perf_counter() - t
 
     t = stage(5, "evaluation on held-out images and wordings")
