@@ -152,3 +152,17 @@ def test_training_arguments_of_a_cpu_run(tmp_path, llama_dir, monkeypatch):
     assert kw["save_only_model"] is True and kw["ddp_backend"] == "gloo"
     assert isinstance(kw["parallelism_config"], CpuParallelism) and kw["parallelism_config"].tp_size == 2
     assert "parallelism_config" not in distributed_arguments(t, "cuda")  # the Trainer builds accelerate's own
+
+
+def test_mfu_divides_by_the_peak_of_every_process():
+    """Tokens/s count the whole run (a tensor-parallel group's batch once, DDP's batches all), so the peak they are
+    measured against is every process's: 2 processes reaching 1/4 of their peaks each read 0.25, not 0.5."""
+    from types import SimpleNamespace
+
+    from tailor.training.telemetry import Throughput
+
+    t = Throughput(probe_seconds=0)
+    t.peak_flops, t._fpt[10] = 1e9, 1e6
+    for world, expected in ((1, 0.5), (2, 0.25)):
+        t._trainer = SimpleNamespace(args=SimpleNamespace(world_size=world))
+        assert t._mfu(tokens=500, seconds=1.0, lengths=20, batches=2) == pytest.approx(expected)

@@ -8,7 +8,8 @@ and Prometheus all show the same values. Per log event (every train.logging_step
   evaluation, checkpoint saving and logging between steps are left out.
 - loss_bearing_tokens_per_second: the same for tokens whose prediction enters the loss (labels != -100 after
   the causal shift), summed over the gradient-accumulation micro-batches of each optimizer step.
-- mfu: train_flops_per_token(model, mean padded sequence length) x tokens_per_second / matmul peak, where the
+- mfu: train_flops_per_token(model, mean padded sequence length) x tokens_per_second / (matmul peak x
+  processes), where the
   peak is measured by `measure_matmul_peak` (tailor.plan.flops) on the training device, dtype and thread
   count before the first step (once per process and device/dtype/thread count; later runs in the process
   reuse it). MFU counts all processed tokens, not only loss-bearing ones.
@@ -167,7 +168,8 @@ class Throughput(TrainerCallback, BatchObserver):
             from tailor.plan.flops import train_flops_per_token
 
             self._fpt[seq_len] = train_flops_per_token(self._trainer.model, seq_len)
-        return self._fpt[seq_len] * tokens / seconds / self.peak_flops
+        # tokens are the whole run's (all processes); the peak is one process's, measured by each on its own device
+        return self._fpt[seq_len] * tokens / seconds / (self.peak_flops * self._trainer.args.world_size)
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs is None or "loss" not in logs or self._window["tokens0"] is None:
