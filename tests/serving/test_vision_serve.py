@@ -68,6 +68,14 @@ def test_served_answer_equals_chat_image_plain_and_streamed(vlm, vlm_server):
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
         answers.append(expected)
     assert answers[0] != answers[1], "the test images must change the answer (the image reaches the model)"
+    # concurrent requests (batched together by the engine) each get their own image's answer
+    from concurrent.futures import ThreadPoolExecutor
+
+    urls = [_data_url(Image.open(p)) for p in paths] * 3
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(lambda u: client.chat.completions.create(model="vlm", messages=_ask(u), max_tokens=8,
+                                                                     temperature=0).choices[0].message.content, urls))
+    assert got == answers * 3
     # /generate takes the same messages
     import httpx
 
