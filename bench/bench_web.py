@@ -1,18 +1,18 @@
 """The web export in headless Chromium beside `tailor serve`: time to first token and decode tokens/s, same questions.
 
 Builds the quickstart-size model (deepseek-v3-tiny, a 4096-token tokenizer trained on the store domain, untrained
-weights: speed does not depend on training) unless --model is given, exports it with `--format web` (fp32 and
-int8), serves each folder with `python -m http.server` and asks the page's `window.tailor.generate` the held-out
-store questions (English and Chinese) one at a time; then starts `tailor serve` on the same model and sends the
+weights: speed does not depend on training) unless --model is given, exports it with `--format web` (fp32 with
+each ONNX exporter of --exporters, int8 with the first), serves each folder with `python -m http.server` and asks
+the page's `window.tailor.generate` the held-out store questions (English and Chinese) one at a time; then starts `tailor serve` on the same model and sends the
 same conversations as greedy streaming chat requests, one at a time, with its default threads and with one
 thread (the page's WebAssembly runs one thread: http.server sends no cross-origin isolation headers).
 
 Time to first token: from the request (page: the generate call, template and tokenizer included; server: the HTTP
 request) to the first new token. Decode tokens/s: (new tokens - 1) / (last token time - first token time), per
-answer; the medians are printed. Greedy tokens of the fp32 page and the server are compared.
+answer; the medians are printed. Each page's greedy tokens are compared with PyTorch's (tailor's generate).
 
-    flock /work/notes/bench.lock python bench/bench_web.py               # 16 questions, 64 new tokens
-    python bench/bench_web.py --model DIR --questions 8 --max-tokens 32
+    flock /work/notes/bench.lock python bench/bench_web.py    # 16 questions, 64 new tokens, dynamo and torchscript graphs
+    python bench/bench_web.py --model DIR --questions 8 --max-tokens 32 --exporters auto
 """
 
 from __future__ import annotations
@@ -160,7 +160,8 @@ def main() -> int:
     ap.add_argument("--model", help="model directory (default: the quickstart-size model, built untrained)")
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--exporter", default="auto", choices=["auto", "dynamo", "torchscript"])
+    ap.add_argument("--exporters", nargs="+", default=["dynamo", "torchscript"], choices=["auto", "dynamo", "torchscript"],
+                    help="ONNX exporters to compare, fp32 each; int8 with the first")
     a = ap.parse_args()
 
     from tailor.data.templates import encode_prompt
@@ -177,28 +178,30 @@ def main() -> int:
     chats = pick(questions, a.questions)
     report = {"machine": machine(), "model": str(model) if a.model else "deepseek-v3-tiny (quickstart size, untrained)",
               "questions": len(chats), "max_tokens": a.max_tokens, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    for weights in ("fp32", "int8"):
-        t0 = time.perf_counter()
-        out = run(model, "web", tmp / f"web-{weights}", exporter=a.exporter, weights=weights)
-        export_s = time.perf_counter() - t0
-        rows, load_s = browser_run(out, chats, a.max_tokens)
-        info = json.loads((out / "export.json").read_text())
-        report[f"browser_{weights}"] = {**summary(rows), "page_load_s": round(load_s, 2), "export_s": round(export_s, 1),
-                                        "folder_mb": info["total_mb"], "model_mb": round(info["files"]["model/model.onnx"] / 2**20, 2)}
-        if weights == "fp32":
-            browser_ids = [r["ids"] for r in rows]
     tok, torch_model = load_tokenizer(model), load_model(model, dtype="float32", device="cpu")
     eos = tok.eos_token_id
     torch_rows = [generate_rows(torch_model, tok, [c], max_new_tokens=a.max_tokens, batch_size=1)[0] for c in chats]
     torch_ids = [r[: r.index(eos) + 1] if eos in r else r for r in torch_rows]
-    report["browser_fp32"]["identical_to_pytorch_greedy"] = f"{sum(x == y for x, y in zip(browser_ids, torch_ids))}/{len(chats)}"
     report["prompt_tokens_median"] = statistics.median(len(encode_prompt(tok, c)) for c in chats)
+    del torch_model
+    for exporter, weights in [(e, "fp32") for e in a.exporters] + [(a.exporters[0], "int8")]:
+        t0 = time.perf_counter()
+        out = run(model, "web", tmp / f"web-{exporter}-{weights}", exporter=exporter, weights=weights)
+        export_s = time.perf_counter() - t0
+        rows, load_s = browser_run(out, chats, a.max_tokens)
+        info = json.loads((out / "export.json").read_text())
+        graph = sum(size for name, size in info["files"].items() if name.startswith("model/model.onnx"))
+        same = sum(r["ids"] == t for r, t in zip(rows, torch_ids))
+        report[f"browser_{exporter}_{weights}"] = {
+            **summary(rows), "page_load_s": round(load_s, 2), "export_s": round(export_s, 1), "exporter_used": info["exporter"],
+            "folder_mb": info["total_mb"], "graph_mb": round(graph / 2**20, 2), "identical_to_pytorch_greedy": f"{same}/{len(chats)}"}
     for threads in (None, 1):
         rows = serve_run(model, chats, a.max_tokens, tmp, threads)
         report[f"serve_{'threads_default' if threads is None else 'threads_1'}"] = summary(rows)
-    b, s = report["browser_fp32"], report["serve_threads_1"]
-    report["browser_fp32_vs_serve_1_thread_decode_ratio"] = (round(b["decode_tokens_per_s_median"] / s["decode_tokens_per_s_median"], 2)
-                                                             if b["decode_tokens_per_s_median"] and s["decode_tokens_per_s_median"] else None)
+    serve1 = report["serve_threads_1"]["decode_tokens_per_s_median"]
+    for exporter in a.exporters:
+        b = report[f"browser_{exporter}_fp32"]["decode_tokens_per_s_median"]
+        report[f"decode_ratio_browser_{exporter}_fp32_vs_serve_1_thread"] = round(b / serve1, 2) if b and serve1 else None
     report["machine_after"] = machine()
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0

@@ -138,6 +138,8 @@ def export_web(model_path: str | Path, out_dir: str | Path, exporter: str = "aut
     if out.exists() and not out.is_dir():
         raise TailorError(f"{out} is a file", where="--out", fix="pass a directory (it is created when missing)")
     runtime = web_runtime.install(out / "runtime")  # first: a missing npm costs no export
+    for stale in (out / MODEL_DIR).glob(GRAPH_FILE + "*"):  # an earlier export's graph or external data
+        stale.unlink()
     export_onnx(model_path, out / MODEL_DIR, exporter=exporter)
     graph_info = json.loads((out / MODEL_DIR / "export.json").read_text(encoding="utf-8"))
     if weights == "int8":
