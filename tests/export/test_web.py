@@ -176,6 +176,7 @@ def test_int8_page_runs_its_graph_and_reports(llama_dir, browser, chat_file, tmp
                                     console=Console(file=io.StringIO(), width=200), exporter="torchscript", weights="int8")
     out = res.path
     assert json.loads((out / "web.json").read_text())["weights"] == "int8"
+    assert json.loads((out / "model" / "export.json").read_text())["dtype"].startswith("int8 MatMul weights")
     assert res.after["runtime"].startswith("ONNX Runtime (Python) on the page's graph")
     assert res.after["size_on_disk_mb"] < 0.8 * res.before["size_on_disk_mb"]  # embeddings stay float (Gather)
     assert res.report == out / report.REPORT_FILE and "greedy_agreement" in res.after

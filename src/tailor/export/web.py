@@ -144,6 +144,7 @@ def export_web(model_path: str | Path, out_dir: str | Path, exporter: str = "aut
     graph_info = json.loads((out / MODEL_DIR / "export.json").read_text(encoding="utf-8"))
     if weights == "int8":
         quantize_int8(out / MODEL_DIR / GRAPH_FILE)
+        write_manifest(out / MODEL_DIR, **{**graph_info, "dtype": "int8 MatMul weights (quantize_dynamic), float32 else"})
     (out / MODEL_DIR / "chat_template.jinja").write_text(_template(tokenizer), encoding="utf-8")
     config = json.loads((out / MODEL_DIR / "config.json").read_text(encoding="utf-8"))
     _manifest(out, tokenizer, config, weights, Path(model_path).resolve().name)
