@@ -1,7 +1,7 @@
 """The web export in headless Chromium beside `tailor serve`: time to first token and decode tokens/s, same questions.
 
-Builds the quickstart-size model (deepseek-v3-tiny, a 4096-token tokenizer trained on the store domain, untrained
-weights: speed does not depend on training) unless --model is given, exports it with `--format web` (fp32 with
+Builds the quickstart-size model (deepseek-v3-tiny, a tokenizer trained with vocab_size 4096 on the store domain,
+untrained weights: speed does not depend on training) unless --model is given, exports it with `--format web` (fp32 with
 each ONNX exporter of --exporters, int8 with the first), serves each folder with `python -m http.server` and asks
 the page's `window.tailor.generate` the held-out store questions (English and Chinese) one at a time; then starts `tailor serve` on the same model and sends the
 same conversations as greedy streaming chat requests, one at a time, with its default threads and with one
