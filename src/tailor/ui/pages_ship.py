@@ -17,7 +17,7 @@ from tailor.ui.app import ctx_of, form_data, render
 from tailor.ui.project import find_models, model_summary
 
 router = APIRouter()
-EXPORT_FORMATS = ("safetensors", "gguf", "onnx")
+EXPORT_FORMATS = ("safetensors", "gguf", "onnx", "web")
 QUANTIZE_METHODS = ("int8-dynamic", "int8-weight", "int4-weight")
 
 
