@@ -195,10 +195,16 @@ def test_int8_page_runs_its_graph_and_reports(llama_dir, browser, chat_file, tmp
     assert [a["ids"] for a in answers] == want
 
 
-def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
+def _vision_model_dir(tmp_path) -> Path:
+    """A directory whose config.json has a vision tower: all the check reads."""
     vlm = tmp_path / "vlm"
     vlm.mkdir()
     (vlm / "config.json").write_text(json.dumps({"model_type": "deepseek_vl_hybrid", "vision_config": {}}))
+    return vlm
+
+
+def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
+    vlm = _vision_model_dir(tmp_path)
     with pytest.raises(TailorError, match="vision-language model; the web export runs text-only") as e:
         run(vlm, "web", tmp_path / "out")
     assert "--format safetensors" in e.value.fix and not (tmp_path / "out").exists()
@@ -229,3 +235,17 @@ def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "cache" / web_runtime.PACKAGES[0].tarball).exists()
     assert main(["export", str(llama_dir), "--format", "onnx", "--web-weights", "int8", "--out", str(tmp_path / "x")]) == 2
     assert "--web-weights applies to --format web only" in capsys.readouterr().err
+
+
+def test_adapter_is_checked_through_its_base(llama_dir, tmp_path):
+    """An adapter directory: the architecture checked is its base's, the tokenizer the base's unless it has its own."""
+    from tailor.export.web import check_source
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(llama_dir)}))
+    assert check_source(adapter).chat_template  # the base's tokenizer
+    vlm = _vision_model_dir(tmp_path)
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(vlm)}))
+    with pytest.raises(TailorError, match="vision-language model"):
+        check_source(adapter)
