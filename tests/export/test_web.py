@@ -210,6 +210,14 @@ def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
     assert "--format safetensors" in e.value.fix and not (tmp_path / "out").exists()
     with pytest.raises(TailorError, match="unknown web weights 'int4'"):
         run(llama_dir, "web", tmp_path / "out", weights="int4")
+    # a model too large for the page's 32-bit WebAssembly memory (the limit lowered to this model's size)
+    from tailor.export import web
+
+    monkeypatch.setattr(web, "MAX_GRAPH_BYTES", sum(p.stat().st_size for p in llama_dir.glob("*.safetensors")) - 1)
+    with pytest.raises(TailorError, match="of fp32 weights in the page") as e:
+        run(llama_dir, "web", tmp_path / "out")
+    assert "--web-weights int8" in e.value.fix and not (tmp_path / "out").exists()
+    monkeypatch.undo()
     # a model whose tokenizer has no chat template
     bare = tmp_path / "bare"
     shutil.copytree(llama_dir, bare)

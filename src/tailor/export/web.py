@@ -31,6 +31,8 @@ WEIGHTS = ("fp32", "int8")
 ASSETS = ("index.html", "chat.js")
 MANIFEST = "web.json"
 MODEL_DIR = "model"
+# The page's WebAssembly memory is 32-bit: 4 GiB for the weights, the KV cache and the runtime together.
+MAX_GRAPH_BYTES = 3 * 2**30
 
 
 def _source_dirs(model_path: Path) -> tuple[Path, Path]:
@@ -42,7 +44,24 @@ def _source_dirs(model_path: Path) -> tuple[Path, Path]:
     return model_path, model_path
 
 
-def check_source(model_path: str | Path):
+def _check_size(model_path: Path, arch_dir: Path, weights: str) -> None:
+    """Refuse a model whose graph cannot fit onnxruntime-web's 32-bit WebAssembly memory (4 GiB in all)."""
+    import torch
+
+    from tailor.export.common import stored_dtype
+
+    stored = sum(p.stat().st_size for pattern in ("*.safetensors", "*.bin") for p in arch_dir.glob(pattern))
+    fp32 = stored * 4 // torch.empty(0, dtype=stored_dtype(model_path)).element_size()
+    need = fp32 if weights == "fp32" else fp32 // 4  # int8: a lower bound (embeddings and norms stay float)
+    if need > MAX_GRAPH_BYTES:
+        raise TailorError(f"{model_path} needs about {need / 2**30:.1f} GiB of {weights} weights in the page; "
+                          f"onnxruntime-web's WebAssembly memory holds at most 4 GiB in all (limit here "
+                          f"{MAX_GRAPH_BYTES / 2**30:.0f} GiB for the graph)", where="--format web",
+                          fix="export with --web-weights int8, or a smaller model" if weights == "fp32" else
+                          "export a smaller model (tailor distill), or serve it with `tailor serve`")
+
+
+def check_source(model_path: str | Path, weights: str = "fp32"):
     """The tokenizer of MODEL, after refusing what the page cannot run (before anything slow happens)."""
     from tailor.models.loading import load_tokenizer
     from tailor.models.vision import is_vision_model_dir
@@ -54,7 +73,8 @@ def check_source(model_path: str | Path):
     if is_vision_model_dir(arch_dir):
         raise TailorError(f"{path} is a vision-language model; the web export runs text-only causal language models",
                           where="--format web",
-                          fix="export it with --format safetensors (or onnx for its language model), or export a text model")
+                          fix="export it with --format safetensors, or export a text-only model")
+    _check_size(path, arch_dir, weights)
     tokenizer = load_tokenizer(tok_dir)
     if not getattr(tokenizer, "is_fast", False):
         raise TailorError(f"the tokenizer of {path} is a slow (Python) tokenizer without tokenizer.json, which the "
@@ -133,7 +153,7 @@ def export_web(model_path: str | Path, out_dir: str | Path, exporter: str = "aut
     """
     if weights not in WEIGHTS:
         raise TailorError(f"unknown web weights '{weights}'", where="--web-weights", fix=f"use one of {', '.join(WEIGHTS)}")
-    tokenizer = check_source(model_path)
+    tokenizer = check_source(model_path, weights)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TailorError(f"{out} is a file", where="--out", fix="pass a directory (it is created when missing)")
