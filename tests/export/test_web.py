@@ -235,7 +235,7 @@ def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
         run(llama_dir, "web", tmp_path / "out")
     assert "apt-get install nodejs npm" in e.value.fix and not (tmp_path / "out" / "model").exists()
     # a cached tarball that is not the pinned one is refused and deleted
-    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache").mkdir(exist_ok=True)
     for p in web_runtime.PACKAGES:
         (tmp_path / "cache" / p.tarball).write_bytes(b"not the package")
     with pytest.raises(TailorError, match="does not match the pinned integrity of onnxruntime-web@"):

@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,7 +95,14 @@ def fetch() -> dict[str, Path]:
     cache = cache_dir()
     missing = [p for p in PACKAGES if not (cache / p.tarball).is_file()]
     if missing:
-        _npm_pack(missing, cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        # npm writes into a private folder first: an interrupted download or another export running at the same
+        # time never leaves a partial tarball under the name the cache is read by
+        with tempfile.TemporaryDirectory(dir=cache, prefix=".npm-pack-") as tmp:
+            _npm_pack(missing, Path(tmp))
+            for p in missing:
+                if (Path(tmp) / p.tarball).is_file():
+                    os.replace(Path(tmp) / p.tarball, cache / p.tarball)
     out = {}
     for p in PACKAGES:
         path = cache / p.tarball
