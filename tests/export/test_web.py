@@ -97,20 +97,22 @@ def ask(page, question: str) -> dict:
 def web_dir(llama_dir, tmp_path_factory):
     _runtime_available()
     out = tmp_path_factory.mktemp("web") / "site"
-    assert main(["export", str(llama_dir), "--format", "web", "--out", str(out), "--onnx-exporter", "torchscript",
-                 "--no-measure"]) == 0
+    # the default exporter (auto: dynamo), whose graph keeps its weights in model.onnx.data, fetched by the page too
+    assert main(["export", str(llama_dir), "--format", "web", "--out", str(out), "--no-measure"]) == 0
     return out
 
 
 def test_folder_is_self_contained(web_dir):
     manifest = json.loads((web_dir / "export.json").read_text())
     assert manifest["format"] == "web" and manifest["weights"] == "fp32" and manifest["kv_cache"] is True
+    assert manifest["exporter"] == "dynamo"
     assert [r["package"] for r in manifest["runtime"]] == ["onnxruntime-web", "@huggingface/tokenizers", "@huggingface/jinja"]
     for name in ("index.html", "chat.js", "web.json", "model/model.onnx", "model/tokenizer.json", "model/chat_template.jinja",
                  "runtime/ort.wasm.bundle.min.js", "runtime/ort-wasm-simd-threaded.wasm", "runtime/NOTICE.txt"):
         assert manifest["files"][name] == (web_dir / name).stat().st_size > 0, name
     page = json.loads((web_dir / "web.json").read_text())
     assert [c["name"] for c in page["cache"]][:2] == ["past_key_values.0.key", "past_key_values.0.value"]
+    assert page["external_data"] == ["model/model.onnx.data"]
     assert page["eos_token_ids"] == [1] and page["special_tokens"]["bos_token"] == "<｜begin▁of▁sentence｜>"
 
 
@@ -148,7 +150,8 @@ def test_page_answers_like_pytorch_offline(web_dir, llama_dir, browser, referenc
     assert [a["ids"] for a in answers] == expected
     assert [a["text"] for a in answers] == [generate(model, tok, [c], max_new_tokens=NEW_TOKENS, batch_size=1)[0] for c in convs]
     assert any(len(a["ids"]) > 2 for a in answers)  # the cached decoding steps ran, not only the prefill
-    assert all(u.startswith(site.url) for u in requests) and any(u.endswith(".wasm") for u in requests)
+    assert all(u.startswith(site.url) for u in requests)
+    assert {site.url + p for p in ("runtime/ort-wasm-simd-threaded.wasm", "model/model.onnx", "model/model.onnx.data")} <= set(requests)
     timed = [a for a in answers if "stats" in a]
     for a in timed:  # the page reports its own speed under each answer
         assert a["ttft_ms"] > 0 and a["tokens_per_s"] > 0 and "first token" in a["stats"] and "tokens/s" in a["stats"]
