@@ -208,7 +208,12 @@ def render(domain, out: Path) -> dict:
 
 
 def templates() -> list[str]:
-    """The quickstart's training question wordings as the user's templates over the tables' fields."""
+    """The quickstart's training question wordings as the user's templates over the tables' fields.
+
+    A table row names a category once, in the singular ("laptop"); the wordings' other forms are what a
+    user writes with slot filters: {pl} -> {category|plural}, {Pl} -> {category|plural|capitalize},
+    {Sg} -> {category|capitalize}, {one} -> {category|a} (in Chinese the filters leave the name as it is).
+    """
     out = []
     for lang in ("en", "zh"):
         names = {k: [re.sub(r"[^\w]+", "_", h.lower()).strip("_") for h in v] for k, v in HEAD[lang].items()}
@@ -219,9 +224,10 @@ def templates() -> list[str]:
             for i, q in enumerate(TEMPLATES[topic][lang]["train"]):
                 a = answers[i % len(answers)]
 
-                def fill(s: str) -> str:
+                def fill(s: str) -> str:  # the table holds the singular: the other forms through slot filters
                     s = s.replace("{store}", STORE[lang]).replace("{v}", "{" + value + "}")
-                    return re.sub(r"\{(sg|Sg|pl|Pl|one)\}", "{" + name + "}", s)
+                    forms = {"sg": "", "Sg": "|capitalize", "pl": "|plural", "Pl": "|plural|capitalize", "one": "|a"}
+                    return re.sub(r"\{(sg|Sg|pl|Pl|one)\}", lambda m: "{" + name + forms[m.group(1)] + "}", s)
 
                 out.append(json.dumps({"messages": [{"role": "user", "content": fill(q)},
                                                     {"role": "assistant", "content": fill(a)}]}, ensure_ascii=False))

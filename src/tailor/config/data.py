@@ -118,7 +118,7 @@ class EdaConfig(Section):
 
 
 class FillConfig(Section):
-    templates: list[str] = Field(default_factory=list, description="Row templates with {slot} fields, as JSON objects in text (e.g. an alpaca or messages row).")
+    templates: list[str] = Field(default_factory=list, description="Row templates with {slot} fields, as JSON objects in text (e.g. an alpaca or messages row); a slot may add filters: {slot|plural}, {slot|a} (a/an), {slot|lower}, {slot|upper}, {slot|capitalize}.")
     slots: dict[str, list[str]] = Field(default_factory=dict, description="Slot name -> values to fill in.")
     count: int = Field(0, ge=0, description="Rows to generate (0 = off); every slot combination at most once.")
 

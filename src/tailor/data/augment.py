@@ -31,6 +31,7 @@ from typing import Callable
 
 from tailor.config import AugmentConfig, BackTranslationConfig, EdaConfig, FillConfig
 from tailor.data.records import PrepareReport, StepReport, iter_texts, map_texts, record_text
+from tailor.data.slot_filters import apply as apply_filters, check_filters, split_slot
 from tailor.data.synonyms import CJK_CHARS, merged_synonyms
 from tailor.errors import TailorError
 
@@ -319,9 +320,12 @@ def _product(sizes: list[int]) -> int:
     return out
 
 
-def _parse_template(text: str, i: int, slots: dict[str, list[str]]) -> tuple[object, list[str]]:
-    """The parsed template and the slot names its string values use (sorted), or a TailorError naming it."""
-    where = f"data.augment.fill.templates[{i}]"
+def _parse_template(text: str, i: int, slots: dict[str, list[str]],
+                    where: str | None = None) -> tuple[object, list[str]]:
+    """The parsed template and the slot names its string values use (sorted, filters left off), or a TailorError
+    naming it (at `where`, data.augment.fill.templates[i] unless given). `{name|plural}` and the other filters of
+    `tailor.data.slot_filters` are checked here, so an unknown filter fails before any row is made."""
+    where = where or f"data.augment.fill.templates[{i}]"
     try:
         tree = json.loads(text)
     except json.JSONDecodeError as e:
@@ -329,9 +333,9 @@ def _parse_template(text: str, i: int, slots: dict[str, list[str]]) -> tuple[obj
                           fix='write a JSON object, e.g. {"instruction": "Return window for {product}?", "output": "..."}') from None
     if not isinstance(tree, dict):
         raise TailorError(f"fill template {i} must be a JSON object (an alpaca, messages or text row)", where=where)
-    names: set[str] = set()
-    for s in _strings(tree):
-        names.update(m.group(1) for m in _SLOT.finditer(s) if m.group(1) is not None)
+    used = slot_uses(tree)
+    check_filters(used, i, where)
+    names = {split_slot(u)[0] for u in used}
     unknown = sorted(n for n in names if n not in slots)
     if unknown:
         raise TailorError(f"fill template {i} uses unknown slot(s) {', '.join('{' + n + '}' for n in unknown)}",
@@ -350,6 +354,11 @@ def _parse_template(text: str, i: int, slots: dict[str, list[str]]) -> tuple[obj
     return tree, sorted(names)
 
 
+def slot_uses(tree) -> list[str]:
+    """Every distinct slot a parsed template's strings use, as written ("name" or "name|filter|...")."""
+    return sorted({m.group(1) for s in _strings(tree) for m in _SLOT.finditer(s) if m.group(1) is not None})
+
+
 def _strings(tree):
     if isinstance(tree, str):
         yield tree
@@ -364,7 +373,7 @@ def _strings(tree):
 def _substitute(tree, values: dict[str, str]):
     """Slot values put into the parsed strings, so quotes or backslashes in a value cannot break the JSON."""
     if isinstance(tree, str):
-        return _SLOT.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0)) or str(values[m.group(1)]), tree)
+        return _SLOT.sub(lambda m: {"{{": "{", "}}": "}"}.get(m.group(0)) or apply_filters(m.group(1), values), tree)
     if isinstance(tree, dict):
         return {k: _substitute(v, values) for k, v in tree.items()}
     if isinstance(tree, list):

@@ -166,7 +166,7 @@ def _qa_rows(doc: Document, path: Path, cfg, stats: dict) -> Iterator[dict]:
     templates = []
     for i, t in enumerate(cfg.templates):
         probe = _slots(t)
-        tree, names = _parse_template(t, i, {n: ["x"] for n in probe})
+        tree, names = _parse_template(t, i, {n: ["x"] for n in probe}, where=f"data.sources[].document.templates[{i}]")
         templates.append((tree, names))
     extracts = list(extract(doc.blocks))
     ambiguous = _ambiguous_terms(extracts)
@@ -203,13 +203,14 @@ def _teacher_rows(doc: Document, cfg, stats: dict, tokenizer, teacher) -> list[d
 
 
 def _slots(template: str) -> list[str]:
-    from tailor.data.augment import _SLOT, _strings
+    from tailor.data.augment import slot_uses
+    from tailor.data.slot_filters import split_slot
 
     try:
         tree = json.loads(template)
     except json.JSONDecodeError:
         return []  # _parse_template reports it
-    return sorted({m.group(1) for s in _strings(tree) for m in _SLOT.finditer(s) if m.group(1) is not None})
+    return sorted({split_slot(u)[0] for u in slot_uses(tree)})
 
 
 def _as_row(rec: dict) -> dict:
