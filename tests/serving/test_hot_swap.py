@@ -148,8 +148,9 @@ def test_promotion_swaps_without_dropping_a_stream(models, served):
     assert not old.alive()
     freed = weakref.ref(old.model)
     del old
-    gc.collect()
-    assert freed() is None, "the old model's memory is released"
+    # the server may still be closing the finished stream's response (its generator's frame holds the engine) for a
+    # moment after the client read [DONE]; on a loaded machine that moment can outlast one gc pass
+    _wait(lambda: gc.collect() >= 0 and freed() is None, "the old model's memory to be released", timeout=20)
     assert _metric(url, "tailor_model_reloads_total") == 1
 
 
