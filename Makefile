@@ -26,7 +26,7 @@ demo: install
 	$(OFFLINE) $(BIN)/tailor quickstart
 
 test: install
-	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider
+	$(OFFLINE) $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15
 
 # --strict turns every warning into a failure: broken links and anchors, pages missing from the nav.
 # The site lands in build/docs (gitignored); the configuration reference is generated from tailor.config.
