@@ -59,6 +59,18 @@ CONVERSATIONS = [
 ]
 
 
+def copy_without_chat_template(model_dir: Path, dest: Path) -> Path:
+    """A copy of `model_dir` whose tokenizer has no chat template (neither chat_template.jinja nor the config key)."""
+    import shutil
+
+    shutil.copytree(model_dir, dest)
+    (dest / "chat_template.jinja").unlink(missing_ok=True)
+    conf = json.loads((dest / "tokenizer_config.json").read_text())
+    conf.pop("chat_template", None)
+    (dest / "tokenizer_config.json").write_text(json.dumps(conf))
+    return dest
+
+
 def write_jsonl(path: Path, rows: list) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

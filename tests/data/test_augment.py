@@ -1,7 +1,6 @@
 import copy
 import json
 import random
-import shutil
 
 import pytest
 
@@ -11,6 +10,8 @@ from tailor.models.translation import load_translator, translator_for
 from tailor.data.records import PrepareReport
 from tailor.data.synonyms import builtin_synonyms, load_dictionary, merged_synonyms
 from tailor.errors import TailorError
+
+from tests.conftest import copy_without_chat_template
 
 QUESTIONS = ["How long can I return a laptop to the store?", "Can I get a refund for broken headphones quickly?",
              "Please tell me the price of the cheap tent.", "I want to cancel my order and buy a new phone."]
@@ -236,12 +237,7 @@ def test_back_translation_through_a_tiny_causal_lm(llama_dir, tmp_path):
     assert set(step.dropped) <= {"translation empty", "augmented text identical to original"}
     assert all(r["origin"] == "back_translation" and user(r).strip() for r in out[3:])
     # the same model without a chat template gets a plain-text prompt
-    plain = tmp_path / "plain"
-    shutil.copytree(llama_dir, plain)
-    (plain / "chat_template.jinja").unlink(missing_ok=True)
-    conf = json.loads((plain / "tokenizer_config.json").read_text())
-    conf.pop("chat_template", None)
-    (plain / "tokenizer_config.json").write_text(json.dumps(conf))
+    plain = copy_without_chat_template(llama_dir, tmp_path / "plain")
     translate = load_translator(str(plain), max_new_tokens=3)
     res = translate(["How long can I return a laptop?", "hi"], "en", "zh")
     assert len(res) == 2 and all(isinstance(r, str) for r in res)

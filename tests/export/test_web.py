@@ -19,6 +19,8 @@ from tailor.cli import main
 from tailor.errors import TailorError
 from tailor.export import run, web_runtime
 
+from tests.conftest import copy_without_chat_template
+
 NEW_TOKENS = 24
 # English and Chinese, one with a system turn; the last two are one conversation asked in the page in turn.
 CHATS = [
@@ -222,12 +224,7 @@ def test_bad_input(llama_dir, tmp_path, monkeypatch, capsys):
     assert "--web-weights int8" in e.value.fix and not (tmp_path / "out").exists()
     monkeypatch.undo()
     # a model whose tokenizer has no chat template
-    bare = tmp_path / "bare"
-    shutil.copytree(llama_dir, bare)
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
-    cfg = json.loads((bare / "tokenizer_config.json").read_text())
-    cfg.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(cfg))
+    bare = copy_without_chat_template(llama_dir, tmp_path / "bare")
     with pytest.raises(TailorError, match="has no chat template") as e:
         run(bare, "web", tmp_path / "out")
     assert "data.chat_template=deepseek" in e.value.fix
