@@ -3,21 +3,29 @@
 refusal" (chosen) vs the SFT model's own answer (rejected), plus in-domain anchor pairs (the reference answer over
 the refusal), should raise the refusal rate on held-out off-domain questions while in-domain fact accuracy stays.
 
-    flock /work/notes/bench.lock .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR --data QS_DATA_DIR \
-        [--methods dpo+rpo,orpo,kto,simpo] [--seeds 0,1,2] [--steps 100] [--adapter lora|full] [--rpo-alpha 1] \
-        [--anchors 82] [--out runs/bench_preference]
+    OMP_NUM_THREADS=1 BENCH_THREADS=1 .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR \
+        --data QS_DATA_DIR [--methods dpo+rpo,sft,orpo,kto,simpo] [--seeds 0,1,2] [--steps 300] [--adapter full|lora]
+        [--lr 2e-4] [--rpo-alpha 8] [--anchors 2000] [--train-set broad|narrow] [--out runs/bench_preference]
+
+The defaults are the best recipe found (docs/benchmarks.md#preference-optimization-and-grpo): DPO with the SFT term
+at weight 8 (preference.rpo_alpha), full training, lr 2e-4, 300 steps of 8 pairs, the broad off-domain set and
+2000 anchors. These are accuracy runs, not timings: the s/step printed is wall time under whatever load there was.
 
 SFT_MODEL_DIR: the quickstart's merged SFT model (`tailor quickstart` writes it as merged/); QS_DATA_DIR: its data/
 (train.jsonl = SFT conversations, eval.jsonl = held-out in-domain questions with their `answer` fact).
-Off-domain questions are built here from wording x subject lists in English and Chinese (121 for training); the 34
-held-out ones use wordings that never occur in training (and mostly other subjects). The refusal rule: an answer
-counts as a refusal when it contains the refusal's key phrase ("only help with questions about our store" /
-"只能回答关于本店"); an answer that starts "Sorry," and drifts into a store fact is not one. Fact accuracy: the
-reference fact appears in the answer (tailor.evaluation.metrics.contains_answer), on all 308 held-out questions.
+Off-domain training questions: --train-set broad (bench/offdomain_questions.py: 687, ~130 English and Chinese
+wordings x subjects, small talk, and store words in frames that are not about the store) or narrow (the first 121,
+below). The 34 held-out ones use wordings that never occur in training; check_disjoint asserts on every run that no
+training question uses a held-out wording (and, for broad, a held-out subject or a held-out frame's distinctive
+words). The refusal rule: an answer counts as a refusal when it contains the refusal's key phrase ("only help with
+questions about our store" / "只能回答关于本店"); an answer that starts "Sorry," and drifts into a store fact is not
+one. Fact accuracy: the reference fact appears in the answer (tailor.evaluation.metrics.contains_answer), on all 308
+held-out questions.
 Every method x seed trains the SFT model (--adapter; train.precision fp32) with tailor.training.train
-(train.objective = method; dpo+rpo = dpo with preference.rpo_alpha) and is scored by greedy generation
-(tailor.models.generation.generate). Prints per run and per method the mean over seeds with a 95% t-interval, the
-machine and the load; writes results.json into --out.
+(train.objective = method; dpo+rpo = dpo with preference.rpo_alpha; sft = the control, plain SFT on the chosen
+answers) and is scored by greedy generation (tailor.models.generation.generate). Prints per run the held-out
+answers that were not refusals, per method the mean over seeds with a 95% t-interval, the machine and the load;
+writes results.json (with every miss, off-domain and in-domain) into --out.
 """
 
 from __future__ import annotations
@@ -38,6 +46,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 REFUSAL = {"en": "Sorry, I can only help with questions about our store: orders, shipping, returns and products.",
            "zh": "抱歉，我只能回答关于本店的问题：订单、配送、退货和商品。"}
 REFUSAL_KEYS = ("only help with questions about our store", "只能回答关于本店")
+# The refusal's opening: --anchor-rejected refusal-start pushes only this down for in-domain prompts, so that DPO
+# does not lower the tokens of the rest of the refusal (which made refusals start and drift into a store fact).
+REFUSAL_START = {"en": "Sorry,", "zh": "抱歉，"}
 
 # (wording, subjects): training and held-out use different subjects and different wordings. The training side is
 # broad (geography, books, sizes, jokes, weather, maths, cooking, sport, history, science, coding, health,
@@ -91,6 +102,50 @@ def questions(families, lang):
     return [{"q": w.format(s), "lang": lang} for w, subjects in families for s in subjects]
 
 
+# Words of the held-out frames that no training question may contain (beside the held-out wordings and subjects).
+HELD_FRAME_WORDS = ("which city", "name the", "author", "recommend", "movie", "film", "explain", "works", "won ",
+                    "world cup", "football", "homework", "population", "首都叫什么", "推荐", "电影", "解释", "原理",
+                    "世界杯", "足球", "冠军", "作业", "人口")
+
+
+def check_disjoint(train: list[dict], strict: bool = True) -> None:
+    """Assert that no training question uses a held-out wording and (strict) none names a held-out subject or
+    uses a held-out frame's distinctive words: the held-out refusal rate measures wordings never trained on. The
+    first, narrow set is checked for wordings only (its "谁是历史上最好的…" shares 历史 with a held-out subject)."""
+    import re
+
+    frames = [re.escape(w).replace(re.escape("{}"), ".*") for w, _ in HELD_EN + HELD_ZH]
+    subjects = [s for _, ss in HELD_EN + HELD_ZH for s in ss]
+    for q in (r["q"] for r in train):
+        low = q.lower()
+        assert not any(re.fullmatch(f, q) for f in frames), f"training question {q!r} uses a held-out wording"
+        if not strict:
+            continue
+        assert not any(s.lower() in low for s in subjects), f"training question {q!r} names a held-out subject"
+        assert not any(w in low for w in HELD_FRAME_WORDS), f"training question {q!r} uses a held-out frame word"
+
+
+def anchor_pairs(anchors: list[dict], train_rows: list[dict], rejected: str, rng: random.Random) -> list[dict]:
+    """In-domain pairs: each anchor's reference answer chosen over the refusal (it stays a store question) or over
+    a neighbouring fact's answer from the SFT conversations in the same language: another topic about the same
+    entity or the same topic about another entity (fine-tuning the refusal in made the model answer a weight
+    question with the price and one country's delivery time with another's)."""
+    by_fact: dict[tuple, set[str]] = {}
+    for r in train_rows:
+        by_fact.setdefault((r.get("fact_id", ""), r.get("lang", "en")), set()).add(r["messages"][-1]["content"])
+    pairs = []
+    for i, r in enumerate(anchors):
+        topic, _, entity = r.get("fact_id", "").partition("/")
+        lang = r.get("lang", "en")
+        wrong = sorted(text for (fid, lg), texts in by_fact.items() if lg == lang and fid != r.get("fact_id")
+                       and (fid.startswith(topic + "/") or fid.endswith("/" + entity)) for text in texts)
+        use_refusal = rejected in ("refusal", "refusal-start") or (rejected == "mixed" and i % 2 == 0) or not wrong
+        refusal = REFUSAL_START[lang] if rejected == "refusal-start" else REFUSAL[lang]
+        pairs.append({"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"],
+                      "rejected": refusal if use_refusal else rng.choice(wrong)})
+    return pairs
+
+
 def refused(text: str) -> bool:
     return any(k in text for k in REFUSAL_KEYS)
 
@@ -116,25 +171,36 @@ def score(model, tokenizer, off: list[dict], facts: list[dict], max_new_tokens: 
             **{f"refusal_rate/{lang}": sum(v) / len(v) for lang, v in by_lang.items() if v},
             "fact_accuracy": sum(contains_answer(a, r["answer"]) for a, r in zip(fact_answers, facts)) / len(facts),
             "in_domain_refusals": sum(map(refused, fact_answers)) / len(facts),
-            "examples": [{"q": q["q"], "a": a} for q, a in zip(off[:4], off_answers[:4])]}
+            "examples": [{"q": q["q"], "a": a} for q, a in zip(off[:4], off_answers[:4])],
+            "misses": [{"q": q["q"], "a": a} for q, a in zip(off, off_answers) if not refused(a)],
+            "fact_misses": [{"q": r["messages"][-2]["content"], "a": a, "answer": r["answer"]}
+                            for a, r in zip(fact_answers, facts) if not contains_answer(a, r["answer"])]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--methods", default="dpo+rpo,orpo,kto,simpo",
-                    help="train.objective values, or dpo+rpo (DPO + --rpo-alpha x the SFT loss on the chosen answer)")
+    ap.add_argument("--methods", default="dpo+rpo",
+                    help="train.objective values, dpo+rpo (DPO + --rpo-alpha x the SFT loss on the chosen answer), or sft (the "
+                         "control: SFT on the chosen answers alone)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--adapter", default="lora", help="adapter.method (lora: r 16, alpha 32; full: every weight)")
-    ap.add_argument("--rpo-alpha", type=float, default=1.0, help="weight of the SFT loss in dpo+rpo")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--adapter", default="full", help="adapter.method (lora: r 16, alpha 32; full: every weight)")
+    ap.add_argument("--rpo-alpha", type=float, default=8.0, help="weight of the SFT loss in dpo+rpo")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--beta", type=float, default=0.1)
-    ap.add_argument("--anchors", type=int, default=82, help="in-domain anchor pairs (reference answer > refusal)")
+    ap.add_argument("--loss-type", default="sigmoid", help="preference.loss_type of dpo / dpo+rpo (sigmoid, ipo, hinge, ...)")
+    ap.add_argument("--anchors", type=int, default=2000, help="in-domain anchor pairs (the SFT conversation's reference answer chosen)")
+    ap.add_argument("--anchor-rejected", default="refusal", choices=("refusal", "refusal-start", "other-fact", "mixed"),
+                    help="an anchor's rejected answer: the refusal, its opening only (\"Sorry,\"), another fact about the "
+                         "same product/place (another topic, from the SFT conversations), or refusal and fact alternately")
     ap.add_argument("--eval-facts", type=int, default=308, help="held-out in-domain questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--train-set", default="broad", choices=("broad", "narrow"),
+                    help="off-domain training questions: broad (bench/offdomain_questions.py, 687) or narrow (121)")
+    ap.add_argument("--show-misses", type=int, default=8, help="held-out off-domain answers that were not refusals, printed per run")
     ap.add_argument("--out", default="runs/bench_preference")
     a = ap.parse_args()
 
@@ -153,7 +219,13 @@ def main() -> int:
     eval_rows = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines() if x.strip()]
     rng = random.Random(0)
     facts = rng.sample(eval_rows, min(a.eval_facts, len(eval_rows)))
-    off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
+    if a.train_set == "broad":
+        from offdomain_questions import broad_questions
+
+        off_train = broad_questions()
+    else:
+        off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
+    check_disjoint(off_train, strict=a.train_set == "broad")
     off_held = questions(HELD_EN, "en") + questions(HELD_ZH, "zh")
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"off-domain questions: {len(off_train)} train, {len(off_held)} held out; in-domain held out: {len(facts)}")
@@ -168,27 +240,33 @@ def main() -> int:
     pairs = [{"prompt": q["q"], "chosen": REFUSAL[q["lang"]], "rejected": s}
              for q, s in zip(off_train, said) if s.strip() and not refused(s)]
     anchors = [r for r in rng.sample(train_rows, min(a.anchors * 3, len(train_rows))) if r["messages"][-1]["role"] == "assistant"]
-    pairs += [{"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"],
-               "rejected": REFUSAL[r.get("lang", "en")]} for r in anchors[:a.anchors]]
+    pairs += anchor_pairs(anchors[:a.anchors], train_rows, a.anchor_rejected, rng)
     pairs_file = out / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
     print(f"pairs: {len(pairs)} ({len(pairs) - min(a.anchors, len(anchors))} off-domain refusals, "
-          f"{min(a.anchors, len(anchors))} in-domain anchors)")
+          f"{min(a.anchors, len(anchors))} in-domain anchors, rejected: {a.anchor_rejected})")
     del model
 
     runs = []
     for method in a.methods.split(","):
         # "dpo+rpo": DPO plus the SFT loss on the chosen answer (preference.rpo_alpha=1, RPO)
         objective, extra = ("dpo", {"rpo_alpha": a.rpo_alpha}) if method == "dpo+rpo" else (method, {})
+        train_file = pairs_file
+        if method == "sft":  # the control: plain SFT on the chosen answers (refusals and anchors), no rejected side
+            train_file = out / "chosen.jsonl"
+            train_file.write_text("".join(json.dumps({"messages": [
+                {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["chosen"]}]},
+                ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
         for seed in map(int, a.seeds.split(",")):
             run_dir = out / f"{method}-s{seed}"
             recipe = Recipe.model_validate({
-                "model": {"path": a.model}, "data": {"train": [str(pairs_file)], "max_length": 128, "val_ratio": 0.0},
+                "model": {"path": a.model}, "data": {"train": [str(train_file)], "max_length": 128, "val_ratio": 0.0},
                 "adapter": {"method": "lora", "r": 16, "alpha": 32} if a.adapter == "lora" else {"method": a.adapter},
                 "train": {"objective": objective, "output_dir": str(run_dir), "max_steps": a.steps,
                           "batch_size": a.batch_size, "lr": a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
                           "save_steps": 10_000, "seed": seed, "precision": "fp32"},
-                "preference": {"beta": a.beta, **extra}})
+                **({} if objective == "sft" else {"preference": {
+                    "beta": a.beta, **extra, **({"loss_type": a.loss_type} if objective == "dpo" else {})}})})
             t0 = time.perf_counter()
             result = train(recipe)
             seconds = time.perf_counter() - t0
@@ -201,6 +279,8 @@ def main() -> int:
             runs.append(row)
             print(f"{method} seed {seed}: refusal {s['refusal_rate']:.3f} (in-domain {s['in_domain_refusals']:.3f}), "
                   f"fact accuracy {s['fact_accuracy']:.3f}, {row['seconds_per_step']} s/step; e.g. {s['examples'][0]}")
+            for miss in s["misses"][:a.show_misses]:
+                print(f"  not refused: {miss['q']} -> {miss['a']}")
             (out / "results.json").write_text(json.dumps({"sft": sft, "runs": runs, "args": vars(a)}, indent=1,
                                                          ensure_ascii=False))
 

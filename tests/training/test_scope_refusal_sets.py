@@ -1,0 +1,50 @@
+"""The scope-refusal bench (bench/bench_preference.py) measures refusals on off-domain wordings never trained on:
+its broad training set must stay disjoint from the held-out questions, and check_disjoint must catch a leak."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import bench_preference as bp  # noqa: E402
+from offdomain_questions import broad_questions  # noqa: E402
+
+
+def test_broad_training_questions_are_disjoint_from_held_out():
+    train = broad_questions()
+    held = {q["q"] for q in bp.questions(bp.HELD_EN, "en") + bp.questions(bp.HELD_ZH, "zh")}
+    assert len(train) > 600 and {q["lang"] for q in train} == {"en", "zh"}
+    assert not held & {q["q"] for q in train}
+    bp.check_disjoint(train)
+
+
+@pytest.mark.parametrize("leak", ["Which city is the capital of Peru?", "Tell me about India.",
+                                  "What is the population of Peru?", "推荐一部关于猫的好电影。"])
+def test_check_disjoint_rejects_a_held_out_wording_subject_or_frame_word(leak):
+    with pytest.raises(AssertionError):
+        bp.check_disjoint([{"q": leak, "lang": "en"}])
+
+
+def test_anchor_pairs_reject_the_refusal_or_a_neighbouring_fact():
+    def row(fact_id, q, a):
+        return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                "fact_id": fact_id, "lang": "en"}
+
+    rows = [row("price/kettle", "Kettle price?", "The kettle costs $20."),
+            row("weight/kettle", "Kettle weight?", "The kettle weighs 1 kg."),
+            row("price/lamp", "Lamp price?", "The lamp costs $9."),
+            row("weight/boat", "Boat weight?", "The boat weighs 20 kg.")]
+    refusal = bp.anchor_pairs(rows[:1], rows, "refusal", random.Random(0))
+    assert refusal == [{"prompt": "Kettle price?", "chosen": "The kettle costs $20.", "rejected": bp.REFUSAL["en"]}]
+    other = bp.anchor_pairs(rows[:1] * 20, rows, "other-fact", random.Random(0))
+    # another topic of the same product, or the same topic of another product; never the boat's weight
+    assert {p["rejected"] for p in other} == {"The kettle weighs 1 kg.", "The lamp costs $9."}
+    start = bp.anchor_pairs(rows[:1], rows, "refusal-start", random.Random(0))
+    assert start[0]["rejected"] == bp.REFUSAL_START["en"] and bp.REFUSAL["en"].startswith(start[0]["rejected"])
+    mixed = bp.anchor_pairs(rows[:1] * 4, rows, "mixed", random.Random(0))
+    assert [p["rejected"] == bp.REFUSAL["en"] for p in mixed] == [True, False, True, False]
