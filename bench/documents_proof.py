@@ -2,6 +2,7 @@
 
     flock /work/notes/bench.lock .venv/bin/python bench/documents_proof.py ingest [--out runs/docproof]
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/documents_proof.py train [--out runs/docproof]
+        [--pretrained-from runs/OTHER]   # a control: SFT only, on another run's pretrained model
 
 ingest renders the store domain of `tailor quickstart` (its seed and sizes) as a document set, per
 language (en, zh): a PDF manual (headings, a price table, product pages, an FAQ; running header and
@@ -377,24 +378,34 @@ def train(args) -> None:
     print(f"{len(docs)} pretraining chunks, {len(convs)} SFT conversations, {len(domain.eval)} held-out questions")
     print(f"machine: {machine()}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     t0 = time.perf_counter()
-    corpus = docs + [m["content"] for r in convs for m in r["messages"]]
-    tokenizer = train_tokenizer(corpus, 4096, out / "tokenizer")
-    init_model("deepseek-v3-tiny", tokenizer, out_dir=out / "model-init", seed=0)
+
+    # --pretrained-from RUN, a control: this run's SFT data on RUN's pretrained model and tokenizer, written
+    # beside this run's own results (sft_on_RUN/, eval_on_RUN/, train_results_on_RUN.json)
+    tag = f"_on_{Path(args.pretrained_from).name}" if args.pretrained_from else ""
 
     def stage(name: str, base: Path, data: Path):
         recipe = load_recipe(recipe_path(f"{name}.yaml"), [
-            f"model.path={base}", f"data.train=[{data}]", f"train.output_dir={out / name}", "train.seed=0",
+            f"model.path={base}", f"data.train=[{data}]", f"train.output_dir={out / (name + tag)}", "train.seed=0",
             "train.resume=true"])
         return recipe, run_train(recipe)
 
-    _, pre = stage("pretrain", out / "model-init", out / "pretrain.jsonl")
-    sft, tuned = stage("sft", pre.final_dir, out / "sft.jsonl")
-    base_eval = evaluate(pre.final_dir, [str(files["eval"])], sft.eval, out_dir=out / "eval" / "base")
-    tuned_eval = evaluate(tuned.final_dir, [str(files["eval"])], sft.eval, out_dir=out / "eval" / "tuned")
+    pre_metrics = None
+    if args.pretrained_from:
+        pre_dir = Path(args.pretrained_from) / "pretrain" / "final"
+        print(f"SFT only, on {pre_dir}")
+    else:
+        corpus = docs + [m["content"] for r in convs for m in r["messages"]]
+        tokenizer = train_tokenizer(corpus, 4096, out / "tokenizer")
+        init_model("deepseek-v3-tiny", tokenizer, out_dir=out / "model-init", seed=0)
+        _, pre = stage("pretrain", out / "model-init", out / "pretrain.jsonl")
+        pre_dir, pre_metrics = pre.final_dir, pre.metrics
+    sft, tuned = stage("sft", pre_dir, out / "sft.jsonl")
+    base_eval = evaluate(pre_dir, [str(files["eval"])], sft.eval, out_dir=out / f"eval{tag}" / "base")
+    tuned_eval = evaluate(tuned.final_dir, [str(files["eval"])], sft.eval, out_dir=out / f"eval{tag}" / "tuned")
     secs = time.perf_counter() - t0
     result = {"base": base_eval.metrics, "tuned": tuned_eval.metrics, "seconds": secs,
-              "pretrain": pre.metrics, "sft": tuned.metrics}
-    (out / "train_results.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+              "pretrain": pre_metrics, "pretrained_from": args.pretrained_from, "sft": tuned.metrics}
+    (out / f"train_results{tag}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
     print(f"\n{'metric':24s} {'pretrained':>12s} {'+ LoRA SFT':>12s}")
     for key in ("fact_accuracy", "fact_accuracy/en", "fact_accuracy/zh", "exact_match", "token_f1"):
         if key in tuned_eval.metrics:
@@ -408,6 +419,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/docproof")
     ap.add_argument("--doc-variants", type=int, default=None,
                     help="differently worded copies of each page (default: the quickstart's, 8)")
+    ap.add_argument("--pretrained-from", default=None, metavar="RUN",
+                    help="train: skip tokenizer and pretraining, run the SFT on RUN's pretrained model (RUN/pretrain/final)")
     args = ap.parse_args()
     ingest(args) if args.what == "ingest" else train(args)
 
