@@ -132,14 +132,14 @@ def test_malformed_tools_and_schemas_are_400s_naming_the_field(client):
         assert r.json()["error"]["param"].startswith(field), (field, r.json())
 
 
-def _stream(monkeypatch, pieces: list[str], tools=(ORDER,)):
+def _stream(monkeypatch, pieces: list[str], tools=(ORDER,), **extra):
     async def events(st, run, request):
         for piece in pieces:
             yield (0, piece, [], None), None
         yield (0, "", [], "stop"), None
 
     monkeypatch.setattr(routes, "_events", events)
-    req = P.ChatCompletionRequest(model="m", messages=ASK, tools=list(tools), stream=True)
+    req = P.ChatCompletionRequest(model="m", messages=ASK, tools=list(tools), stream=True, **extra)
 
     async def collect():
         return [item async for item in routes._chat_stream(None, None, req, structured.plan_chat(req), 3, None)]
@@ -186,3 +186,19 @@ def test_schemathesis_chat_with_tools_and_formats_has_no_server_errors(server, s
     """Fuzz /v1/chat/completions (tools, tool_choice, tool messages, response_format included): no 5xx."""
     schemathesis_clean(server, KEY, "--include-path", "/v1/chat/completions", "--max-examples", "40", "--seed", "2",
                        "--request-timeout", "60", timeout=400)
+
+
+def test_parallel_tool_calls_false_returns_the_first_call_of_a_list(monkeypatch):
+    two = '[{"name": "order_status", "arguments": {"order_id": 42}}, {"name": "stock_check", "arguments": 7}]'
+    every = structured.plan_chat(P.ChatCompletionRequest(model="m", messages=ASK, tools=[ORDER, STOCK]))
+    one = structured.plan_chat(P.ChatCompletionRequest(model="m", messages=ASK, tools=[ORDER, STOCK],
+                                                       parallel_tool_calls=False))
+    msg, reason = structured.assistant_message(two, every, "stop")  # the second call's arguments are no object
+    assert msg.tool_calls is None and reason == "invalid_tool_call" and "call 1" in msg.tool_call_error
+    msg, reason = structured.assistant_message(two, one, "stop")
+    assert [c.function.name for c in msg.tool_calls] == ["order_status"] and reason == "tool_calls"
+    assert msg.tool_call_error is None
+    choices = _stream(monkeypatch, [two], tools=(ORDER, STOCK), parallel_tool_calls=False)
+    calls = [d for c in choices for d in c["delta"].get("tool_calls") or []]
+    assert {d["index"] for d in calls} == {0} and choices[-1]["finish_reason"] == "tool_calls"
+    assert P.ChatCompletionRequest(model="m", messages=ASK, parallel_tool_calls=True).parallel_tool_calls is True

@@ -114,10 +114,11 @@ def _call_start(answer: str) -> int:
     return best
 
 
-def parse_answer(text: str, tool_names: set[str] | None = None) -> ParsedAnswer:
+def parse_answer(text: str, tool_names: set[str] | None = None, max_calls: int | None = None) -> ParsedAnswer:
     """Split generated text into reasoning, content and tool calls; a malformed call is reported, never passed on.
 
-    A call is valid when its JSON parses, names one of `tool_names` (when given) and has an object of arguments."""
+    A call is valid when its JSON parses, names one of `tool_names` (when given) and has an object of arguments.
+    `max_calls`: keep the first calls of a list only (the API's parallel_tool_calls=false: one call per answer)."""
     reasoning, answer = split_reasoning(text)
     start = _call_start(answer.strip())
     if start < 0:
@@ -128,7 +129,7 @@ def parse_answer(text: str, tool_names: set[str] | None = None) -> ParsedAnswer:
         value = json.loads(raw)
     except json.JSONDecodeError as e:
         return ParsedAnswer(reasoning, content, [], f"the tool call is not valid JSON ({e.msg} at character {e.pos})")
-    items = value if isinstance(value, list) else [value]
+    items = (value if isinstance(value, list) else [value])[:max_calls]
     calls, problems = [], []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):

@@ -172,6 +172,9 @@ class ChatCompletionRequest(_Sampling):
     tool_choice: Union[Literal["none", "auto", "required"], NamedToolChoice, None] = Field(
         None, description="auto (the default with tools): the model decides; none: no calls; required or a named "
                           "function: decoding is constrained to a call.")
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one tool call per answer (when the "
+                                             "model writes a list of calls, the first is returned); true or unset: "
+                                             "every call the model writes.")
     response_format: Union[TextFormat, JsonObjectFormat, JsonSchemaFormat, None] = Field(
         None, discriminator="type", description="json_object or json_schema: decoding is constrained to such JSON.")
     logprobs: bool = Field(False, description="Return the log probability of each generated token.")

@@ -390,7 +390,8 @@ async def _chat_stream(st: ServerState, run: _Run, req: P.ChatCompletionRequest,
     for i in range(req.n):
         yield chunk([P.ChatChunkChoice(index=i, delta=P.Delta(role="assistant", content=""))])
     splitters = [ReasoningStream() for _ in range(req.n)]  # a <think> block streams as reasoning_content
-    calls = [ToolCallStream(plan.tool_names) if plan.tool_names is not None else None for _ in range(req.n)]
+    calls = [ToolCallStream(plan.tool_names, plan.max_calls) if plan.tool_names is not None else None
+             for _ in range(req.n)]
     async for item, err in _events(st, run, request):
         if err:
             yield _error_data(err)

@@ -36,6 +36,7 @@ class ChatPlan:
     messages: list[dict]  # canonical messages, rendered by the chat template
     schema: dict | None  # JSON schema decoding is constrained to, or None
     tool_names: set[str] | None  # tools whose calls are parsed from the answer (None: no parsing)
+    max_calls: int | None = None  # parallel_tool_calls=false: 1 (the first call of a list is kept)
 
 
 def _check_schema(schema, param: str) -> None:
@@ -83,7 +84,8 @@ def plan_chat(req: P.ChatCompletionRequest) -> ChatPlan:
     elif calling and schema is not None:  # auto with a response format: a tool call or the formatted answer
         schema = {"anyOf": [call_schema([t.function.model_dump() for t in tools]), schema]}
     rendered = canonical_messages(req.messages, [t.model_dump(exclude_none=True) for t in tools] or None)
-    return ChatPlan(rendered, schema, set(names) if calling else None)
+    return ChatPlan(rendered, schema, set(names) if calling else None,
+                    1 if req.parallel_tool_calls is False else None)
 
 
 def canonical_messages(msgs: list[P.ChatMessage], tools: list[dict] | None = None) -> list[dict]:
@@ -119,7 +121,7 @@ def assistant_message(text: str, plan: ChatPlan, reason: str | None) -> tuple[P.
 
         reasoning, answer = split_reasoning(text)
         return P.AssistantMessage(content=answer, reasoning_content=reasoning), reason
-    parsed = parse_answer(text, plan.tool_names)
+    parsed = parse_answer(text, plan.tool_names, plan.max_calls)
     if parsed.error or not parsed.calls:  # a broken call stays text, never becomes tool_calls
         content = parsed.content if not parsed.calls and not parsed.error else _raw_answer(text)
         return P.AssistantMessage(content=content, reasoning_content=parsed.reasoning,
@@ -144,8 +146,8 @@ def _next_line(text: str, i: int) -> int:
 class ToolCallStream:
     """Streams content deltas, holding back text from a line that may start a tool call until the end."""
 
-    def __init__(self, tool_names: set[str]):
-        self.names, self.text, self.sent = tool_names, "", 0
+    def __init__(self, tool_names: set[str], max_calls: int | None = None):
+        self.names, self.max_calls, self.text, self.sent = tool_names, max_calls, "", 0
 
     def _hold_from(self) -> int:
         """The first line start not yet sent where a tool call may begin (len(text) when none): line starts are
@@ -168,7 +170,7 @@ class ToolCallStream:
 
     def finish(self, reason: str | None) -> tuple[str, list[P.ToolCallDelta], str | None, str | None]:
         """(content still to send, tool-call fragments, tool_call_error, finish_reason) once generation ended."""
-        parsed = parse_answer(self.text, self.names)
+        parsed = parse_answer(self.text, self.names, self.max_calls)
         if parsed.error or not parsed.calls:
             return self.text[self.sent:], [], parsed.error, _finish(reason, parsed)
         # The text before the call went out already: sending stopped at the first line that may start a call.
