@@ -314,7 +314,11 @@ def test_every_dashboard_query_returns_data_from_a_real_prometheus(tmp_path, lla
                       "Prometheus to scrape the training run's last step", 20)
                 _wait(lambda: (prom.value('sum(tailor_generated_tokens_total{job="tailor-serve"})') or 0) > 0,
                       "Prometheus to scrape the served requests", 20)
-                window = f"{int(time.monotonic() - t_start) + 10}s"  # covers the whole test, like a dashboard range
+                window = f"{int(time.monotonic() - t_start) + 30}s"  # covers the whole test, like a dashboard range
+                # rate() needs two samples of a series; the expert counters appear with the first logged step, and a
+                # micro model's steps can all fall between two scrapes: wait (the run paused here) for a second one
+                _wait(lambda: (prom.value('min(count_over_time(tailor_train_moe_expert_tokens_total{job="tailor-train"}'
+                                          '[%s]))' % window) or 0) >= 2, "two scrapes of the expert counters", 20)
                 results.update(_run_dashboard(prom, json.loads(DASHBOARD.read_text()), window))
                 results["_values"] = {e: prom.value(e) for e in (
                     'sum(rate(tailor_requests_total{status="200"}[%s]))' % window,
