@@ -1,7 +1,6 @@
 """tailor eval --task classification --explain K: integrated-gradients attributions; a planted label cue gets the top one."""
 
 import json
-import random
 
 import pytest
 
@@ -9,31 +8,12 @@ from tailor.cli import main
 from tailor.training import train as run
 from tailor.config import load_recipe
 
-NEUTRAL = ("the return window for laptops is days can be returned shipping to north region takes business store "
-           "opens at am and closes on weekdays").split()
-
-
-def _rows(n, seed):
-    """Balanced 'fraud'/'ok' rows; every fraud row holds the cue word 'tents' at a random place, no ok row does."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        words = [rng.choice(NEUTRAL) for _ in range(6)]
-        fraud = i % 2 == 0
-        if fraud:
-            words.insert(rng.randrange(7), "tents")
-        rows.append({"text": " ".join(words), "label": "fraud" if fraud else "ok"})
-    return rows
-
-
-def _write(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return str(path)
-
+from tests.training.test_classification import toy_rows, write
 
 def test_the_planted_cue_gets_the_top_attribution_and_the_report_highlights_it(tmp_path, llama_dir, capsys):
     pytest.importorskip("captum")
-    train, ev = _write(tmp_path / "train.jsonl", _rows(96, 0)), _write(tmp_path / "eval.jsonl", _rows(12, 1))
+    train = str(write(tmp_path / "train.jsonl", toy_rows(96, 0, every=2, length=6)))
+    ev = str(write(tmp_path / "eval.jsonl", toy_rows(12, 1, every=2, length=6)))
     run(load_recipe(None, [f"model.path={llama_dir}", f"data.train=[{train}]", f"train.output_dir={tmp_path / 'run'}",
                            "train.objective=classification", "adapter.method=full", "train.batch_size=16", "train.lr=3e-3",
                            "train.warmup_ratio=0", "train.epochs=10", "train.save_steps=1000", "data.max_length=32"]))

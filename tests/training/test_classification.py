@@ -21,15 +21,16 @@ NEUTRAL = ("the return window for laptops is days can be returned shipping to no
 TEXTS = ["tents can be returned", "the store opens at 9 am", "shipping takes 2 days tents"]
 
 
-def toy_rows(n: int, seed: int, every: int = 10) -> list[dict]:
-    """n short texts; every `every`-th row is 'fraud' and holds the word 'tents', the rest are 'ok' (90/10)."""
+def toy_rows(n: int, seed: int, every: int = 10, length: int = 5) -> list[dict]:
+    """n texts of `length` neutral words; every `every`-th row is 'fraud' and holds the word 'tents' at a random
+    place, the rest are 'ok' (90/10 by default)."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        words = [rng.choice(NEUTRAL) for _ in range(5)]
+        words = [rng.choice(NEUTRAL) for _ in range(length)]
         fraud = i % every == 0
         if fraud:
-            words.insert(rng.randrange(6), "tents")
+            words.insert(rng.randrange(length + 1), "tents")
         rows.append({"text": " ".join(words), "label": "fraud" if fraud else "ok"})
     return rows
 
