@@ -157,8 +157,8 @@ def head_share(recipe) -> float:
     if getattr(t, "logits", "all") != "loss" or t.objective not in ("sft", "pretrain") or getattr(t, "label_smoothing", 0) > 0 \
             or recipe.adapter.method == "prompt":
         return 1.0
-    stats, tokens = _train_token_stats(recipe), prepared_tokens(recipe)
-    loss = stats.get("loss_tokens")
+    stats = _train_token_stats(recipe)
+    loss, tokens = stats.get("loss_tokens"), prepared_tokens(recipe, stats)
     return max(min(loss / tokens, 1.0), 1e-3) if loss and tokens else 1.0
 
 
@@ -317,10 +317,11 @@ def plan_run(recipe=None, device: str | None = None, memory_gb: float | None = N
     return plan
 
 
-def prepared_tokens(recipe) -> int | None:
+def prepared_tokens(recipe, stats: dict | None = None) -> int | None:
     """Tokens a training epoch processes, from the recipe's prepared data (`tailor data prepare`): rows x
-    data.max_length (padded batches, an upper bound) or the token count when packed; None when not prepared."""
-    stats = _train_token_stats(recipe)
+    data.max_length (padded batches, an upper bound) or the token count when packed; None when not prepared.
+    `stats`: `_train_token_stats(recipe)` when the caller read it already."""
+    stats = _train_token_stats(recipe) if stats is None else stats
     tokens, rows = stats.get("tokens"), stats.get("rows")
     if recipe.data.packing or recipe.train.objective == "pretrain":
         return int(tokens) if tokens else None
