@@ -174,8 +174,12 @@ def _render(st: ServerState, messages: list[dict]) -> list[int]:
         raise APIError(400, f"the conversation cannot be rendered with this model's chat template: {e.what}",
                        param="messages") from None
     except Exception:  # jinja templates raise their own errors (e.g. on role order); they are the client's
-        raise APIError(400, "the conversation cannot be rendered with this model's chat template "
-                            "(check the order of roles)", param="messages") from None
+        raise _template_error() from None
+
+
+def _template_error() -> APIError:
+    return APIError(400, "the conversation cannot be rendered with this model's chat template (check the order of "
+                         "roles)", param="messages")
 
 
 async def _prompt(st: ServerState, messages: list[dict], request_messages: list[P.ChatMessage]):
@@ -200,8 +204,7 @@ async def _prompt(st: ServerState, messages: list[dict], request_messages: list[
     except TailorError as e:
         raise APIError(400, f"{e.what} ({e.fix})", param="messages") from None
     except Exception:  # the chat template's own errors (e.g. on role order) are the client's
-        raise APIError(400, "the conversation cannot be rendered with this model's chat template "
-                            "(check the order of roles)", param="messages") from None
+        raise _template_error() from None
     return ids, images or None
 
 
