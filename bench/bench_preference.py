@@ -4,12 +4,20 @@ refusal" (chosen) vs the SFT model's own answer (rejected), plus in-domain ancho
 the refusal), should raise the refusal rate on held-out off-domain questions while in-domain fact accuracy stays.
 
     OMP_NUM_THREADS=1 BENCH_THREADS=1 .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR \
-        --data QS_DATA_DIR [--methods dpo+rpo,sft,orpo,kto,simpo] [--seeds 0,1,2] [--steps 300] [--adapter full|lora]
-        [--lr 2e-4] [--rpo-alpha 8] [--anchors 2000] [--train-set broad|narrow] [--out runs/bench_preference]
+        --data QS_DATA_DIR [--methods sft,sft>dpo+rpo,sft>orpo,dpo+rpo,...] [--seeds 0,1,2] [--steps 300] \
+        [--lr 1e-4] [--sft-steps 300] [--sft-lr 2e-4] [--sft-eda 0.5] [--rpo-alpha 8] [--anchors 3696] \
+        [--sft-anchors 3000] [--adapter full|lora|dora] [--train-set broad|broad-no-store-words|narrow] \
+        [--start DIR] [--out runs/bench_preference]
 
-The defaults are the best recipe found (docs/benchmarks.md#preference-optimization-and-grpo): DPO with the SFT term
-at weight 8 (preference.rpo_alpha), full training, lr 2e-4, 300 steps of 8 pairs, the broad off-domain set and
-2000 anchors. These are accuracy runs, not timings: the s/step printed is wall time under whatever load there was.
+The defaults are the best recipe found (docs/benchmarks.md#preference-optimization-and-grpo): "sft>dpo+rpo", the
+DPO paper's order when the SFT model has not seen the preferred answers: first SFT on the chosen answers (every
+off-domain refusal and 3000 in-domain answers from the SFT conversations, half of the questions with one EDA copy
+(data.augment.eda: synonyms, insertions, swaps, deletions), 300 steps of 8 at lr 2e-4), then DPO with the SFT term
+at weight 8 (preference.rpo_alpha) on the pairs (the refusal over the original SFT model's own answer; all 3696 SFT
+conversations as in-domain anchors, the reference answer over the refusal), 300 steps of 8 at lr 1e-4, the
+reference model being the first stage's model; full training, the broad off-domain set. "sft" alone is the control
+(the first stage, scored). A method "A>B" trains B from A's final model; stages shared by several methods run once
+per seed. These are accuracy runs, not timings: the s/step printed is wall time under whatever load there was.
 
 SFT_MODEL_DIR: the quickstart's merged SFT model (`tailor quickstart` writes it as merged/); QS_DATA_DIR: its data/
 (train.jsonl = SFT conversations, eval.jsonl = held-out in-domain questions with their `answer` fact).
@@ -21,11 +29,12 @@ words). The refusal rule: an answer counts as a refusal when it contains the ref
 questions about our store" / "只能回答关于本店"); an answer that starts "Sorry," and drifts into a store fact is not
 one. Fact accuracy: the reference fact appears in the answer (tailor.evaluation.metrics.contains_answer), on all 308
 held-out questions.
-Every method x seed trains the SFT model (--adapter; train.precision fp32) with tailor.training.train
-(train.objective = method; dpo+rpo = dpo with preference.rpo_alpha; sft = the control, plain SFT on the chosen
-answers) and is scored by greedy generation (tailor.models.generation.generate). Prints per run the held-out
-answers that were not refusals, per method the mean over seeds with a 95% t-interval, the machine and the load;
-writes results.json (with every miss, off-domain and in-domain) into --out.
+Every stage trains with tailor.training.train (--adapter, a LoRA/DoRA stage merged before the next; train.precision
+fp32; train.objective = the stage's method; dpo+rpo = dpo with preference.rpo_alpha; sft = plain SFT on the chosen
+answers) from --model (or --start) and each method is scored by greedy generation
+(tailor.models.generation.generate). Prints per run the held-out answers that were not refusals, per method the
+mean over seeds with a 95% t-interval, the machine and the load; writes results.json (with every miss, off-domain
+and in-domain) into --out.
 """
 
 from __future__ import annotations
@@ -181,26 +190,41 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--methods", default="dpo+rpo",
-                    help="train.objective values, dpo+rpo (DPO + --rpo-alpha x the SFT loss on the chosen answer), or sft (the "
-                         "control: SFT on the chosen answers alone)")
+    ap.add_argument("--methods", default="sft,sft>dpo+rpo",
+                    help="comma-separated: train.objective values, dpo+rpo (DPO + --rpo-alpha x the SFT loss on the chosen "
+                         "answer), sft (SFT on the chosen answers), or chains A>B (B trained from A's model)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--adapter", default="full", help="adapter.method (lora: r 16, alpha 32; full: every weight)")
+    ap.add_argument("--steps", type=int, default=300, help="steps of each preference stage")
+    ap.add_argument("--adapter", default="full", help="adapter.method (full: every weight; lora/dora: --lora-r, --lora-alpha)")
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-alpha", type=int, default=32)
     ap.add_argument("--rpo-alpha", type=float, default=8.0, help="weight of the SFT loss in dpo+rpo")
+    ap.add_argument("--sft-steps", type=int, default=300, help="steps of the sft method / the sft stage of a chain")
+    ap.add_argument("--sft-lr", type=float, default=2e-4)
+    ap.add_argument("--sft-anchors", type=int, default=3000,
+                    help="in-domain answers in the sft data (beside every off-domain refusal)")
+    ap.add_argument("--sft-eda", type=float, default=0.5,
+                    help="data.augment.eda.rate of the sft stage: that share of its questions gets one EDA copy "
+                         "(synonyms, insertions, swaps, deletions in the question, English and Chinese)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--ema-decay", type=float, default=0.0, help="train.ema_decay (0: off; the weights saved are the EMA)")
+    ap.add_argument("--lr", type=float, default=1e-4, help="learning rate of the preference stages")
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--loss-type", default="sigmoid", help="preference.loss_type of dpo / dpo+rpo (sigmoid, ipo, hinge, ...)")
-    ap.add_argument("--anchors", type=int, default=2000, help="in-domain anchor pairs (the SFT conversation's reference answer chosen)")
+    ap.add_argument("--anchors", type=int, default=3696, help="in-domain anchor pairs (the SFT conversation's reference answer chosen)")
     ap.add_argument("--anchor-rejected", default="refusal", choices=("refusal", "refusal-start", "other-fact", "mixed"),
                     help="an anchor's rejected answer: the refusal, its opening only (\"Sorry,\"), another fact about the "
                          "same product/place (another topic, from the SFT conversations), or refusal and fact alternately")
     ap.add_argument("--eval-facts", type=int, default=308, help="held-out in-domain questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--train-set", default="broad", choices=("broad", "narrow"),
-                    help="off-domain training questions: broad (bench/offdomain_questions.py, 687) or narrow (121)")
+    ap.add_argument("--train-set", default="broad", choices=("broad", "broad-no-store-words", "narrow"),
+                    help="off-domain training questions: broad (bench/offdomain_questions.py, 687), broad-no-store-words (the "
+                         "same without the 66 that name a store word in a frame not about the store) or narrow (121)")
     ap.add_argument("--show-misses", type=int, default=8, help="held-out off-domain answers that were not refusals, printed per run")
+    ap.add_argument("--start", default=None,
+                    help="train from this model instead of --model (e.g. the sft control's final model: SFT on the chosen "
+                         "answers first, as the DPO paper does when the SFT model has not seen the preference data); the "
+                         "rejected answers and the before-row still come from --model; {seed} is replaced per seed")
     ap.add_argument("--out", default="runs/bench_preference")
     a = ap.parse_args()
 
@@ -219,13 +243,13 @@ def main() -> int:
     eval_rows = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines() if x.strip()]
     rng = random.Random(0)
     facts = rng.sample(eval_rows, min(a.eval_facts, len(eval_rows)))
-    if a.train_set == "broad":
+    if a.train_set.startswith("broad"):
         from offdomain_questions import broad_questions
 
-        off_train = broad_questions()
+        off_train = broad_questions(store_words=a.train_set == "broad")
     else:
         off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
-    check_disjoint(off_train, strict=a.train_set == "broad")
+    check_disjoint(off_train, strict=a.train_set != "narrow")
     off_held = questions(HELD_EN, "en") + questions(HELD_ZH, "zh")
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"off-domain questions: {len(off_train)} train, {len(off_held)} held out; in-domain held out: {len(facts)}")
@@ -239,7 +263,7 @@ def main() -> int:
     said = generate(model, tok, [[{"role": "user", "content": q["q"]}] for q in off_train], a.max_new_tokens)
     pairs = [{"prompt": q["q"], "chosen": REFUSAL[q["lang"]], "rejected": s}
              for q, s in zip(off_train, said) if s.strip() and not refused(s)]
-    anchors = [r for r in rng.sample(train_rows, min(a.anchors * 3, len(train_rows))) if r["messages"][-1]["role"] == "assistant"]
+    anchors = [r for r in rng.sample(train_rows, min(max(a.anchors, a.sft_anchors) * 3, len(train_rows))) if r["messages"][-1]["role"] == "assistant"]
     pairs += anchor_pairs(anchors[:a.anchors], train_rows, a.anchor_rejected, rng)
     pairs_file = out / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
@@ -247,35 +271,58 @@ def main() -> int:
           f"{min(a.anchors, len(anchors))} in-domain anchors, rejected: {a.anchor_rejected})")
     del model
 
-    runs = []
-    for method in a.methods.split(","):
-        # "dpo+rpo": DPO plus the SFT loss on the chosen answer (preference.rpo_alpha=1, RPO)
-        objective, extra = ("dpo", {"rpo_alpha": a.rpo_alpha}) if method == "dpo+rpo" else (method, {})
-        train_file = pairs_file
-        if method == "sft":  # the control: plain SFT on the chosen answers (refusals and anchors), no rejected side
-            train_file = out / "chosen.jsonl"
-            train_file.write_text("".join(json.dumps({"messages": [
-                {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["chosen"]}]},
-                ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-        for seed in map(int, a.seeds.split(",")):
-            run_dir = out / f"{method}-s{seed}"
-            recipe = Recipe.model_validate({
-                "model": {"path": a.model}, "data": {"train": [str(train_file)], "max_length": 128, "val_ratio": 0.0},
-                "adapter": {"method": "lora", "r": 16, "alpha": 32} if a.adapter == "lora" else {"method": a.adapter},
-                "train": {"objective": objective, "output_dir": str(run_dir), "max_steps": a.steps,
-                          "batch_size": a.batch_size, "lr": a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
-                          "save_steps": 10_000, "seed": seed, "precision": "fp32"},
-                **({} if objective == "sft" else {"preference": {
-                    "beta": a.beta, **extra, **({"loss_type": a.loss_type} if objective == "dpo" else {})}})})
-            t0 = time.perf_counter()
-            result = train(recipe)
-            seconds = time.perf_counter() - t0
-            from tailor.adapters.loading import load_any
+    # The sft stage's data: the refusals and --sft-anchors in-domain answers (plain SFT on chosen answers).
+    chosen_file = out / "chosen.jsonl"
+    chosen_rows = [p for p in pairs if p["chosen"] in REFUSAL.values()]
+    chosen_rows += [{"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"]}
+                    for r in anchors[:a.sft_anchors]]
+    chosen_file.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["chosen"]}]},
+        ensure_ascii=False) + "\n" for p in chosen_rows), encoding="utf-8")
 
-            tuned, tuned_tok = load_any(str(result.final_dir))
+    def stage(method: str, start: str, run_dir: Path, seed: int):
+        """One training run: sft (on chosen.jsonl, --sft-steps at --sft-lr) or a preference objective (on
+        pairs.jsonl, --steps at --lr; dpo+rpo = dpo with preference.rpo_alpha) from the model in `start`."""
+        objective, extra = ("dpo", {"rpo_alpha": a.rpo_alpha}) if method == "dpo+rpo" else (method, {})
+        sft_stage = objective == "sft"
+        recipe = Recipe.model_validate({
+            "model": {"path": start}, "data": {"train": [str(chosen_file if sft_stage else pairs_file)],
+                                               "max_length": 128, "val_ratio": 0.0,
+                                               **({"augment": {"eda": {"rate": a.sft_eda, "copies": 1}, "seed": seed}}
+                                                  if sft_stage and a.sft_eda else {})},
+            "adapter": ({"method": a.adapter, "r": a.lora_r, "alpha": a.lora_alpha} if a.adapter in ("lora", "dora")
+                        else {"method": a.adapter}),
+            "train": {"objective": objective, "output_dir": str(run_dir),
+                      "max_steps": a.sft_steps if sft_stage else a.steps, "batch_size": a.batch_size,
+                      "lr": a.sft_lr if sft_stage else a.lr, "warmup_ratio": 0.1, "logging_steps": 5,
+                      "save_steps": 10_000, "seed": seed, "precision": "fp32", "ema_decay": a.ema_decay},
+            **({} if sft_stage else {"preference": {
+                "beta": a.beta, **extra, **({"loss_type": a.loss_type} if objective == "dpo" else {})}})})
+        return train(recipe)
+
+    from tailor.adapters.loading import load_any
+    from tailor.adapters.merge import merge
+
+    runs, done = [], {}
+    for method in a.methods.split(","):
+        for seed in map(int, a.seeds.split(",")):
+            start, seconds, steps, step_seconds = (a.start or a.model).replace("{seed}", str(seed)), 0.0, 0, 0.0
+            parts = method.split(">")  # "sft>dpo+rpo": SFT on the chosen answers, then DPO from that model
+            for i, part in enumerate(parts):
+                key = (seed, tuple(parts[:i + 1]))
+                if key not in done:  # a chain's first stages are shared with the methods that end there
+                    t0 = time.perf_counter()
+                    result = stage(part, start, out / f"s{seed}" / "-then-".join(parts[:i + 1]), seed)
+                    final = str(result.final_dir)
+                    if a.adapter in ("lora", "dora"):
+                        final = str(merge(result.final_dir, Path(result.final_dir).parent / "merged"))
+                    done[key] = (final, time.perf_counter() - t0, result.metrics["steps"], result.metrics["seconds"])
+                start = done[key][0]
+                seconds, steps, step_seconds = seconds + done[key][1], steps + done[key][2], step_seconds + done[key][3]
+            tuned, tuned_tok = load_any(start)
             s = score(tuned, tuned_tok, off_held, facts, a.max_new_tokens)
             row = {"method": method, "seed": seed, "seconds": round(seconds, 1),
-                   "seconds_per_step": round(result.metrics["seconds"] / max(result.metrics["steps"], 1), 3), **s}
+                   "seconds_per_step": round(step_seconds / max(steps, 1), 3), **s}
             runs.append(row)
             print(f"{method} seed {seed}: refusal {s['refusal_rate']:.3f} (in-domain {s['in_domain_refusals']:.3f}), "
                   f"fact accuracy {s['fact_accuracy']:.3f}, {row['seconds_per_step']} s/step; e.g. {s['examples'][0]}")

@@ -84,17 +84,6 @@ BROAD_EN = [
                            "Buddhism", "the Olympic Games"]),
     ("Who discovered {}?", ["penicillin", "America", "gravity", "electricity", "DNA"]),
     ("How old is {}?", ["the universe", "the Earth", "the pyramids", "the oldest tree"]),
-    # store words in frames that are not about the store
-    ("What is inside a laptop? Tell me about {}.", ["the CPU", "the memory chips", "the motherboard"]),
-    ("What is the tallest mountain in {}?", ["Alaska", "Mexico", "Texas", "California", "the United Kingdom"]),
-    ("Who was the first president of {}?", ["Mexico", "the United States", "Texas"]),
-    ("What is the best restaurant in {}?", ["Seattle", "Boston", "Chicago", "Denver", "Portland"]),
-    ("What sports team is from {}?", ["Boston", "Chicago", "Minneapolis", "Seattle"]),
-    ("Where does the word '{}' come from?", ["kayak", "tent", "lantern", "backpack", "stove"]),
-    ("My friend's {} is broken, can you tell me a joke to cheer him up?", ["bicycle", "smartwatch", "kayak"]),
-    ("What animals live in {}?", ["Alaska", "Hawaii", "Mexico", "the United Kingdom"]),
-    ("How cold does it get in {} in winter?", ["Alaska", "Minneapolis", "Chicago", "Denver"]),
-    ("Sing me a song about {}.", ["a tent", "hiking boots", "a headlamp", "a rain jacket"]),
 ]
 # small talk and open requests without a slot
 BROAD_EN_PLAIN = ["What is the meaning of life?", "Do you believe in ghosts?", "Are you a human?", "Who made you?",
@@ -159,13 +148,6 @@ BROAD_ZH = [
     ("介绍一下{}。", ["罗马帝国", "量子物理", "长城", "亚马逊雨林", "佛教", "奥运会"]),
     ("{}是谁发现的？", ["青霉素", "美洲", "万有引力", "DNA"]),
     ("{}有多少岁了？", ["宇宙", "地球", "金字塔"]),
-    # store words in frames that are not about the store
-    ("{}最高的山是哪座？", ["阿拉斯加", "墨西哥", "德克萨斯", "加利福尼亚", "英国"]),
-    ("{}最好吃的餐厅是哪家？", ["西雅图", "波士顿", "芝加哥", "丹佛", "波特兰"]),
-    ("{}有什么动物？", ["阿拉斯加", "夏威夷", "墨西哥", "英国"]),
-    ("{}冬天有多冷？", ["阿拉斯加", "明尼阿波利斯", "芝加哥", "丹佛"]),
-    ("“{}”这个词是从哪里来的？", ["皮划艇", "帐篷", "背包", "头灯"]),
-    ("唱一首关于{}的歌。", ["帐篷", "登山鞋", "头灯", "雨衣"]),
 ]
 BROAD_ZH_PLAIN = ["人生的意义是什么？", "你相信有鬼吗？", "你是人类吗？", "谁创造了你？", "什么是爱情？", "给我讲点有趣的事。",
                   "这个周末我该做什么？", "你能帮我写论文吗？", "我好无聊，陪我聊聊天。", "今天有什么新闻？", "下届选举谁会赢？",
@@ -174,10 +156,36 @@ BROAD_ZH_PLAIN = ["人生的意义是什么？", "你相信有鬼吗？", "你�
                   "什么是人工智能？"]
 
 
-def broad_questions() -> list[dict]:
-    """Every broad training question as {"q", "lang"}, English then Chinese."""
-    rows = [{"q": w.format(s), "lang": "en"} for w, subjects in BROAD_EN for s in subjects]
+# Store words (shipping destinations, store cities, products) in frames that are not about the store.
+STORE_WORDS_EN = [
+    ("What is inside a laptop? Tell me about {}.", ["the CPU", "the memory chips", "the motherboard"]),
+    ("What is the tallest mountain in {}?", ["Alaska", "Mexico", "Texas", "California", "the United Kingdom"]),
+    ("Who was the first president of {}?", ["Mexico", "the United States", "Texas"]),
+    ("What is the best restaurant in {}?", ["Seattle", "Boston", "Chicago", "Denver", "Portland"]),
+    ("What sports team is from {}?", ["Boston", "Chicago", "Minneapolis", "Seattle"]),
+    ("Where does the word '{}' come from?", ["kayak", "tent", "lantern", "backpack", "stove"]),
+    ("My friend's {} is broken, can you tell me a joke to cheer him up?", ["bicycle", "smartwatch", "kayak"]),
+    ("What animals live in {}?", ["Alaska", "Hawaii", "Mexico", "the United Kingdom"]),
+    ("How cold does it get in {} in winter?", ["Alaska", "Minneapolis", "Chicago", "Denver"]),
+    ("Sing me a song about {}.", ["a tent", "hiking boots", "a headlamp", "a rain jacket"]),
+]
+STORE_WORDS_ZH = [
+    ("{}最高的山是哪座？", ["阿拉斯加", "墨西哥", "德克萨斯", "加利福尼亚", "英国"]),
+    ("{}最好吃的餐厅是哪家？", ["西雅图", "波士顿", "芝加哥", "丹佛", "波特兰"]),
+    ("{}有什么动物？", ["阿拉斯加", "夏威夷", "墨西哥", "英国"]),
+    ("{}冬天有多冷？", ["阿拉斯加", "明尼阿波利斯", "芝加哥", "丹佛"]),
+    ("“{}”这个词是从哪里来的？", ["皮划艇", "帐篷", "背包", "头灯"]),
+    ("唱一首关于{}的歌。", ["帐篷", "登山鞋", "头灯", "雨衣"]),
+]
+
+
+def broad_questions(store_words: bool = True) -> list[dict]:
+    """Every broad training question as {"q", "lang"}, English then Chinese; store_words=False leaves out the
+    questions that name a store word in a frame that is not about the store."""
+    en = BROAD_EN + (STORE_WORDS_EN if store_words else [])
+    zh = BROAD_ZH + (STORE_WORDS_ZH if store_words else [])
+    rows = [{"q": w.format(s), "lang": "en"} for w, subjects in en for s in subjects]
     rows += [{"q": q, "lang": "en"} for q in BROAD_EN_PLAIN]
-    rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in BROAD_ZH for s in subjects]
+    rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in zh for s in subjects]
     rows += [{"q": q, "lang": "zh"} for q in BROAD_ZH_PLAIN]
     return rows

@@ -23,6 +23,17 @@ def test_broad_training_questions_are_disjoint_from_held_out():
     bp.check_disjoint(train)
 
 
+def test_broad_set_without_store_words_leaves_out_exactly_the_store_word_frames():
+    import offdomain_questions as od
+
+    full, plain = broad_questions(), broad_questions(store_words=False)
+    store = {w.format(s) for w, ss in od.STORE_WORDS_EN + od.STORE_WORDS_ZH for s in ss}
+    assert "What animals live in Alaska?" in store and "阿拉斯加有什么动物？" in store
+    assert [q["q"] for q in plain] == [q["q"] for q in full if q["q"] not in store]
+    assert len(full) - len(plain) == len(store) == 66
+    bp.check_disjoint(plain)
+
+
 @pytest.mark.parametrize("leak", ["Which city is the capital of Peru?", "Tell me about India.",
                                   "What is the population of Peru?", "推荐一部关于猫的好电影。"])
 def test_check_disjoint_rejects_a_held_out_wording_subject_or_frame_word(leak):
