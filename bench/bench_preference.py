@@ -14,10 +14,11 @@ DPO paper's order when the SFT model has not seen the preferred answers: first S
 off-domain refusal and 3000 in-domain answers from the SFT conversations, half of the questions with one EDA copy
 (data.augment.eda: synonyms, insertions, swaps, deletions), 300 steps of 8 at lr 2e-4), then DPO with the SFT term
 at weight 8 (preference.rpo_alpha) on the pairs (the refusal over the original SFT model's own answer; all 3696 SFT
-conversations as in-domain anchors, the reference answer over the refusal), 300 steps of 8 at lr 1e-4, the
-reference model being the first stage's model; full training, the broad off-domain set. "sft" alone is the control
-(the first stage, scored). A method "A>B" trains B from A's final model; stages shared by several methods run once
-per seed. These are accuracy runs, not timings: the s/step printed is wall time under whatever load there was.
+conversations as in-domain anchors, the reference answer over the refusal's opening "Sorry," / "抱歉，"), 300 steps
+of 8 at lr 1e-4, the reference model being the first stage's model; full training, the broad off-domain set.
+"sft" alone is the control (the first stage, scored). A method "A>B" trains B from A's final model; stages shared
+by several methods run once per seed. These are accuracy runs, not timings: the s/step printed is wall time under
+whatever load there was.
 
 SFT_MODEL_DIR: the quickstart's merged SFT model (`tailor quickstart` writes it as merged/); QS_DATA_DIR: its data/
 (train.jsonl = SFT conversations, eval.jsonl = held-out in-domain questions with their `answer` fact).
@@ -212,7 +213,7 @@ def main() -> int:
     ap.add_argument("--beta", type=float, default=0.1)
     ap.add_argument("--loss-type", default="sigmoid", help="preference.loss_type of dpo / dpo+rpo (sigmoid, ipo, hinge, ...)")
     ap.add_argument("--anchors", type=int, default=3696, help="in-domain anchor pairs (the SFT conversation's reference answer chosen)")
-    ap.add_argument("--anchor-rejected", default="refusal", choices=("refusal", "refusal-start", "other-fact", "mixed"),
+    ap.add_argument("--anchor-rejected", default="refusal-start", choices=("refusal", "refusal-start", "other-fact", "mixed"),
                     help="an anchor's rejected answer: the refusal, its opening only (\"Sorry,\"), another fact about the "
                          "same product/place (another topic, from the SFT conversations), or refusal and fact alternately")
     ap.add_argument("--eval-facts", type=int, default=308, help="held-out in-domain questions scored")
