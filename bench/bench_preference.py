@@ -262,21 +262,22 @@ def main() -> int:
           f"({time.perf_counter() - started:.0f}s); e.g. {sft['examples'][0]}")
     # Rejected answers: what the SFT model itself says to the training off-domain questions.
     said = generate(model, tok, [[{"role": "user", "content": q["q"]}] for q in off_train], a.max_new_tokens)
-    pairs = [{"prompt": q["q"], "chosen": REFUSAL[q["lang"]], "rejected": s}
-             for q, s in zip(off_train, said) if s.strip() and not refused(s)]
-    anchors = [r for r in rng.sample(train_rows, min(max(a.anchors, a.sft_anchors) * 3, len(train_rows))) if r["messages"][-1]["role"] == "assistant"]
-    pairs += anchor_pairs(anchors[:a.anchors], train_rows, a.anchor_rejected, rng)
+    refusals = [{"prompt": q["q"], "chosen": REFUSAL[q["lang"]], "rejected": s}
+                for q, s in zip(off_train, said) if s.strip() and not refused(s)]
+    anchors = [r for r in rng.sample(train_rows, min(max(a.anchors, a.sft_anchors) * 3, len(train_rows)))
+               if r["messages"][-1]["role"] == "assistant"]
+    in_domain = anchor_pairs(anchors[:a.anchors], train_rows, a.anchor_rejected, rng)
+    pairs = refusals + in_domain
     pairs_file = out / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-    print(f"pairs: {len(pairs)} ({len(pairs) - min(a.anchors, len(anchors))} off-domain refusals, "
-          f"{min(a.anchors, len(anchors))} in-domain anchors, rejected: {a.anchor_rejected})")
+    print(f"pairs: {len(pairs)} ({len(refusals)} off-domain refusals, {len(in_domain)} in-domain anchors, "
+          f"rejected: {a.anchor_rejected})")
     del model
 
     # The sft stage's data: the refusals and --sft-anchors in-domain answers (plain SFT on chosen answers).
     chosen_file = out / "chosen.jsonl"
-    chosen_rows = [p for p in pairs if p["chosen"] in REFUSAL.values()]
-    chosen_rows += [{"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"]}
-                    for r in anchors[:a.sft_anchors]]
+    chosen_rows = refusals + [{"prompt": r["messages"][-2]["content"], "chosen": r["messages"][-1]["content"]}
+                              for r in anchors[:a.sft_anchors]]
     chosen_file.write_text("".join(json.dumps({"messages": [
         {"role": "user", "content": p["prompt"]}, {"role": "assistant", "content": p["chosen"]}]},
         ensure_ascii=False) + "\n" for p in chosen_rows), encoding="utf-8")

@@ -10,6 +10,7 @@ from tailor.config import load_recipe
 
 from tests.training.test_classification import toy_rows, write
 
+
 def test_the_planted_cue_gets_the_top_attribution_and_the_report_highlights_it(tmp_path, llama_dir, capsys):
     pytest.importorskip("captum")
     train = str(write(tmp_path / "train.jsonl", toy_rows(96, 0, every=2, length=6)))
