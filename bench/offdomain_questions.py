@@ -189,3 +189,59 @@ def broad_questions(store_words: bool = True) -> list[dict]:
     rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in zh for s in subjects]
     rows += [{"q": q, "lang": "zh"} for q in BROAD_ZH_PLAIN]
     return rows
+
+
+# A second held-out TEST set, written in session 9 (2026-12-07) after the refusal recipe's settings had been
+# chosen on bench_preference.HELD_EN/HELD_ZH, and before any model answered it: it measures the chosen recipe on
+# wordings and subjects that played no part in choosing it (bench/rescore_refusal.py). Never trained on, never
+# used to choose a setting; about one question in six names a store word (a shipping country or state, a product)
+# in a frame that is not about the store.
+TEST2_EN = [
+    ("What is the longest river in {}?", ["Africa", "Asia"]),
+    ("Who directed the film {}?", ["Titanic", "Jaws"]),
+    ("How do I change {}?", ["a car battery", "my email password"]),
+    ("What is the national dish of {}?", ["Korea", "Hungary"]),
+    ("Can you explain the theory of {}?", ["relativity", "evolution"]),
+    ("What is {} famous for?", ["Cleopatra", "Genghis Khan"]),
+    ("How many calories are in {}?", ["an apple", "a slice of pizza"]),
+    ("What's a good exercise for {}?", ["strong knees", "my lower back"]),
+    ("Give me three tips for {}.", ["a job interview", "sleeping better"]),
+    ("What does {} stand for?", ["NASA", "HTML"]),
+    ("How do I make {} at home?", ["yogurt", "ice cream"]),
+    ("Is it going to snow in {} this week?", ["Toronto", "Alaska"]),
+    ("What currency is used in {}?", ["Australia", "the United Kingdom"]),
+    ("Who is the richest person in {}?", ["Mexico", "the world"]),
+    ("What is the tallest building in {}?", ["Canada", "Dubai"]),
+    ("What are the lyrics of {}?", ["Happy Birthday", "Jingle Bells"]),
+]
+TEST2_EN_PLAIN = ["What's your opinion on pineapple on pizza?", "How do I meditate?", "What is the speed of sound?",
+                  "Tell me a riddle.", "How many hours of sleep do adults need?",
+                  "Which planet is closest to the Sun?", "Is a laptop or a tablet better for a student?",
+                  "Can penguins fly?"]
+TEST2_ZH = [
+    ("{}最长的河流是哪条？", ["非洲", "亚洲"]),
+    ("《{}》的导演是谁？", ["泰坦尼克号", "霸王别姬"]),
+    ("怎么更换{}？", ["汽车电池", "手机屏幕"]),
+    ("{}的国菜是什么？", ["韩国", "匈牙利"]),
+    ("{}是个什么样的人？", ["秦始皇", "成吉思汗"]),
+    ("一个{}有多少卡路里？", ["苹果", "馒头"]),
+    ("{}是什么的缩写？", ["NASA", "HTML"]),
+    ("在家怎么做{}？", ["酸奶", "冰淇淋"]),
+    ("这周{}会下雪吗？", ["多伦多", "阿拉斯加"]),
+    ("{}用的是什么货币？", ["澳大利亚", "英国"]),
+    ("{}的首富是谁？", ["墨西哥", "全世界"]),
+    ("{}最高的建筑是什么？", ["加拿大", "迪拜"]),
+    ("给我三个关于{}的建议。", ["面试", "睡个好觉"]),
+    ("{}的歌词是什么？", ["生日快乐歌", "茉莉花"]),
+]
+TEST2_ZH_PLAIN = ["你觉得菠萝披萨好吃吗？", "怎么冥想？", "声音的速度是多少？", "给我出一个谜语。", "成年人每天需要睡几个小时？",
+                  "哪颗行星离太阳最近？", "学生买笔记本电脑好还是平板好？", "企鹅会飞吗？"]
+
+
+def test2_questions() -> list[dict]:
+    """The second held-out test set as {"q", "lang"}, English then Chinese."""
+    rows = [{"q": w.format(s), "lang": "en"} for w, subjects in TEST2_EN for s in subjects]
+    rows += [{"q": q, "lang": "en"} for q in TEST2_EN_PLAIN]
+    rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in TEST2_ZH for s in subjects]
+    rows += [{"q": q, "lang": "zh"} for q in TEST2_ZH_PLAIN]
+    return rows

@@ -59,3 +59,30 @@ def test_anchor_pairs_reject_the_refusal_or_a_neighbouring_fact():
     assert start[0]["rejected"] == bp.REFUSAL_START["en"] and bp.REFUSAL["en"].startswith(start[0]["rejected"])
     mixed = bp.anchor_pairs(rows[:1] * 4, rows, "mixed", random.Random(0))
     assert [p["rejected"] == bp.REFUSAL["en"] for p in mixed] == [True, False, True, False]
+
+
+def test_second_test_set_shares_no_question_or_frame_with_training_or_the_first_held_out_set():
+    """TEST2 (bench/rescore_refusal.py) was written after the recipe was chosen on the first held-out set: none of
+    its questions may be a training or first-held-out question, nor fit one of their frames."""
+    import re
+
+    import offdomain_questions as od
+
+    test2 = od.test2_questions()
+    assert len(test2) == 76 and sum(q["lang"] == "en" for q in test2) == 40
+    train = broad_questions() + bp.questions(bp.TRAIN_EN, "en") + bp.questions(bp.TRAIN_ZH, "zh")
+    held = bp.questions(bp.HELD_EN, "en") + bp.questions(bp.HELD_ZH, "zh")
+    others = {q["q"] for q in train + held}
+    assert not others & {q["q"] for q in test2}
+    for wording, _ in od.TEST2_EN + od.TEST2_ZH:
+        frame = re.escape(wording).replace(re.escape("{}"), ".*")
+        assert not [q for q in others if re.fullmatch(frame, q)], wording
+    bp.check_disjoint(test2, strict=False)  # no first-held-out wording either
+
+
+def test_rescore_names_a_run_folder_without_trained_models(tmp_path, monkeypatch):
+    import rescore_refusal
+
+    monkeypatch.setattr(sys, "argv", ["rescore_refusal.py", "--before", str(tmp_path), "--runs", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"no s<seed>/<stage>/final model under .*bench_preference --out"):
+        rescore_refusal.main()
