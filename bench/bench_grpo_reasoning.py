@@ -1,0 +1,259 @@
+"""GRPO after SFT on a several-step computed answer: does reinforcement make a model use a reasoning style it saw
+in a minority of worked examples, on questions about products SFT never labelled?
+
+    .venv/bin/python bench/bench_grpo_reasoning.py --model SFT_MODEL_DIR --data QS_DATA_DIR [--seeds 0,1,2] \
+        [--items 3] [--sft-steps 1000] [--worked-share 0.25] [--control-steps 200] [--grpo-steps 200] \
+        [--grpo-lr 1e-4] [--max-tokens 64] [--held smartwatch,hiking_boots,tent] [--grpo-only bicycle,rain_jacket] \
+        [--out runs/bench_grpo_reasoning]
+
+The task: "I bought a laptop 23 days ago, a tent 70 days ago and a kayak 5 days ago. Can I still return all
+three?" The answer (yes / no) is computed from --items store facts the quickstart model was trained on (each
+product's return window) and the day counts: every item must be within its window. Day counts are the numbers the
+tokenizer writes as one token. The store's return-window products are split once into labelled, GRPO-only and
+held-out products (--held, --grpo-only; the rest are labelled). Task SFT data (full fine-tuning of the quickstart
+model, --sft-steps of 16):
+  - one-item questions about the labelled products ("I bought my laptop 23 days ago. Can I still return it?"),
+    answered "Yes." / "No.", --worked-share of them with the worked step first
+    ("<think>My laptop, 23 days: yes.</think> Yes.");
+  - "stated window" questions ("The return window for my order is 30 days and it arrived 23 days ago...") over
+    every window and day count, answered with the window restated, so comparing a day count with a window is a
+    general skill;
+  - several-item questions about labelled products, answered "Yes." / "No.", --worked-share of them with the worked
+    steps for every item ("<think>My laptop, 23 days: yes. My tent, 70 days: no. ...</think> No.");
+  - the quickstart's own return-window conversations (replay, so the facts stay).
+Per seed:
+  1. task SFT as above;
+  2. control: SFT continued for --control-steps on GRPO's questions with their reference answers ("Yes." / "No."),
+     the labels a user would have for them;
+  3. GRPO from the task SFT model on several-item questions that name a GRPO-only product (no SFT label), reward =
+     the built-in `normalized` (the answer after any </think> block equals the reference), 8 answers of at most
+     --max-tokens per question, 8 questions a step, --grpo-steps, no KL term;
+  4. the three models answer the held-out questions (every item a held-out product; about half yes) greedily;
+     right = the first yes/no after any </think> block is right.
+With --sft-only only step 1 runs and is scored (a reference: the same data with another --worked-share).
+Prints per seed each model's held-out accuracy and share of answers with worked steps, the paired difference GRPO -
+task SFT and GRPO - control with a 95% bootstrap interval over questions, the reward and answer-length curves (mean
+of each 10 steps); then the mean over seeds with a 95% t-interval, the machine and the load; writes results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_grpo import paired_ci  # noqa: E402
+from bench_preference import t_interval  # noqa: E402
+from machine_line import machine  # noqa: E402
+
+ONE = ["I bought my {e} {n} days ago. Can I still return it?", "My {e} arrived {n} days ago. Is it still returnable?",
+       "It has been {n} days since my {e} was delivered. Can I send it back?"]
+STATED = ["The return window for my order is {w} days and it arrived {n} days ago. Can I still return it?",
+          "My order can be returned within {w} days and I got it {n} days ago. Is it still returnable?"]
+BOTH = {2: "both", 3: "all three", 4: "all four"}
+
+
+def verdict(n: int, w: int) -> str:
+    return "yes" if n <= w else "no"
+
+
+def step(e: str, n: int, w: int) -> str:
+    return f"My {e.replace('_', ' ')}, {n} days: {verdict(n, w)}."
+
+
+def conv(q: str, a: str) -> dict:
+    return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+
+def list_items(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def multi_item(products: list[str], windows: dict[str, int], days: list[int], count: int, rng: random.Random,
+               k: int = 3) -> list[dict]:
+    """Questions about k items bought on different days: half "all returnable"; in the rest one item (chosen at
+    random) is past its window, or in a fifth of them two are, so no single item decides the answer."""
+    rows = []
+    while len(rows) < count:
+        items = rng.sample(products, k)
+        ok = [True] * k
+        if rng.random() >= 0.5:
+            for i in rng.sample(range(k), 2 if k > 2 and rng.random() < 0.2 else 1):
+                ok[i] = False
+        choices = [[n for n in days if (n <= windows[e]) == good] for e, good in zip(items, ok)]
+        if not all(choices):
+            continue
+        ns = [rng.choice(c) for c in choices]
+        answer = "Yes." if all(ok) else "No."
+        names = [e.replace("_", " ") for e in items]
+        if rng.random() < 0.5:
+            q = f"I bought {list_items([f'a {e} {n} days ago' for e, n in zip(names, ns)])}. Can I still return {BOTH[k]}?"
+        else:
+            q = (f"My {names[0]} arrived {ns[0]} days ago, "
+                 f"{list_items([f'my {e} {n} days ago' for e, n in zip(names[1:], ns[1:])])}. Are {BOTH[k]} still returnable?")
+        steps = " ".join(step(e, n, windows[e]) for e, n in zip(items, ns))
+        rows.append({"prompt": q, "answer": answer, "worked": f"<think>{steps}</think> {answer}"})
+    return rows
+
+
+def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
+              rng: random.Random, k: int = 3) -> list[dict]:
+    rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {verdict(n, windows[e]).capitalize()}."
+                 if rng.random() < worked_share else f"{verdict(n, windows[e]).capitalize()}.")
+            for e in labelled for n in days for wd in ONE]
+    rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
+                  f"</think> {verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days]
+    rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
+             for r in multi_item(labelled, windows, days, 800, rng, k)]
+    rows += replay
+    rng.shuffle(rows)
+    return rows
+
+
+def final_yes_no(text: str) -> str | None:
+    from tailor.data.reasoning import answer_of
+
+    m = re.search(r"\b(yes|no)\b", answer_of(text).lower())
+    return m.group(1) if m else None
+
+
+def score(path, rows: list[dict], max_tokens: int) -> tuple[list[int], float]:
+    from tailor.adapters.loading import load_any
+    from tailor.models.generation import generate
+
+    model, tokenizer = load_any(str(path))
+    answers = generate(model, tokenizer, [[{"role": "user", "content": r["prompt"]}] for r in rows], max_tokens)
+    right = [int(final_yes_no(a) == r["answer"][:-1].lower()) for a, r in zip(answers, rows)]
+    return right, sum(a.lstrip().startswith("<think>") for a in answers) / len(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--held", default="smartwatch,hiking_boots,tent")
+    ap.add_argument("--grpo-only", default="bicycle,rain_jacket")
+    ap.add_argument("--sft-steps", type=int, default=1000)
+    ap.add_argument("--items", type=int, default=3, choices=(2, 3, 4), help="items per question")
+    ap.add_argument("--worked-share", type=float, default=0.25,
+                    help="share of the SFT answers (one-item and several-item questions) with worked steps")
+    ap.add_argument("--lr", type=float, default=5e-4, help="task SFT and control learning rate (full fine-tuning)")
+    ap.add_argument("--control-steps", type=int, default=200)
+    ap.add_argument("--grpo-steps", type=int, default=200)
+    ap.add_argument("--grpo-lr", type=float, default=1e-4)
+    ap.add_argument("--held-questions", type=int, default=150)
+    ap.add_argument("--max-tokens", type=int, default=64, help="most tokens per answer, in GRPO and in scoring")
+    ap.add_argument("--sft-only", action="store_true",
+                    help="train and score the task SFT model only (a reference row, e.g. with --worked-share 0)")
+    ap.add_argument("--out", default="runs/bench_grpo_reasoning")
+    a = ap.parse_args()
+
+    import torch
+
+    from tailor.config import Recipe
+    from tailor.models.loading import load_tokenizer
+    from tailor.training import train
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = [json.loads(x) for x in (Path(a.data) / "facts.jsonl").read_text().splitlines() if x.strip()]
+    windows = {f["entity"]: int(f["answer"].split()[0]) for f in facts if f["topic"] == "return_window" and f["lang"] == "en"}
+    held, grpo_only = a.held.split(","), a.grpo_only.split(",")
+    unknown = [e for e in held + grpo_only if e not in windows]
+    if unknown or set(held) & set(grpo_only) or len(held) < 2 or len(grpo_only) < 1:
+        sys.exit(f"bench_grpo_reasoning: --held and --grpo-only must be disjoint return-window products (at least 2 "
+                 f"and 1) of {sorted(windows)}; unknown: {unknown}")
+    labelled = [e for e in sorted(windows) if e not in held + grpo_only]
+    tok = load_tokenizer(a.model)
+    days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]
+    replay = [{"messages": json.loads(x)["messages"]} for x in (Path(a.data) / "train.jsonl").read_text().splitlines()
+              if x.strip() and json.loads(x).get("fact_id", "").startswith("return_window/")]
+    held_rows = multi_item(held, windows, days, a.held_questions, random.Random(5), a.items)
+    grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 600, random.Random(6), a.items)
+                 if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)][:300]
+    grpo_file = out / "grpo.jsonl"
+    grpo_file.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["answer"]}) + "\n" for r in grpo_rows))
+    control_file = out / "control.jsonl"
+    control_file.write_text("".join(json.dumps(conv(r["prompt"], r["answer"])) + "\n" for r in grpo_rows))
+    print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"windows {windows}; labelled {labelled}, GRPO-only {grpo_only}, held out {held}; one-token day counts: "
+          f"{len(days)}; {len(held_rows)} held-out questions ({sum(r['answer'] == 'Yes.' for r in held_rows)} yes), "
+          f"{len(grpo_rows)} GRPO questions")
+
+    def sft(start, data: Path, steps: int, name: str, seed: int):
+        return train(Recipe.model_validate({
+            "model": {"path": str(start)}, "adapter": {"method": "full"},
+            "data": {"train": [str(data)], "max_length": 128, "val_ratio": 0.0},
+            "train": {"objective": "sft", "output_dir": str(out / name), "max_steps": steps, "batch_size": 16,
+                      "lr": a.lr, "logging_steps": 50, "save_steps": 100_000, "seed": seed, "precision": "fp32"}}))
+
+    results = []
+    for seed in map(int, a.seeds.split(",")):
+        data = out / f"task-s{seed}.jsonl"
+        rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items)
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        t0 = time.perf_counter()
+        sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir
+        sft_seconds = time.perf_counter() - t0
+        if a.sft_only:
+            right, worked = score(sft_dir, held_rows, a.max_tokens)
+            results.append({"seed": seed, "sft_accuracy": sum(right) / len(right), "worked_share": {"sft": worked},
+                            "sft_seconds": round(sft_seconds, 1)})
+            print(f"seed {seed}: task SFT only (--worked-share {a.worked_share}): held-out accuracy "
+                  f"{sum(right) / len(right):.3f}, worked steps in {worked:.0%} of answers", flush=True)
+            (out / "results.json").write_text(json.dumps({"runs": results, "args": vars(a)}, indent=1))
+            continue
+        control_dir = sft(sft_dir, control_file, a.control_steps, f"control-s{seed}", seed).final_dir
+        grpo = train(Recipe.model_validate({
+            "model": {"path": str(sft_dir)}, "adapter": {"method": "full"},
+            "data": {"train": [str(grpo_file)], "max_length": 128, "val_ratio": 0.0},
+            "train": {"objective": "grpo", "output_dir": str(out / f"grpo-s{seed}"), "max_steps": a.grpo_steps,
+                      "batch_size": 64, "lr": a.grpo_lr, "logging_steps": 1, "save_steps": 100_000, "seed": seed,
+                      "precision": "fp32"},
+            "grpo": {"num_generations": 8, "max_completion_length": a.max_tokens, "beta": 0.0, "temperature": 1.0,
+                     "rewards": [{"name": "normalized"}]}}))
+        (before, before_worked), (control, control_worked), (after, after_worked) = (
+            score(sft_dir, held_rows, a.max_tokens), score(control_dir, held_rows, a.max_tokens),
+            score(grpo.final_dir, held_rows, a.max_tokens))
+        diff, lo, hi = paired_ci(before, after, seed)
+        cdiff, clo, chi = paired_ci(control, after, seed)
+        metrics = [json.loads(x) for x in (out / f"grpo-s{seed}" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+
+        def curve(key: str) -> list[float]:
+            xs = [m[key] for m in metrics if key in m]
+            return [round(sum(xs[i:i + 10]) / len(xs[i:i + 10]), 2) for i in range(0, len(xs), 10)]
+
+        row = {"seed": seed, "sft_accuracy": sum(before) / len(before), "control_accuracy": sum(control) / len(control),
+               "grpo_accuracy": sum(after) / len(after), "worked_share": {"sft": before_worked, "control": control_worked,
+                                                                           "grpo": after_worked},
+               "difference": diff, "difference_ci": [lo, hi], "difference_vs_control": cdiff,
+               "difference_vs_control_ci": [clo, chi], "reward_per_10": curve("reward"),
+               "length_per_10": curve("completions/mean_length"), "sft_seconds": round(sft_seconds, 1),
+               "grpo_seconds_per_step": round(grpo.metrics["seconds"] / max(grpo.metrics["steps"], 1), 3)}
+        results.append(row)
+        print(f"seed {seed}: task SFT {row['sft_accuracy']:.3f} (worked steps in {before_worked:.0%} of answers), "
+              f"control {row['control_accuracy']:.3f} ({control_worked:.0%}), GRPO {row['grpo_accuracy']:.3f} "
+              f"({after_worked:.0%}); GRPO - task SFT {100 * diff:+.1f} points (95% CI {100 * lo:+.1f}..{100 * hi:+.1f}), "
+              f"GRPO - control {100 * cdiff:+.1f} ({100 * clo:+.1f}..{100 * chi:+.1f}); "
+              f"{row['grpo_seconds_per_step']} s/GRPO step; reward per 10 steps {row['reward_per_10']}; "
+              f"answer length per 10 steps {row['length_per_10']}", flush=True)
+        (out / "results.json").write_text(json.dumps({"runs": results, "args": vars(a)}, indent=1))
+    for key in ("sft_accuracy",) if a.sft_only else ("difference", "difference_vs_control"):
+        m, h = t_interval([r[key] for r in results])
+        print(f"seeds {a.seeds}: {key} {100 * m:+.1f} points (95% t-interval ±{100 * h:.1f})")
+    print(f"machine after: {machine()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""bench/bench_grpo_reasoning.py's task: several-item return questions whose worked steps are R1-style <think> blocks
+scored after the block, questions split by product, and a clear stop on a bad product split."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import bench_grpo_reasoning as bgr  # noqa: E402
+
+WINDOWS = {"laptop": 30, "tent": 60, "kayak": 10, "smartwatch": 21}
+DAYS = [1, 2, 5, 9, 10, 20, 21, 30, 45, 60, 90]
+
+
+def verdicts(worked: str) -> tuple[str, ...]:
+    steps = worked.split("</think>")[0].removeprefix("<think>").split(". ")
+    return tuple(s.rstrip(".").rsplit(": ", 1)[1] for s in steps)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_multi_item_questions_are_right_balanced_and_name_only_their_products(k):
+    rows = bgr.multi_item(["laptop", "tent", "kayak"], WINDOWS, DAYS, 400, random.Random(0), k)
+    assert len(rows) == 400 and 0.4 < sum(r["answer"] == "Yes." for r in rows) / 400 < 0.6
+    for r in rows:
+        assert "smartwatch" not in r["prompt"] and bgr.BOTH[k] in r["prompt"]
+        assert len(verdicts(r["worked"])) == k
+        assert (r["answer"] == "Yes.") == (set(verdicts(r["worked"])) == {"yes"})
+        assert bgr.final_yes_no(r["worked"]) == r["answer"][:-1].lower()
+        for e, n, v in re.findall(r"My ([a-z ]+), (\d+) days: (yes|no)", r["worked"]):
+            assert (int(n) <= WINDOWS[e]) == (v == "yes") and re.search(f"{e} (arrived )?{n} days", r["prompt"])
+    # a "no" is decided by different items in different questions, so no single position gives the answer
+    failing = {verdicts(r["worked"]).index("no") for r in rows if r["answer"] == "No."}
+    assert failing == set(range(k))
+
+
+def test_final_answer_is_read_after_the_think_block():
+    assert bgr.final_yes_no("<think>My laptop, 40 days: no.</think> Yes.") == "yes"
+    assert bgr.final_yes_no("No.") == "no"
+    assert bgr.final_yes_no("<think>My laptop, 40 days: no.") is None  # cut off while thinking: no answer
+
+
+def test_task_data_labels_only_the_labelled_products():
+    rows = bgr.task_data(WINDOWS, DAYS, ["laptop", "kayak"], 0.5, [], random.Random(0), 2)
+    questions = [r["messages"][0]["content"] for r in rows]
+    assert not [q for q in questions if "tent" in q or "smartwatch" in q]
+    worked_pairs = [r for r in rows if "both" in r["messages"][0]["content"] and "<think>" in r["messages"][1]["content"]]
+    pairs = [r for r in rows if "both" in r["messages"][0]["content"]]
+    assert len(pairs) == 800 and 0.4 < len(worked_pairs) / len(pairs) < 0.6
+
+
+@pytest.mark.parametrize("held,grpo_only", [("smartwatch,unicycle", "tent"), ("smartwatch,tent", "tent"),
+                                            ("smartwatch", "tent")])
+def test_a_bad_product_split_stops_with_the_products_named(tmp_path, monkeypatch, held, grpo_only):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "facts.jsonl").write_text("".join(
+        f'{{"topic": "return_window", "entity": "{e}", "lang": "en", "answer": "{w} days"}}\n' for e, w in WINDOWS.items()))
+    monkeypatch.setattr(sys, "argv", ["bench_grpo_reasoning.py", "--model", str(tmp_path), "--data", str(data),
+                                      "--held", held, "--grpo-only", grpo_only, "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="must be disjoint return-window products .*kayak"):
+        bgr.main()
