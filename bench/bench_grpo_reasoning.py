@@ -248,7 +248,10 @@ def main() -> int:
               f"{row['grpo_seconds_per_step']} s/GRPO step; reward per 10 steps {row['reward_per_10']}; "
               f"answer length per 10 steps {row['length_per_10']}", flush=True)
         (out / "results.json").write_text(json.dumps({"runs": results, "args": vars(a)}, indent=1))
-    for key in ("sft_accuracy",) if a.sft_only else ("difference", "difference_vs_control"):
+    if a.sft_only:
+        m, h = t_interval([r["sft_accuracy"] for r in results])
+        print(f"seeds {a.seeds}: task SFT held-out accuracy {100 * m:.1f}% (95% t-interval ±{100 * h:.1f})")
+    for key in () if a.sft_only else ("difference", "difference_vs_control"):
         m, h = t_interval([r[key] for r in results])
         print(f"seeds {a.seeds}: {key} {100 * m:+.1f} points (95% t-interval ±{100 * h:.1f})")
     print(f"machine after: {machine()}")
