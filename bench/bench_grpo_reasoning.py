@@ -59,6 +59,13 @@ ONE = ["I bought my {e} {n} days ago. Can I still return it?", "My {e} arrived {
 STATED = ["The return window for my order is {w} days and it arrived {n} days ago. Can I still return it?",
           "My order can be returned within {w} days and I got it {n} days ago. Is it still returnable?"]
 BOTH = {2: "both", 3: "all three", 4: "all four"}
+NAMED = ["The return window for my {e} is {w} days and it arrived {n} days ago. Can I still return it?",
+         "My {e} can be returned within {w} days and I got it {n} days ago. Is it still returnable?"]
+GENERIC_ITEMS = ["lamp", "chair", "blender", "sofa", "camera", "printer", "guitar", "toaster", "scarf", "helmet",
+                 "drone", "monitor", "keyboard", "speaker", "tablet", "stroller", "vase", "rug", "mattress", "desk",
+                 "mirror", "kettle", "fan", "heater", "umbrella", "wallet", "suitcase", "drill", "grill", "ladder",
+                 "coffee maker", "phone case", "yoga mat", "dress", "sweater", "board game", "microwave", "bookshelf",
+                 "fishing rod", "skateboard"]
 
 
 def verdict(n: int, w: int) -> str:
@@ -105,12 +112,19 @@ def multi_item(products: list[str], windows: dict[str, int], days: list[int], co
 
 
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
-              rng: random.Random, k: int = 3) -> list[dict]:
+              rng: random.Random, k: int = 3, named_steps: bool = False) -> list[dict]:
     rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {verdict(n, windows[e]).capitalize()}."
                  if rng.random() < worked_share else f"{verdict(n, windows[e]).capitalize()}.")
             for e in labelled for n in days for wd in ONE]
-    rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
-                  f"</think> {verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days]
+    if named_steps:
+        # the stated-window questions name an item of many kinds (never a store product) and answer with the same
+        # worked step as the store questions, so writing the question's own item name in a step is practised too
+        rows += [conv(rng.choice(NAMED).format(e=item, w=w, n=n), f"<think>{step(item, n, w)}</think> "
+                      f"{verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days
+                 for item in [rng.choice(GENERIC_ITEMS)]]
+    else:
+        rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
+                      f"</think> {verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
              for r in multi_item(labelled, windows, days, 800, rng, k)]
     rows += replay
@@ -152,6 +166,8 @@ def main() -> int:
     ap.add_argument("--grpo-lr", type=float, default=1e-4)
     ap.add_argument("--held-questions", type=int, default=150)
     ap.add_argument("--max-tokens", type=int, default=64, help="most tokens per answer, in GRPO and in scoring")
+    ap.add_argument("--named-steps", action="store_true",
+                    help="stated-window questions name one of 40 non-store items and answer with a worked step for it")
     ap.add_argument("--sft-only", action="store_true",
                     help="train and score the task SFT model only (a reference row, e.g. with --worked-share 0)")
     ap.add_argument("--out", default="runs/bench_grpo_reasoning")
@@ -200,7 +216,7 @@ def main() -> int:
     results = []
     for seed in map(int, a.seeds.split(",")):
         data = out / f"task-s{seed}.jsonl"
-        rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items)
+        rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps)
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir
