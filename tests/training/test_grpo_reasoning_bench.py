@@ -69,10 +69,10 @@ def test_a_bad_product_split_stops_with_the_products_named(tmp_path, monkeypatch
 
 def test_named_steps_practise_writing_the_questions_own_item_never_a_store_product():
     rows = bgr.task_data(WINDOWS, DAYS, ["laptop", "kayak"], 0.0, [], random.Random(0), 2, named_steps=True)
-    named = [r for r in rows if any(f"my {e} " in r["messages"][0]["content"] for e in bgr.GENERIC_ITEMS)]
+    named = [r for r in rows if any(f"my {e} " in r["messages"][0]["content"].lower() for e in bgr.GENERIC_ITEMS)]
     assert len(named) == sum(1 for w in DAYS if w >= 5 for _ in DAYS)
     for r in named:
         q, a = r["messages"][0]["content"], r["messages"][1]["content"]
-        e, w, n = re.search(r"my (.+?) (?:is|can be returned within) (\d+) days .*?(\d+) days ago", q).groups()
+        e, w, n = re.search(r"[Mm]y (.+?) (?:is|can be returned within) (\d+) days .*?(\d+) days ago", q).groups()
         assert a == f"<think>My {e}, {n} days: {'yes' if int(n) <= int(w) else 'no'}.</think> {'Yes' if int(n) <= int(w) else 'No'}."
     assert not set(bgr.GENERIC_ITEMS) & {e.replace("_", " ") for e in WINDOWS}
