@@ -48,6 +48,12 @@ WORDINGS = ["I bought my {e} {n} days ago. Can I still return it?",
 REWARD_FILE = Path(__file__).resolve().parent / "yes_no_reward.py"
 
 
+def return_windows(data_dir: str) -> dict[str, int]:
+    """Each product's return window in days, from the quickstart data's facts.jsonl (English rows)."""
+    facts = [json.loads(x) for x in (Path(data_dir) / "facts.jsonl").read_text().splitlines() if x.strip()]
+    return {f["entity"]: int(f["answer"].split()[0]) for f in facts if f["topic"] == "return_window" and f["lang"] == "en"}
+
+
 def first_yes_no(text: str) -> str | None:
     m = re.search(r"\b(yes|no)\b", text.lower())
     return m.group(1) if m else None
@@ -124,9 +130,7 @@ def main() -> int:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = [json.loads(x) for x in (Path(a.data) / "facts.jsonl").read_text().splitlines() if x.strip()]
-    windows = {f["entity"]: int(f["answer"].split()[0]) for f in facts if f["topic"] == "return_window" and f["lang"] == "en"}
-    windows = {e: w for e, w in windows.items() if w <= a.max_window}
+    windows = {e: w for e, w in return_windows(a.data).items() if w <= a.max_window}
     labelled, fresh, held = split_task(windows, a.held_questions)
     grpo_rows = labelled if a.grpo_prompts == "labelled" else fresh
     sft_data = sft_file(out / "task_sft.jsonl", labelled)

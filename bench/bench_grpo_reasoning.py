@@ -50,7 +50,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_grpo import paired_ci  # noqa: E402
+from bench_grpo import paired_ci, return_windows  # noqa: E402
 from bench_preference import t_interval  # noqa: E402
 from machine_line import machine  # noqa: E402
 
@@ -182,8 +182,7 @@ def main() -> int:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    facts = [json.loads(x) for x in (Path(a.data) / "facts.jsonl").read_text().splitlines() if x.strip()]
-    windows = {f["entity"]: int(f["answer"].split()[0]) for f in facts if f["topic"] == "return_window" and f["lang"] == "en"}
+    windows = return_windows(a.data)
     held, grpo_only = a.held.split(","), a.grpo_only.split(",")
     unknown = [e for e in held + grpo_only if e not in windows]
     if unknown or set(held) & set(grpo_only) or len(held) < 2 or len(grpo_only) < 1:
