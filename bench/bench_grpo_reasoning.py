@@ -179,15 +179,15 @@ def main() -> int:
     from tailor.models.loading import load_tokenizer
     from tailor.training import train
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     windows = return_windows(a.data)
     held, grpo_only = a.held.split(","), a.grpo_only.split(",")
     unknown = [e for e in held + grpo_only if e not in windows]
     if unknown or set(held) & set(grpo_only) or len(held) < 2 or len(grpo_only) < 1:
         sys.exit(f"bench_grpo_reasoning: --held and --grpo-only must be disjoint return-window products (at least 2 "
                  f"and 1) of {sorted(windows)}; unknown: {unknown}")
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     labelled = [e for e in sorted(windows) if e not in held + grpo_only]
     tok = load_tokenizer(a.model)
     days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]

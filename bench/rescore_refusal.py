@@ -57,7 +57,6 @@ def main() -> int:
 
     import torch
 
-    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     test2, held = test2_questions(), questions(HELD_EN, "en") + questions(HELD_ZH, "zh")
     runs = [(None, Path(r)) for r in a.runs] + [(x.split("=", 1)[0], Path(x.split("=", 1)[1])) for x in a.label]
     finals = []
@@ -66,6 +65,7 @@ def main() -> int:
         if not found:
             sys.exit(f"rescore_refusal: no s<seed>/<stage>/final model under {run} (a bench_preference --out folder)")
         finals += [(f"{label}: {f.parent.name}" if label else f.parent.name, int(f.parent.parent.name[1:]), f) for f in found]
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"TEST2: {len(test2)} questions ({sum(q['lang'] == 'en' for q in test2)} EN); first held-out set: {len(held)}")
     before = answer(a.before, test2, a.max_new_tokens)

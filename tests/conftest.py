@@ -35,6 +35,17 @@ os.environ.setdefault("TAILOR_PRECISION", "fp32")
 
 
 @pytest.fixture(autouse=True)
+def _same_torch_threads():
+    """A test that runs a script's main() (benches set torch's thread count from BENCH_THREADS) must not change the
+    thread count of the tests after it: a second thread changes float reduction order, and the kill -9 resume test,
+    which resumes in this process against a one-thread subprocess, then differs by an ulp."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _auto_device(request, monkeypatch):
     if request.node.get_closest_marker("auto_device") is not None:
         monkeypatch.delenv("TAILOR_DEVICE", raising=False)
