@@ -42,7 +42,6 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 import time
 from pathlib import Path
@@ -50,7 +49,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_grpo import paired_ci, return_windows  # noqa: E402
+from bench_grpo import first_yes_no, paired_ci, return_windows  # noqa: E402
 from bench_preference import t_interval  # noqa: E402
 from machine_line import machine  # noqa: E402
 
@@ -70,6 +69,11 @@ GENERIC_ITEMS = ["lamp", "chair", "blender", "sofa", "camera", "printer", "guita
 
 def verdict(n: int, w: int) -> str:
     return "yes" if n <= w else "no"
+
+
+def said(n: int, w: int) -> str:
+    """The final answer for one item: "Yes." or "No."."""
+    return f"{verdict(n, w).capitalize()}."
 
 
 def step(e: str, n: int, w: int) -> str:
@@ -113,18 +117,17 @@ def multi_item(products: list[str], windows: dict[str, int], days: list[int], co
 
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
               rng: random.Random, k: int = 3, named_steps: bool = False) -> list[dict]:
-    rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {verdict(n, windows[e]).capitalize()}."
-                 if rng.random() < worked_share else f"{verdict(n, windows[e]).capitalize()}.")
+    rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {said(n, windows[e])}"
+                 if rng.random() < worked_share else said(n, windows[e]))
             for e in labelled for n in days for wd in ONE]
     if named_steps:
         # the stated-window questions name an item of many kinds (never a store product) and answer with the same
         # worked step as the store questions, so writing the question's own item name in a step is practised too
-        rows += [conv(rng.choice(NAMED).format(e=item, w=w, n=n), f"<think>{step(item, n, w)}</think> "
-                      f"{verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days
+        rows += [conv(rng.choice(NAMED).format(e=item, w=w, n=n), f"<think>{step(item, n, w)}</think> {said(n, w)}") for w in days if w >= 5 for n in days
                  for item in [rng.choice(GENERIC_ITEMS)]]
     else:
         rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
-                      f"</think> {verdict(n, w).capitalize()}.") for w in days if w >= 5 for n in days]
+                      f"</think> {said(n, w)}") for w in days if w >= 5 for n in days]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
              for r in multi_item(labelled, windows, days, 800, rng, k)]
     rows += replay
@@ -133,10 +136,10 @@ def task_data(windows: dict[str, int], days: list[int], labelled: list[str], wor
 
 
 def final_yes_no(text: str) -> str | None:
+    """The first yes/no of the answer after any <think> block."""
     from tailor.data.reasoning import answer_of
 
-    m = re.search(r"\b(yes|no)\b", answer_of(text).lower())
-    return m.group(1) if m else None
+    return first_yes_no(answer_of(text))
 
 
 def score(path, rows: list[dict], max_tokens: int) -> tuple[list[int], float]:
@@ -191,8 +194,8 @@ def main() -> int:
     labelled = [e for e in sorted(windows) if e not in held + grpo_only]
     tok = load_tokenizer(a.model)
     days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]
-    replay = [{"messages": json.loads(x)["messages"]} for x in (Path(a.data) / "train.jsonl").read_text().splitlines()
-              if x.strip() and json.loads(x).get("fact_id", "").startswith("return_window/")]
+    conversations = [json.loads(x) for x in (Path(a.data) / "train.jsonl").read_text().splitlines() if x.strip()]
+    replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
     held_rows = multi_item(held, windows, days, a.held_questions, random.Random(5), a.items)
     grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 600, random.Random(6), a.items)
                  if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)][:300]

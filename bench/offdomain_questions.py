@@ -179,16 +179,18 @@ STORE_WORDS_ZH = [
 ]
 
 
+def rows_of(families, plain, lang: str) -> list[dict]:
+    """{"q", "lang"} rows: every (wording, subjects) family filled with each subject, then the plain questions."""
+    return [{"q": w.format(s), "lang": lang} for w, subjects in families for s in subjects] + \
+        [{"q": q, "lang": lang} for q in plain]
+
+
 def broad_questions(store_words: bool = True) -> list[dict]:
     """Every broad training question as {"q", "lang"}, English then Chinese; store_words=False leaves out the
     questions that name a store word in a frame that is not about the store."""
     en = BROAD_EN + (STORE_WORDS_EN if store_words else [])
     zh = BROAD_ZH + (STORE_WORDS_ZH if store_words else [])
-    rows = [{"q": w.format(s), "lang": "en"} for w, subjects in en for s in subjects]
-    rows += [{"q": q, "lang": "en"} for q in BROAD_EN_PLAIN]
-    rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in zh for s in subjects]
-    rows += [{"q": q, "lang": "zh"} for q in BROAD_ZH_PLAIN]
-    return rows
+    return rows_of(en, BROAD_EN_PLAIN, "en") + rows_of(zh, BROAD_ZH_PLAIN, "zh")
 
 
 # A second held-out TEST set, written in session 9 (2026-12-07) after the refusal recipe's settings had been
@@ -240,8 +242,4 @@ TEST2_ZH_PLAIN = ["你觉得菠萝披萨好吃吗？", "怎么冥想？", "声�
 
 def test2_questions() -> list[dict]:
     """The second held-out test set as {"q", "lang"}, English then Chinese."""
-    rows = [{"q": w.format(s), "lang": "en"} for w, subjects in TEST2_EN for s in subjects]
-    rows += [{"q": q, "lang": "en"} for q in TEST2_EN_PLAIN]
-    rows += [{"q": w.format(s), "lang": "zh"} for w, subjects in TEST2_ZH for s in subjects]
-    rows += [{"q": q, "lang": "zh"} for q in TEST2_ZH_PLAIN]
-    return rows
+    return rows_of(TEST2_EN, TEST2_EN_PLAIN, "en") + rows_of(TEST2_ZH, TEST2_ZH_PLAIN, "zh")
