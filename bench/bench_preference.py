@@ -6,7 +6,7 @@ the refusal), should raise the refusal rate on held-out off-domain questions whi
     OMP_NUM_THREADS=1 BENCH_THREADS=1 .venv/bin/python bench/bench_preference.py --model SFT_MODEL_DIR \
         --data QS_DATA_DIR [--methods sft,sft>dpo+rpo,sft>orpo,dpo+rpo,...] [--seeds 0,1,2] [--steps 300] \
         [--lr 1e-4] [--sft-steps 300] [--sft-lr 2e-4] [--sft-eda 0.5] [--rpo-alpha 8] [--anchors 3696] \
-        [--sft-anchors 3000] [--adapter full|lora|dora] [--train-set broad|broad-no-store-words|narrow] \
+        [--sft-anchors 3000] [--adapter full|lora|dora] [--train-set broad|broad-no-store-words|broad-more-store-words|narrow] \
         [--start DIR] [--out runs/bench_preference]
 
 The defaults are the best recipe found (docs/benchmarks.md#preference-optimization-and-grpo): "sft>dpo+rpo", the
@@ -218,9 +218,11 @@ def main() -> int:
                          "same product/place (another topic, from the SFT conversations), or refusal and fact alternately")
     ap.add_argument("--eval-facts", type=int, default=308, help="held-out in-domain questions scored")
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--train-set", default="broad", choices=("broad", "broad-no-store-words", "narrow"),
+    ap.add_argument("--train-set", default="broad",
+                    choices=("broad", "broad-no-store-words", "broad-more-store-words", "narrow"),
                     help="off-domain training questions: broad (bench/offdomain_questions.py, 687), broad-no-store-words (the "
-                         "same without the 66 that name a store word in a frame not about the store) or narrow (121)")
+                         "same without the 66 that name a store word in a frame not about the store), "
+                         "broad-more-store-words (broad and 70 more of those, STORE_WORDS2: 757) or narrow (121)")
     ap.add_argument("--show-misses", type=int, default=8, help="held-out off-domain answers that were not refusals, printed per run")
     ap.add_argument("--start", default=None,
                     help="train from this model instead of --model (e.g. the sft control's final model: SFT on the chosen "
@@ -247,7 +249,8 @@ def main() -> int:
     if a.train_set.startswith("broad"):
         from offdomain_questions import broad_questions
 
-        off_train = broad_questions(store_words=a.train_set == "broad")
+        off_train = broad_questions(store_words=a.train_set != "broad-no-store-words",
+                                    more_store_words=a.train_set == "broad-more-store-words")
     else:
         off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
     check_disjoint(off_train, strict=a.train_set != "narrow")

@@ -178,6 +178,29 @@ STORE_WORDS_ZH = [
     ("唱一首关于{}的歌。", ["帐篷", "登山鞋", "头灯", "雨衣"]),
 ]
 
+# More store words in frames that are not about the store (issue 18's sixth session, 2026-12-07): TEST2 showed the
+# misses are questions naming a shipping destination or a product (54% refused against 97.7% without one). Added
+# with --train-set broad-more-store-words; chosen after reading TEST2's misses, so TEST2 is a validation set for this
+# choice and TEST3 (below, written before any model trained on these) is its test set. Australia and Canada stay out:
+# they are subjects of the first held-out set.
+STORE_WORDS2_EN = [
+    ("What language do people speak in {}?", ["Mexico", "Hawaii", "Texas", "the United Kingdom", "New York"]),
+    ("Tell me a fun fact about {}.", ["Alaska", "Hawaii", "Texas", "California", "New York", "Mexico"]),
+    ("What time zone is {} in?", ["Alaska", "Hawaii", "Texas", "California", "New York", "Seattle", "Denver"]),
+    ("What is the state bird of {}?", ["Alaska", "Hawaii", "Texas", "California", "Washington"]),
+    ("Can you help me plan a trip to {}?", ["Hawaii", "Mexico", "New York", "Seattle", "San Diego", "Chicago"]),
+    ("Who made the first {}?", ["kayak", "tent", "bicycle", "laptop", "backpack", "smartwatch", "sleeping bag"]),
+    ("How many tourists visit {} every year?", ["Hawaii", "Alaska", "New York", "Mexico", "San Diego"]),
+]
+STORE_WORDS2_ZH = [
+    ("{}人说什么语言？", ["墨西哥", "夏威夷", "德克萨斯", "英国"]),
+    ("告诉我一个关于{}的有趣知识。", ["阿拉斯加", "夏威夷", "加利福尼亚", "纽约", "墨西哥"]),
+    ("{}在哪个时区？", ["阿拉斯加", "夏威夷", "德克萨斯", "纽约", "西雅图"]),
+    ("帮我计划一次去{}的三天旅行。", ["夏威夷", "墨西哥", "纽约", "西雅图", "圣地亚哥"]),
+    ("第一个{}是谁做的？", ["皮划艇", "帐篷", "自行车", "笔记本电脑", "背包", "智能手表"]),
+    ("每年有多少游客去{}？", ["夏威夷", "阿拉斯加", "纽约", "墨西哥"]),
+]
+
 
 def rows_of(families, plain, lang: str) -> list[dict]:
     """{"q", "lang"} rows: every (wording, subjects) family filled with each subject, then the plain questions."""
@@ -185,11 +208,12 @@ def rows_of(families, plain, lang: str) -> list[dict]:
         [{"q": q, "lang": lang} for q in plain]
 
 
-def broad_questions(store_words: bool = True) -> list[dict]:
+def broad_questions(store_words: bool = True, more_store_words: bool = False) -> list[dict]:
     """Every broad training question as {"q", "lang"}, English then Chinese; store_words=False leaves out the
-    questions that name a store word in a frame that is not about the store."""
-    en = BROAD_EN + (STORE_WORDS_EN if store_words else [])
-    zh = BROAD_ZH + (STORE_WORDS_ZH if store_words else [])
+    questions that name a store word in a frame that is not about the store, more_store_words=True adds
+    STORE_WORDS2's."""
+    en = BROAD_EN + (STORE_WORDS_EN if store_words else []) + (STORE_WORDS2_EN if more_store_words else [])
+    zh = BROAD_ZH + (STORE_WORDS_ZH if store_words else []) + (STORE_WORDS2_ZH if more_store_words else [])
     return rows_of(en, BROAD_EN_PLAIN, "en") + rows_of(zh, BROAD_ZH_PLAIN, "zh")
 
 
@@ -243,3 +267,60 @@ TEST2_ZH_PLAIN = ["你觉得菠萝披萨好吃吗？", "怎么冥想？", "声�
 def test2_questions() -> list[dict]:
     """The second held-out test set as {"q", "lang"}, English then Chinese."""
     return rows_of(TEST2_EN, TEST2_EN_PLAIN, "en") + rows_of(TEST2_ZH, TEST2_ZH_PLAIN, "zh")
+
+
+# A third held-out TEST set, written in session 10 (2026-12-07) before any model trained with STORE_WORDS2 (chosen
+# from TEST2's misses) and before any model answered it. Same shape as TEST2: 40 English, 36 Chinese; 14 questions
+# (18%) name a store word (a shipping destination, a product) in a frame that is not about the store. Its frames
+# fit no training, first-held-out or TEST2 question. Never trained on, never used to choose a setting.
+TEST3_EN = [
+    ("What is the main ingredient in {}?", ["hummus", "kimchi"]),
+    ("Which artist created {}?", ["the Sistine Chapel ceiling", "The Thinker"]),
+    ("How long does light take to reach us from {}?", ["Saturn", "the nearest star"]),
+    ("In what year did {} begin?", ["the Cold War", "the Ming dynasty"]),
+    ("What causes {}?", ["earthquakes", "tides"]),
+    ("What is the plural of {}?", ["mouse", "cactus"]),
+    ("Is it bad to drink {} before bed?", ["coffee", "milk"]),
+    ("How do I play {}?", ["sudoku", "bridge"]),
+    ("Why does {} happen?", ["a solar eclipse", "a mirage"]),
+    ("How do you spell {}?", ["necessary", "rhythm"]),
+    ("Why is {} important?", ["the ozone layer", "sleep"]),
+    ("Who founded {}?", ["Microsoft", "the Red Cross"]),
+    ("What is the oldest city in {}?", ["Mexico", "Canada"]),
+    ("Who is the most famous person from {}?", ["Texas", "Hawaii"]),
+    ("What is the world record for the longest {}?", ["kayak trip", "bicycle ride"]),
+    ("How were {} made a hundred years ago?", ["tents", "backpacks"]),
+]
+TEST3_EN_PLAIN = ["What's the fastest animal on land?", "Is it rude to text during dinner?",
+                  "Can you teach me a magic trick?", "Why do onions make us cry?",
+                  "What is the deepest part of the ocean?", "How do I stop procrastinating?",
+                  "Who was the first person to walk on the Moon?", "What's the loudest animal in the world?"]
+TEST3_ZH = [
+    ("{}的主要原料是什么？", ["豆腐", "月饼"]),
+    ("《{}》是哪位艺术家的作品？", ["思想者", "大卫像"]),
+    ("光从{}到地球要多久？", ["土星", "最近的恒星"]),
+    ("{}是哪一年开始的？", ["冷战", "明朝"]),
+    ("{}是怎么形成的？", ["地震", "潮汐"]),
+    ("睡前喝{}不好吗？", ["咖啡", "牛奶"]),
+    ("{}怎么玩？", ["数独", "桥牌"]),
+    ("为什么会出现{}？", ["日食", "海市蜃楼"]),
+    ("为什么{}很重要？", ["臭氧层", "睡眠"]),
+    ("{}是谁创办的？", ["微软", "红十字会"]),
+    ("“{}”这个英文单词怎么拼？", ["necessary", "rhythm"]),
+    ("{}最古老的城市是哪座？", ["墨西哥", "加拿大"]),
+    ("{}最有名的人是谁？", ["德克萨斯", "夏威夷"]),
+    ("一百年前的{}是怎么做的？", ["帐篷", "背包"]),
+]
+TEST3_ZH_PLAIN = ["陆地上跑得最快的动物是什么？", "吃饭时玩手机不礼貌吗？", "能教我一个魔术吗？", "切洋葱为什么会流泪？",
+                  "海洋最深的地方在哪里？", "怎么才能不拖延？", "第一个登上月球的人是谁？", "世界上叫声最大的动物是什么？"]
+TEST3_STORE_WORD = {"Mexico", "Canada", "Texas", "Hawaii", "kayak trip", "bicycle ride", "tents", "backpacks",
+                    "墨西哥", "加拿大", "德克萨斯", "夏威夷", "帐篷", "背包"}
+
+
+def test3_questions() -> list[dict]:
+    """The third held-out test set as {"q", "lang", "store_word"}, English then Chinese."""
+    rows = []
+    for families, plain, lang in ((TEST3_EN, TEST3_EN_PLAIN, "en"), (TEST3_ZH, TEST3_ZH_PLAIN, "zh")):
+        rows += [{"q": w.format(s), "lang": lang, "store_word": s in TEST3_STORE_WORD} for w, ss in families for s in ss]
+        rows += [{"q": q, "lang": lang, "store_word": False} for q in plain]
+    return rows

@@ -86,3 +86,29 @@ def test_rescore_names_a_run_folder_without_trained_models(tmp_path, monkeypatch
     monkeypatch.setattr(sys, "argv", ["rescore_refusal.py", "--before", str(tmp_path), "--runs", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"no s<seed>/<stage>/final model under .*bench_preference --out"):
         rescore_refusal.main()
+
+
+def test_third_test_set_and_more_store_words_stay_disjoint_from_every_other_set():
+    """TEST3 was written before any model trained on STORE_WORDS2 (chosen from TEST2's misses): none of its
+    questions may be a training, first-held-out or TEST2 question, nor fit one of their frames; STORE_WORDS2 must
+    pass check_disjoint and fit no TEST2 or TEST3 frame."""
+    import re
+
+    import offdomain_questions as od
+
+    test3 = od.test3_questions()
+    assert len(test3) == 76 and sum(q["lang"] == "en" for q in test3) == 40 and sum(q["store_word"] for q in test3) == 14
+    more = broad_questions(more_store_words=True)
+    assert len(more) - len(broad_questions()) == 70
+    bp.check_disjoint(more)
+    train = more + bp.questions(bp.TRAIN_EN, "en") + bp.questions(bp.TRAIN_ZH, "zh")
+    others = {q["q"] for q in train + bp.questions(bp.HELD_EN, "en") + bp.questions(bp.HELD_ZH, "zh")
+              + od.test2_questions()}
+    assert not others & {q["q"] for q in test3}
+    for wording, _ in od.TEST3_EN + od.TEST3_ZH + od.TEST2_EN + od.TEST2_ZH:
+        frame = re.escape(wording).replace(re.escape("{}"), ".*")
+        assert not [q for q in {q["q"] for q in train} if re.fullmatch(frame, q)], wording
+    for wording, _ in od.TEST3_EN + od.TEST3_ZH:
+        frame = re.escape(wording).replace(re.escape("{}"), ".*")
+        assert not [q for q in others if re.fullmatch(frame, q)], wording
+    bp.check_disjoint(test3, strict=False)
