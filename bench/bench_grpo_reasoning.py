@@ -116,10 +116,10 @@ def multi_item(products: list[str], windows: dict[str, int], days: list[int], co
 
 
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
-              rng: random.Random, k: int = 3, named_steps: bool = False) -> list[dict]:
+              rng: random.Random, k: int = 3, named_steps: bool = False, one_item: list[str] | None = None) -> list[dict]:
     rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {said(n, windows[e])}"
                  if rng.random() < worked_share else said(n, windows[e]))
-            for e in labelled for n in days for wd in ONE]
+            for e in (one_item or labelled) for n in days for wd in ONE]
     if named_steps:
         # the stated-window questions name an item of many kinds (never a store product) and answer with the same
         # worked step as the store questions, so writing the question's own item name in a step is practised too
@@ -168,9 +168,16 @@ def main() -> int:
     ap.add_argument("--grpo-steps", type=int, default=200)
     ap.add_argument("--grpo-lr", type=float, default=1e-4)
     ap.add_argument("--held-questions", type=int, default=150)
+    ap.add_argument("--held-seed", type=int, default=5,
+                    help="random seed of the held-out question sample (another value gives a validation sample of "
+                         "questions about the same held-out products)")
     ap.add_argument("--max-tokens", type=int, default=64, help="most tokens per answer, in GRPO and in scoring")
     ap.add_argument("--named-steps", action="store_true",
                     help="stated-window questions name one of 40 non-store items and answer with a worked step for it")
+    ap.add_argument("--one-item", choices=("labelled", "all"), default="labelled",
+                    help="which products the one-item SFT questions name: the labelled ones, or every product (the "
+                         "held-out and GRPO-only products' one-item answers are then labelled; no several-item "
+                         "question about them is)")
     ap.add_argument("--sft-only", action="store_true",
                     help="train and score the task SFT model only (a reference row, e.g. with --worked-share 0)")
     ap.add_argument("--out", default="runs/bench_grpo_reasoning")
@@ -196,7 +203,7 @@ def main() -> int:
     days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]
     conversations = [json.loads(x) for x in (Path(a.data) / "train.jsonl").read_text().splitlines() if x.strip()]
     replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
-    held_rows = multi_item(held, windows, days, a.held_questions, random.Random(5), a.items)
+    held_rows = multi_item(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
     grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 600, random.Random(6), a.items)
                  if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)][:300]
     grpo_file = out / "grpo.jsonl"
@@ -218,7 +225,8 @@ def main() -> int:
     results = []
     for seed in map(int, a.seeds.split(",")):
         data = out / f"task-s{seed}.jsonl"
-        rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps)
+        rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps,
+                         sorted(windows) if a.one_item == "all" else None)
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir
