@@ -89,12 +89,15 @@ def list_items(names: list[str]) -> str:
 
 
 def multi_item(products: list[str], windows: dict[str, int], days: list[int], count: int, rng: random.Random,
-               k: int = 3) -> list[dict]:
+               k: int = 3, avoid: set[str] | None = None) -> list[dict]:
     """Questions about k items bought on different days: half "all returnable"; in the rest one item (chosen at
-    random) is past its window, or in a fifth of them two are, so no single item decides the answer."""
+    random) is past its window, or in a fifth of them two are, so no single item decides the answer. No question
+    has all its items in `avoid`."""
     rows = []
     while len(rows) < count:
         items = rng.sample(products, k)
+        if avoid and set(items) <= avoid:
+            continue
         ok = [True] * k
         if rng.random() >= 0.5:
             for i in rng.sample(range(k), 2 if k > 2 and rng.random() < 0.2 else 1):
@@ -116,7 +119,8 @@ def multi_item(products: list[str], windows: dict[str, int], days: list[int], co
 
 
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
-              rng: random.Random, k: int = 3, named_steps: bool = False, one_item: list[str] | None = None) -> list[dict]:
+              rng: random.Random, k: int = 3, named_steps: bool = False, one_item: list[str] | None = None,
+              multi: list[str] | None = None, avoid: set[str] | None = None, exclude: frozenset = frozenset()) -> list[dict]:
     rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {said(n, windows[e])}"
                  if rng.random() < worked_share else said(n, windows[e]))
             for e in (one_item or labelled) for n in days for wd in ONE]
@@ -129,7 +133,7 @@ def task_data(windows: dict[str, int], days: list[int], labelled: list[str], wor
         rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
                       f"</think> {said(n, w)}") for w in days if w >= 5 for n in days]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
-             for r in multi_item(labelled, windows, days, 800, rng, k)]
+             for r in multi_item(multi or labelled, windows, days, 800, rng, k, avoid) if r["prompt"] not in exclude]
     rows += replay
     rng.shuffle(rows)
     return rows
@@ -178,6 +182,12 @@ def main() -> int:
                     help="which products the one-item SFT questions name: the labelled ones, or every product (the "
                          "held-out and GRPO-only products' one-item answers are then labelled; no several-item "
                          "question about them is)")
+    ap.add_argument("--multi", choices=("labelled", "all"), default="labelled",
+                    help="which products the several-item SFT and GRPO questions name: the labelled ones (GRPO's also "
+                         "a GRPO-only one), or every product, held-out ones mixed with others (no question has only "
+                         "held-out products: those are the held-out questions; GRPO's questions are new ones)")
+    ap.add_argument("--grpo-questions", type=int, default=300,
+                    help="distinct GRPO questions (8 a step: 1600 for 200 steps means none is seen twice)")
     ap.add_argument("--sft-only", action="store_true",
                     help="train and score the task SFT model only (a reference row, e.g. with --worked-share 0)")
     ap.add_argument("--out", default="runs/bench_grpo_reasoning")
@@ -204,8 +214,12 @@ def main() -> int:
     conversations = [json.loads(x) for x in (Path(a.data) / "train.jsonl").read_text().splitlines() if x.strip()]
     replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
     held_rows = multi_item(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
-    grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 600, random.Random(6), a.items)
-                 if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)][:300]
+    if a.multi == "all":
+        grpo_rows = multi_item(sorted(windows), windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
+    else:
+        grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
+                                           a.items) if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)]
+        grpo_rows = grpo_rows[:a.grpo_questions]
     grpo_file = out / "grpo.jsonl"
     grpo_file.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["answer"]}) + "\n" for r in grpo_rows))
     control_file = out / "control.jsonl"
@@ -226,7 +240,9 @@ def main() -> int:
     for seed in map(int, a.seeds.split(",")):
         data = out / f"task-s{seed}.jsonl"
         rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps,
-                         sorted(windows) if a.one_item == "all" else None)
+                         sorted(windows) if a.one_item == "all" else None,
+                         sorted(windows) if a.multi == "all" else None, set(held),
+                         frozenset(r["prompt"] for r in grpo_rows + held_rows))
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir

@@ -76,3 +76,18 @@ def test_named_steps_practise_writing_the_questions_own_item_never_a_store_produ
         e, w, n = re.search(r"[Mm]y (.+?) (?:is|can be returned within) (\d+) days .*?(\d+) days ago", q).groups()
         assert a == f"<think>My {e}, {n} days: {'yes' if int(n) <= int(w) else 'no'}.</think> {'Yes' if int(n) <= int(w) else 'No'}."
     assert not set(bgr.GENERIC_ITEMS) & {e.replace("_", " ") for e in WINDOWS}
+
+
+def test_every_product_mode_never_labels_a_question_about_held_out_products_only():
+    held = {"tent", "smartwatch"}
+    grpo = bgr.multi_item(sorted(WINDOWS), WINDOWS, DAYS, 50, random.Random(6), 2, held)
+    rows = bgr.task_data(WINDOWS, DAYS, ["laptop", "kayak"], 0.5, [], random.Random(0), 2, one_item=sorted(WINDOWS),
+                         multi=sorted(WINDOWS), avoid=held, exclude=frozenset(r["prompt"] for r in grpo))
+    questions = [r["messages"][0]["content"] for r in rows]
+    pairs = [q for q in questions if "both" in q]
+    assert not set(questions) & {r["prompt"] for r in grpo}
+    assert not [q for q in pairs if "tent" in q and "smartwatch" in q]  # only held-out products: the test questions
+    assert [q for q in pairs if "tent" in q] and [q for q in pairs if "smartwatch" in q]  # mixed with others: labelled
+    one = [q for q in questions if "both" not in q and "order" not in q]
+    assert {e for e in WINDOWS if any(e in q for q in one)} == set(WINDOWS)
+    assert not [r for r in grpo if {e for e in WINDOWS if e in r["prompt"]} <= held]
