@@ -4,7 +4,8 @@ in a minority of worked examples, on questions about products SFT never labelled
     .venv/bin/python bench/bench_grpo_reasoning.py --model SFT_MODEL_DIR --data QS_DATA_DIR [--seeds 0,1,2] \
         [--items 3] [--sft-steps 1000] [--worked-share 0.25] [--control-steps 200] [--grpo-steps 200] \
         [--grpo-lr 1e-4] [--max-tokens 64] [--held smartwatch,hiking_boots,tent] [--grpo-only bicycle,rain_jacket] \
-        [--out runs/bench_grpo_reasoning]
+        [--one-item labelled|all] [--multi labelled|all] [--grpo-questions 300] [--task several|delivery] \
+        [--held-seed 5] [--out runs/bench_grpo_reasoning]
 
 The task: "I bought a laptop 23 days ago, a tent 70 days ago and a kayak 5 days ago. Can I still return all
 three?" The answer (yes / no) is computed from --items store facts the quickstart model was trained on (each
@@ -30,7 +31,10 @@ Per seed:
      --max-tokens per question, 8 questions a step, --grpo-steps, no KL term;
   4. the three models answer the held-out questions (every item a held-out product; about half yes) greedily;
      right = the first yes/no after any </think> block is right.
-With --sft-only only step 1 runs and is scored (a reference: the same data with another --worked-share).
+--one-item all / --multi all put the held-out products in the one-item / several-item SFT questions (never a
+question about held-out products only: those are the held-out questions), so worked steps have named them;
+--task delivery replaces the several-item questions with one-item ones whose day count must be subtracted first
+("ordered 45 days ago, delivered 30 days later"). With --sft-only only step 1 runs and is scored (a reference: the same data with another --worked-share).
 Prints per seed each model's held-out accuracy and share of answers with worked steps, the paired difference GRPO -
 task SFT and GRPO - control with a 95% bootstrap interval over questions, the reward and answer-length curves (mean
 of each 10 steps); then the mean over seeds with a 95% t-interval, the machine and the load; writes results.json.
@@ -118,9 +122,40 @@ def multi_item(products: list[str], windows: dict[str, int], days: list[int], co
     return rows
 
 
+DELIVERY = ["I ordered a {e} {a} days ago and it was delivered {b} days later. Can I still return it?",
+            "My {e} arrived {b} days after I ordered it, {a} days ago. Is it still returnable?"]
+
+
+def differences(days: list[int]) -> list[tuple[int, int, int]]:
+    """(a, b, a - b) with all three one-token day counts."""
+    one = set(days)
+    return [(a, b, a - b) for a in days for b in days if a - b in one]
+
+
+def delivery_item(products: list[str], windows: dict[str, int], days: list[int], count: int, rng: random.Random,
+                  k: int = 1, avoid: set[str] | None = None) -> list[dict]:
+    """Questions whose day count must be computed first: ordered a days ago, delivered b days later, so a - b days
+    since delivery against the product's return window; half yes. The worked steps subtract, then judge the item."""
+    pairs = differences(days)
+    products = [e for e in products if not (avoid and e in avoid)]
+    rows = []
+    while len(rows) < count:
+        e = rng.choice(products)
+        good = rng.random() < 0.5
+        a, b, d = rng.choice([t for t in pairs if (t[2] <= windows[e]) == good])
+        answer = said(d, windows[e])
+        rows.append({"prompt": rng.choice(DELIVERY).format(e=e.replace("_", " "), a=a, b=b), "answer": answer,
+                     "worked": f"<think>{a} - {b} = {d} days since delivery. {step(e, d, windows[e])}</think> {answer}"})
+    return rows
+
+
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
               rng: random.Random, k: int = 3, named_steps: bool = False, one_item: list[str] | None = None,
-              multi: list[str] | None = None, avoid: set[str] | None = None, exclude: frozenset = frozenset()) -> list[dict]:
+              multi: list[str] | None = None, avoid: set[str] | None = None, exclude: frozenset = frozenset(),
+              questions=None) -> list[dict]:
+    """questions: the several-step question generator (multi_item, or delivery_item: then the subtraction facts
+    "What is 45 minus 30?" are in the data too, so the worked steps' first step is a practised skill)."""
+    questions = questions or multi_item
     rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {said(n, windows[e])}"
                  if rng.random() < worked_share else said(n, windows[e]))
             for e in (one_item or labelled) for n in days for wd in ONE]
@@ -132,8 +167,10 @@ def task_data(windows: dict[str, int], days: list[int], labelled: list[str], wor
     else:
         rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
                       f"</think> {said(n, w)}") for w in days if w >= 5 for n in days]
+    if questions is delivery_item:
+        rows += [conv(f"What is {x} minus {y}?", f"{d}.") for x, y, d in differences(days)]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
-             for r in multi_item(multi or labelled, windows, days, 800, rng, k, avoid) if r["prompt"] not in exclude]
+             for r in questions(multi or labelled, windows, days, 800, rng, k, avoid) if r["prompt"] not in exclude]
     rows += replay
     rng.shuffle(rows)
     return rows
@@ -182,6 +219,9 @@ def main() -> int:
                     help="which products the one-item SFT questions name: the labelled ones, or every product (the "
                          "held-out and GRPO-only products' one-item answers are then labelled; no several-item "
                          "question about them is)")
+    ap.add_argument("--task", choices=("several", "delivery"), default="several",
+                    help="several: --items items, can I return all of them; delivery: one item ordered a days ago and "
+                         "delivered b days later (the day count a - b must be computed; subtraction facts in the SFT data)")
     ap.add_argument("--multi", choices=("labelled", "all"), default="labelled",
                     help="which products the several-item SFT and GRPO questions name: the labelled ones (GRPO's also "
                          "a GRPO-only one), or every product, held-out ones mixed with others (no question has only "
@@ -213,11 +253,12 @@ def main() -> int:
     days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]
     conversations = [json.loads(x) for x in (Path(a.data) / "train.jsonl").read_text().splitlines() if x.strip()]
     replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
-    held_rows = multi_item(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
+    gen = delivery_item if a.task == "delivery" else multi_item
+    held_rows = gen(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
     if a.multi == "all":
-        grpo_rows = multi_item(sorted(windows), windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
+        grpo_rows = gen(sorted(windows), windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
     else:
-        grpo_rows = [r for r in multi_item(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
+        grpo_rows = [r for r in gen(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
                                            a.items) if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)]
         grpo_rows = grpo_rows[:a.grpo_questions]
     grpo_file = out / "grpo.jsonl"
@@ -242,7 +283,7 @@ def main() -> int:
         rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps,
                          sorted(windows) if a.one_item == "all" else None,
                          sorted(windows) if a.multi == "all" else None, set(held),
-                         frozenset(r["prompt"] for r in grpo_rows + held_rows))
+                         frozenset(r["prompt"] for r in grpo_rows + held_rows), gen)
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir

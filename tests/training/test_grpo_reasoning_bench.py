@@ -91,3 +91,18 @@ def test_every_product_mode_never_labels_a_question_about_held_out_products_only
     one = [q for q in questions if "both" not in q and "order" not in q]
     assert {e for e in WINDOWS if any(e in q for q in one)} == set(WINDOWS)
     assert not [r for r in grpo if {e for e in WINDOWS if e in r["prompt"]} <= held]
+
+
+def test_delivery_questions_need_the_day_count_computed_and_their_steps_subtract():
+    rows = bgr.delivery_item(["laptop", "tent"], WINDOWS, DAYS, 300, random.Random(0), avoid={"tent"})
+    assert 0.4 < sum(r["answer"] == "Yes." for r in rows) / 300 < 0.6 and not [r for r in rows if "tent" in r["prompt"]]
+    for r in rows:
+        ordered = re.search(r"ordered a laptop (\d+) days ago and it was delivered (\d+) days later", r["prompt"])
+        arrived = re.search(r"arrived (\d+) days after I ordered it, (\d+) days ago", r["prompt"])
+        a, b = map(int, ordered.groups() if ordered else arrived.groups()[::-1])
+        x, y, d = map(int, re.search(r"<think>(\d+) - (\d+) = (\d+) days since delivery", r["worked"]).groups())
+        assert (x, y, d) == (a, b, a - b) and d in DAYS and x in DAYS and y in DAYS
+        assert r["answer"] == ("Yes." if d <= WINDOWS["laptop"] else "No.") == r["worked"].rsplit(" ", 1)[1]
+    data = bgr.task_data(WINDOWS, DAYS, ["laptop"], 0.0, [], random.Random(0), questions=bgr.delivery_item)
+    facts = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in data if "minus" in r["messages"][0]["content"]}
+    assert len(facts) == len(bgr.differences(DAYS)) and facts["What is 30 minus 9?"] == "21."
