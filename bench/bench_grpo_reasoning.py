@@ -43,6 +43,7 @@ of each 10 steps); then the mean over seeds with a 95% t-interval, the machine a
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -126,6 +127,10 @@ DELIVERY = ["I ordered a {e} {a} days ago and it was delivered {b} days later. C
             "My {e} arrived {b} days after I ordered it, {a} days ago. Is it still returnable?"]
 
 
+ELAPSED = ["I ordered something {a} days ago and it was delivered {b} days later. How many days ago was it delivered?",
+           "My order arrived {b} days after I placed it, {a} days ago. How long ago did it arrive?"]
+
+
 def differences(days: list[int]) -> list[tuple[int, int, int]]:
     """(a, b, a - b) with all three one-token day counts."""
     one = set(days)
@@ -133,28 +138,41 @@ def differences(days: list[int]) -> list[tuple[int, int, int]]:
 
 
 def delivery_item(products: list[str], windows: dict[str, int], days: list[int], count: int, rng: random.Random,
-                  k: int = 1, avoid: set[str] | None = None) -> list[dict]:
+                  k: int = 1, avoid: set[str] | None = None, pairs: list[tuple[int, int, int]] | None = None) -> list[dict]:
     """Questions whose day count must be computed first: ordered a days ago, delivered b days later, so a - b days
-    since delivery against the product's return window; half yes. The worked steps subtract, then judge the item."""
-    pairs = differences(days)
+    since delivery against the product's return window; half yes. The worked steps subtract, then judge the item.
+    pairs: the (a, b, a - b) to draw from (default: every one-token difference)."""
+    pairs = pairs or differences(days)
     products = [e for e in products if not (avoid and e in avoid)]
     rows = []
     while len(rows) < count:
         e = rng.choice(products)
         good = rng.random() < 0.5
-        a, b, d = rng.choice([t for t in pairs if (t[2] <= windows[e]) == good])
+        fitting = [t for t in pairs if (t[2] <= windows[e]) == good]
+        if not fitting:
+            continue
+        a, b, d = rng.choice(fitting)
         answer = said(d, windows[e])
         rows.append({"prompt": rng.choice(DELIVERY).format(e=e.replace("_", " "), a=a, b=b), "answer": answer,
                      "worked": f"<think>{a} - {b} = {d} days since delivery. {step(e, d, windows[e])}</think> {answer}"})
     return rows
 
 
+def pair_split(days: list[int]) -> tuple[list, list, list]:
+    """The (ordered, delivered, difference) day triples split once (seed 3) into 30% held out, 20% GRPO-only and 50%
+    labelled: delivery-pairs questions about every product, held out by the day pair, not the product."""
+    triples = differences(days)
+    random.Random(3).shuffle(triples)
+    cut1, cut2 = int(0.3 * len(triples)), int(0.5 * len(triples))
+    return triples[:cut1], triples[cut1:cut2], triples[cut2:]
+
+
 def task_data(windows: dict[str, int], days: list[int], labelled: list[str], worked_share: float, replay: list[dict],
               rng: random.Random, k: int = 3, named_steps: bool = False, one_item: list[str] | None = None,
               multi: list[str] | None = None, avoid: set[str] | None = None, exclude: frozenset = frozenset(),
-              questions=None) -> list[dict]:
-    """questions: the several-step question generator (multi_item, or delivery_item: then the subtraction facts
-    "What is 45 minus 30?" are in the data too, so the worked steps' first step is a practised skill)."""
+              questions=None, arithmetic: int = 0) -> list[dict]:
+    """questions: the several-step question generator (multi_item or delivery_item); arithmetic: copies of every
+    subtraction fact "What is 45 - 30?" -> "45 - 30 = 15." in the data (delivery questions' first step subtracts)."""
     questions = questions or multi_item
     rows = [conv(wd.format(e=e.replace("_", " "), n=n), f"<think>{step(e, n, windows[e])}</think> {said(n, windows[e])}"
                  if rng.random() < worked_share else said(n, windows[e]))
@@ -167,8 +185,13 @@ def task_data(windows: dict[str, int], days: list[int], labelled: list[str], wor
     else:
         rows += [conv(rng.choice(STATED).format(w=w, n=n), f"<think>My order can be returned within {w} days of delivery."
                       f"</think> {said(n, w)}") for w in days if w >= 5 for n in days]
-    if questions is delivery_item:
-        rows += [conv(f"What is {x} minus {y}?", f"{d}.") for x, y, d in differences(days)]
+    # in the worked step's own words, so the fact is recalled inside a step ("What is 45 minus 30?" -> "15." was
+    # learned, 100 of 100, and not used in steps: 6 of 150 held-out subtractions right)
+    # and every other copy asked as a delivery (no product, no return question): the fact was then still recalled
+    # poorly inside a return question's step (53 of 150)
+    rows += [conv(f"What is {x} - {y}?", f"{x} - {y} = {d}.") if i % 2 == 0 else
+             conv(rng.choice(ELAPSED).format(a=x, b=y), f"{x} - {y} = {d} days since delivery.")
+             for i in range(arithmetic) for x, y, d in differences(days)]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
              for r in questions(multi or labelled, windows, days, 800, rng, k, avoid) if r["prompt"] not in exclude]
     rows += replay
@@ -219,9 +242,13 @@ def main() -> int:
                     help="which products the one-item SFT questions name: the labelled ones, or every product (the "
                          "held-out and GRPO-only products' one-item answers are then labelled; no several-item "
                          "question about them is)")
-    ap.add_argument("--task", choices=("several", "delivery"), default="several",
+    ap.add_argument("--task", choices=("several", "delivery", "delivery-pairs"), default="several",
                     help="several: --items items, can I return all of them; delivery: one item ordered a days ago and "
-                         "delivered b days later (the day count a - b must be computed; subtraction facts in the SFT data)")
+                         "delivered b days later (the day count a - b must be computed; subtraction facts in the SFT "
+                         "data), products split as for several; delivery-pairs: the same questions about every "
+                         "product, the (a, b) day pairs split instead (30%% held out, 20%% GRPO-only)")
+    ap.add_argument("--arithmetic", type=int, default=1,
+                    help="copies of every subtraction fact in the task SFT data (delivery tasks)")
     ap.add_argument("--multi", choices=("labelled", "all"), default="labelled",
                     help="which products the several-item SFT and GRPO questions name: the labelled ones (GRPO's also "
                          "a GRPO-only one), or every product, held-out ones mixed with others (no question has only "
@@ -255,7 +282,13 @@ def main() -> int:
     replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
     gen = delivery_item if a.task == "delivery" else multi_item
     held_rows = gen(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
-    if a.multi == "all":
+    if a.task == "delivery-pairs":
+        held_pairs, grpo_pairs, train_pairs = pair_split(days)
+        gen = functools.partial(delivery_item, pairs=train_pairs)
+        held_rows = delivery_item(sorted(windows), windows, days, a.held_questions, random.Random(a.held_seed),
+                                  pairs=held_pairs)
+        grpo_rows = delivery_item(sorted(windows), windows, days, a.grpo_questions, random.Random(6), pairs=grpo_pairs)
+    elif a.multi == "all":
         grpo_rows = gen(sorted(windows), windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
     else:
         grpo_rows = [r for r in gen(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
@@ -282,8 +315,10 @@ def main() -> int:
         data = out / f"task-s{seed}.jsonl"
         rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps,
                          sorted(windows) if a.one_item == "all" else None,
-                         sorted(windows) if a.multi == "all" else None, set(held),
-                         frozenset(r["prompt"] for r in grpo_rows + held_rows), gen)
+                         sorted(windows) if a.multi == "all" or a.task == "delivery-pairs" else None,
+                         None if a.task == "delivery-pairs" else set(held),
+                         frozenset(r["prompt"] for r in grpo_rows + held_rows), gen,
+                         a.arithmetic if a.task.startswith("delivery") else 0)
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir

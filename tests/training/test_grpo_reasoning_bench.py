@@ -3,6 +3,7 @@ scored after the block, questions split by product, and a clear stop on a bad pr
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import sys
@@ -103,6 +104,22 @@ def test_delivery_questions_need_the_day_count_computed_and_their_steps_subtract
         x, y, d = map(int, re.search(r"<think>(\d+) - (\d+) = (\d+) days since delivery", r["worked"]).groups())
         assert (x, y, d) == (a, b, a - b) and d in DAYS and x in DAYS and y in DAYS
         assert r["answer"] == ("Yes." if d <= WINDOWS["laptop"] else "No.") == r["worked"].rsplit(" ", 1)[1]
-    data = bgr.task_data(WINDOWS, DAYS, ["laptop"], 0.0, [], random.Random(0), questions=bgr.delivery_item)
-    facts = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in data if "minus" in r["messages"][0]["content"]}
-    assert len(facts) == len(bgr.differences(DAYS)) and facts["What is 30 minus 9?"] == "21."
+    data = bgr.task_data(WINDOWS, DAYS, ["laptop"], 0.0, [], random.Random(0), questions=bgr.delivery_item, arithmetic=1)
+    facts = {r["messages"][0]["content"]: r["messages"][1]["content"] for r in data if " - " in r["messages"][0]["content"]}
+    assert len(facts) == len(bgr.differences(DAYS)) and facts["What is 30 - 9?"] == "30 - 9 = 21."
+
+
+def test_delivery_pairs_hold_out_day_pairs_and_the_sft_data_has_their_arithmetic_only():
+    held, grpo, train = bgr.pair_split(DAYS)
+    assert len(held) + len(grpo) + len(train) == len(bgr.differences(DAYS))
+    assert not {t[:2] for t in held} & {t[:2] for t in train + grpo} and not {t[:2] for t in grpo} & {t[:2] for t in train}
+    held_rows = bgr.delivery_item(sorted(WINDOWS), WINDOWS, DAYS, 60, random.Random(7), pairs=held)
+    rows = bgr.task_data(WINDOWS, DAYS, [], 1.0, [], random.Random(0), one_item=sorted(WINDOWS), multi=sorted(WINDOWS),
+                         exclude=frozenset(r["prompt"] for r in held_rows), arithmetic=2,
+                         questions=functools.partial(bgr.delivery_item, pairs=train))
+    steps = {tuple(map(int, m)) for r in rows for m in re.findall(r"<think>(\d+) - (\d+) =", r["messages"][1]["content"])}
+    assert steps and steps <= {t[:2] for t in train}  # no held-out or GRPO day pair is ever a labelled question
+    facts = [r for r in rows if re.fullmatch(r"\d+ - \d+ = \d+( days since delivery)?\.", r["messages"][1]["content"])]
+    asked = [r["messages"][0]["content"] for r in facts]
+    assert len(facts) == 2 * len(bgr.differences(DAYS))  # but every subtraction fact is, twice: plain and as a delivery
+    assert sum(q.startswith("What is ") for q in asked) == sum("delivered" in q or "arrived" in q for q in asked)
