@@ -4,7 +4,8 @@ in a minority of worked examples, on questions about products SFT never labelled
     .venv/bin/python bench/bench_grpo_reasoning.py --model SFT_MODEL_DIR --data QS_DATA_DIR [--seeds 0,1,2] \
         [--items 3] [--sft-steps 1000] [--worked-share 0.25] [--control-steps 200] [--grpo-steps 200] \
         [--grpo-lr 1e-4] [--max-tokens 64] [--held smartwatch,hiking_boots,tent] [--grpo-only bicycle,rain_jacket] \
-        [--one-item labelled|all] [--multi labelled|all] [--grpo-questions 300] [--task several|delivery] \
+        [--one-item labelled|all] [--multi labelled|all] [--grpo-questions 300] \
+        [--task several|delivery|delivery-pairs] [--arithmetic 1] \
         [--held-seed 5] [--out runs/bench_grpo_reasoning]
 
 The task: "I bought a laptop 23 days ago, a tent 70 days ago and a kayak 5 days ago. Can I still return all
@@ -34,7 +35,9 @@ Per seed:
 --one-item all / --multi all put the held-out products in the one-item / several-item SFT questions (never a
 question about held-out products only: those are the held-out questions), so worked steps have named them;
 --task delivery replaces the several-item questions with one-item ones whose day count must be subtracted first
-("ordered 45 days ago, delivered 30 days later"). With --sft-only only step 1 runs and is scored (a reference: the same data with another --worked-share).
+("ordered 45 days ago, delivered 30 days later"); --task delivery-pairs asks them about every product and holds
+out (ordered, delivered) day pairs instead of products, with every subtraction fact in the SFT data --arithmetic
+times. With --sft-only only step 1 runs and is scored (a reference: the same data with another --worked-share).
 Prints per seed each model's held-out accuracy and share of answers with worked steps, the paired difference GRPO -
 task SFT and GRPO - control with a 95% bootstrap interval over questions, the reward and answer-length curves (mean
 of each 10 steps); then the mean over seeds with a 95% t-interval, the machine and the load; writes results.json.
