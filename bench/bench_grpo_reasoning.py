@@ -275,6 +275,9 @@ def main() -> int:
     if unknown or set(held) & set(grpo_only) or len(held) < 2 or len(grpo_only) < 1:
         sys.exit(f"bench_grpo_reasoning: --held and --grpo-only must be disjoint return-window products (at least 2 "
                  f"and 1) of {sorted(windows)}; unknown: {unknown}")
+    if a.arithmetic < 0 or a.grpo_questions < 1 or a.held_questions < 1:
+        sys.exit(f"bench_grpo_reasoning: --arithmetic must be 0 or more and --grpo-questions, --held-questions 1 or "
+                 f"more; got {a.arithmetic}, {a.grpo_questions}, {a.held_questions}")
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", os.cpu_count() or 1)))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

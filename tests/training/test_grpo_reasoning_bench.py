@@ -123,3 +123,16 @@ def test_delivery_pairs_hold_out_day_pairs_and_the_sft_data_has_their_arithmetic
     asked = [r["messages"][0]["content"] for r in facts]
     assert len(facts) == 2 * len(bgr.differences(DAYS))  # but every subtraction fact is, twice: plain and as a delivery
     assert sum(q.startswith("What is ") for q in asked) == sum("delivered" in q or "arrived" in q for q in asked)
+
+
+@pytest.mark.parametrize("flag,value", [("--arithmetic", "-1"), ("--grpo-questions", "0"), ("--held-questions", "0")])
+def test_a_bad_count_stops_with_the_flags_named(tmp_path, monkeypatch, flag, value):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "facts.jsonl").write_text("".join(
+        f'{{"topic": "return_window", "entity": "{e}", "lang": "en", "answer": "{w} days"}}\n' for e, w in WINDOWS.items()))
+    monkeypatch.setattr(sys, "argv", ["bench_grpo_reasoning.py", "--model", str(tmp_path), "--data", str(data),
+                                      "--held", "smartwatch,tent", "--grpo-only", "kayak", flag, value,
+                                      "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="--arithmetic must be 0 or more and --grpo-questions, --held-questions"):
+        bgr.main()
