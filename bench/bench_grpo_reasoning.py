@@ -192,9 +192,10 @@ def task_data(windows: dict[str, int], days: list[int], labelled: list[str], wor
     # learned, 100 of 100, and not used in steps: 6 of 150 held-out subtractions right)
     # and every other copy asked as a delivery (no product, no return question): the fact was then still recalled
     # poorly inside a return question's step (53 of 150)
+    facts = differences(days) if arithmetic else []
     rows += [conv(f"What is {x} - {y}?", f"{x} - {y} = {d}.") if i % 2 == 0 else
              conv(rng.choice(ELAPSED).format(a=x, b=y), f"{x} - {y} = {d} days since delivery.")
-             for i in range(arithmetic) for x, y, d in differences(days)]
+             for i in range(arithmetic) for x, y, d in facts]
     rows += [conv(r["prompt"], r["worked"] if rng.random() < worked_share else r["answer"])
              for r in questions(multi or labelled, windows, days, 800, rng, k, avoid) if r["prompt"] not in exclude]
     rows += replay
@@ -207,6 +208,30 @@ def final_yes_no(text: str) -> str | None:
     from tailor.data.reasoning import answer_of
 
     return first_yes_no(answer_of(text))
+
+
+def question_sets(a: argparse.Namespace, windows: dict[str, int], days: list[int], labelled: list[str],
+                  held: list[str], grpo_only: list[str]) -> dict:
+    """What --task, --multi, --one-item, --held-seed, --grpo-questions and --arithmetic choose: the held-out and GRPO
+    questions, and task_data's question generator and product lists."""
+    every = sorted(windows)
+    if a.task == "delivery-pairs":
+        held_pairs, grpo_pairs, train_pairs = pair_split(days)
+        return {"held_rows": delivery_item(every, windows, days, a.held_questions, random.Random(a.held_seed),
+                                           pairs=held_pairs),
+                "grpo_rows": delivery_item(every, windows, days, a.grpo_questions, random.Random(6), pairs=grpo_pairs),
+                "questions": functools.partial(delivery_item, pairs=train_pairs), "avoid": None, "multi": every,
+                "one_item": every if a.one_item == "all" else None, "arithmetic": a.arithmetic}
+    gen = delivery_item if a.task == "delivery" else multi_item
+    if a.multi == "all":
+        grpo_rows = gen(every, windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
+    else:
+        grpo_rows = [r for r in gen(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
+                                    a.items) if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)]
+    return {"held_rows": gen(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items),
+            "grpo_rows": grpo_rows[:a.grpo_questions], "questions": gen, "avoid": set(held),
+            "multi": every if a.multi == "all" else None, "one_item": every if a.one_item == "all" else None,
+            "arithmetic": a.arithmetic if a.task == "delivery" else 0}
 
 
 def score(path, rows: list[dict], max_tokens: int) -> tuple[list[int], float]:
@@ -286,20 +311,9 @@ def main() -> int:
     days = [n for n in range(1, 200) if len(tok.tokenize(str(n))) == 1]
     conversations = [json.loads(x) for x in (Path(a.data) / "train.jsonl").read_text().splitlines() if x.strip()]
     replay = [{"messages": r["messages"]} for r in conversations if r.get("fact_id", "").startswith("return_window/")]
-    gen = delivery_item if a.task == "delivery" else multi_item
-    held_rows = gen(held, windows, days, a.held_questions, random.Random(a.held_seed), a.items)
-    if a.task == "delivery-pairs":
-        held_pairs, grpo_pairs, train_pairs = pair_split(days)
-        gen = functools.partial(delivery_item, pairs=train_pairs)
-        held_rows = delivery_item(sorted(windows), windows, days, a.held_questions, random.Random(a.held_seed),
-                                  pairs=held_pairs)
-        grpo_rows = delivery_item(sorted(windows), windows, days, a.grpo_questions, random.Random(6), pairs=grpo_pairs)
-    elif a.multi == "all":
-        grpo_rows = gen(sorted(windows), windows, days, a.grpo_questions, random.Random(6), a.items, set(held))
-    else:
-        grpo_rows = [r for r in gen(grpo_only + labelled, windows, days, 2 * a.grpo_questions, random.Random(6),
-                                           a.items) if any(e.replace("_", " ") in r["prompt"] for e in grpo_only)]
-        grpo_rows = grpo_rows[:a.grpo_questions]
+    qs = question_sets(a, windows, days, labelled, held, grpo_only)
+    held_rows, grpo_rows = qs["held_rows"], qs["grpo_rows"]
+    exclude = frozenset(r["prompt"] for r in grpo_rows + held_rows)
     grpo_file = out / "grpo.jsonl"
     grpo_file.write_text("".join(json.dumps({"prompt": r["prompt"], "answer": r["answer"]}) + "\n" for r in grpo_rows))
     control_file = out / "control.jsonl"
@@ -320,11 +334,7 @@ def main() -> int:
     for seed in map(int, a.seeds.split(",")):
         data = out / f"task-s{seed}.jsonl"
         rows = task_data(windows, days, labelled, a.worked_share, replay, random.Random(seed), a.items, a.named_steps,
-                         sorted(windows) if a.one_item == "all" else None,
-                         sorted(windows) if a.multi == "all" or a.task == "delivery-pairs" else None,
-                         None if a.task == "delivery-pairs" else set(held),
-                         frozenset(r["prompt"] for r in grpo_rows + held_rows), gen,
-                         a.arithmetic if a.task.startswith("delivery") else 0)
+                         qs["one_item"], qs["multi"], qs["avoid"], exclude, qs["questions"], qs["arithmetic"])
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         t0 = time.perf_counter()
         sft_dir = sft(a.model, data, a.sft_steps, f"sft-s{seed}", seed).final_dir

@@ -19,6 +19,15 @@ WINDOWS = {"laptop": 30, "tent": 60, "kayak": 10, "smartwatch": 21}
 DAYS = [1, 2, 5, 9, 10, 20, 21, 30, 45, 60, 90]
 
 
+def facts_dir(tmp_path: Path) -> Path:
+    """A quickstart data folder holding only the return-window facts of WINDOWS."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "facts.jsonl").write_text("".join(
+        f'{{"topic": "return_window", "entity": "{e}", "lang": "en", "answer": "{w} days"}}\n' for e, w in WINDOWS.items()))
+    return data
+
+
 def verdicts(worked: str) -> tuple[str, ...]:
     steps = worked.split("</think>")[0].removeprefix("<think>").split(". ")
     return tuple(s.rstrip(".").rsplit(": ", 1)[1] for s in steps)
@@ -58,10 +67,7 @@ def test_task_data_labels_only_the_labelled_products():
 @pytest.mark.parametrize("held,grpo_only", [("smartwatch,unicycle", "tent"), ("smartwatch,tent", "tent"),
                                             ("smartwatch", "tent")])
 def test_a_bad_product_split_stops_with_the_products_named(tmp_path, monkeypatch, held, grpo_only):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "facts.jsonl").write_text("".join(
-        f'{{"topic": "return_window", "entity": "{e}", "lang": "en", "answer": "{w} days"}}\n' for e, w in WINDOWS.items()))
+    data = facts_dir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["bench_grpo_reasoning.py", "--model", str(tmp_path), "--data", str(data),
                                       "--held", held, "--grpo-only", grpo_only, "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="must be disjoint return-window products .*kayak"):
@@ -127,12 +133,39 @@ def test_delivery_pairs_hold_out_day_pairs_and_the_sft_data_has_their_arithmetic
 
 @pytest.mark.parametrize("flag,value", [("--arithmetic", "-1"), ("--grpo-questions", "0"), ("--held-questions", "0")])
 def test_a_bad_count_stops_with_the_flags_named(tmp_path, monkeypatch, flag, value):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "facts.jsonl").write_text("".join(
-        f'{{"topic": "return_window", "entity": "{e}", "lang": "en", "answer": "{w} days"}}\n' for e, w in WINDOWS.items()))
+    data = facts_dir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["bench_grpo_reasoning.py", "--model", str(tmp_path), "--data", str(data),
                                       "--held", "smartwatch,tent", "--grpo-only", "kayak", flag, value,
                                       "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="--arithmetic must be 0 or more and --grpo-questions, --held-questions"):
         bgr.main()
+
+
+def test_the_flags_choose_the_question_sets():
+    import argparse
+
+    def sets(**flags):
+        a = argparse.Namespace(**{"task": "several", "multi": "labelled", "one_item": "labelled", "held_seed": 5,
+                                  "grpo_questions": 20, "held_questions": 10, "arithmetic": 3, "items": 2, **flags})
+        return bgr.question_sets(a, WINDOWS, DAYS, ["laptop"], ["tent", "smartwatch"], ["kayak"])
+
+    default = sets()
+    assert len(default["grpo_rows"]) == 20 and all("kayak" in r["prompt"] for r in default["grpo_rows"])
+    assert all("tent" in r["prompt"] and "smartwatch" in r["prompt"] for r in default["held_rows"])
+    assert (default["multi"], default["one_item"], default["arithmetic"]) == (None, None, 0)
+    assert sets(held_seed=7)["held_rows"] != default["held_rows"]
+    every = sets(multi="all", one_item="all")
+    assert every["multi"] == every["one_item"] == sorted(WINDOWS) and every["avoid"] == {"tent", "smartwatch"}
+    assert not [r for r in every["grpo_rows"] if "kayak" not in r["prompt"] and "laptop" not in r["prompt"]]
+    delivery = sets(task="delivery")
+    assert delivery["questions"] is bgr.delivery_item and delivery["arithmetic"] == 3
+    assert all("delivered" in r["prompt"] or "arrived" in r["prompt"] for r in delivery["held_rows"])
+    pairs = sets(task="delivery-pairs")
+    held_pairs, grpo_pairs, _ = bgr.pair_split(DAYS)
+
+    def pair(r):
+        return tuple(map(int, re.search(r"<think>(\d+) - (\d+)", r["worked"]).groups()))
+
+    assert {pair(r) for r in pairs["held_rows"]} <= {t[:2] for t in held_pairs}
+    assert {pair(r) for r in pairs["grpo_rows"]} <= {t[:2] for t in grpo_pairs}
+    assert pairs["avoid"] is None and pairs["multi"] == sorted(WINDOWS)
