@@ -135,6 +135,19 @@ def check_disjoint(train: list[dict], strict: bool = True) -> None:
         assert not any(w in low for w in HELD_FRAME_WORDS), f"training question {q!r} uses a held-out frame word"
 
 
+def off_domain_training(train_set: str) -> list[dict]:
+    """The off-domain training questions --train-set names, checked disjoint from the held-out set."""
+    if train_set.startswith("broad"):
+        from offdomain_questions import broad_questions
+
+        rows = broad_questions(store_words=train_set != "broad-no-store-words",
+                               more_store_words=train_set == "broad-more-store-words")
+    else:
+        rows = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
+    check_disjoint(rows, strict=train_set != "narrow")
+    return rows
+
+
 def anchor_pairs(anchors: list[dict], train_rows: list[dict], rejected: str, rng: random.Random) -> list[dict]:
     """In-domain pairs: each anchor's reference answer chosen over the refusal (it stays a store question) or over
     a neighbouring fact's answer from the SFT conversations in the same language: another topic about the same
@@ -246,14 +259,7 @@ def main() -> int:
     eval_rows = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines() if x.strip()]
     rng = random.Random(0)
     facts = rng.sample(eval_rows, min(a.eval_facts, len(eval_rows)))
-    if a.train_set.startswith("broad"):
-        from offdomain_questions import broad_questions
-
-        off_train = broad_questions(store_words=a.train_set != "broad-no-store-words",
-                                    more_store_words=a.train_set == "broad-more-store-words")
-    else:
-        off_train = questions(TRAIN_EN, "en") + questions(TRAIN_ZH, "zh")
-    check_disjoint(off_train, strict=a.train_set != "narrow")
+    off_train = off_domain_training(a.train_set)
     off_held = questions(HELD_EN, "en") + questions(HELD_ZH, "zh")
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"off-domain questions: {len(off_train)} train, {len(off_held)} held out; in-domain held out: {len(facts)}")

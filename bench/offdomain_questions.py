@@ -319,8 +319,5 @@ TEST3_STORE_WORD = {"Mexico", "Canada", "Texas", "Hawaii", "kayak trip", "bicycl
 
 def test3_questions() -> list[dict]:
     """The third held-out test set as {"q", "lang", "store_word"}, English then Chinese."""
-    rows = []
-    for families, plain, lang in ((TEST3_EN, TEST3_EN_PLAIN, "en"), (TEST3_ZH, TEST3_ZH_PLAIN, "zh")):
-        rows += [{"q": w.format(s), "lang": lang, "store_word": s in TEST3_STORE_WORD} for w, ss in families for s in ss]
-        rows += [{"q": q, "lang": lang, "store_word": False} for q in plain]
-    return rows
+    rows = rows_of(TEST3_EN, TEST3_EN_PLAIN, "en") + rows_of(TEST3_ZH, TEST3_ZH_PLAIN, "zh")
+    return [dict(r, store_word=any(w in r["q"] for w in TEST3_STORE_WORD)) for r in rows]

@@ -112,3 +112,11 @@ def test_third_test_set_and_more_store_words_stay_disjoint_from_every_other_set(
         frame = re.escape(wording).replace(re.escape("{}"), ".*")
         assert not [q for q in others if re.fullmatch(frame, q)], wording
     bp.check_disjoint(test3, strict=False)
+
+
+@pytest.mark.parametrize("train_set,count", [("broad", 687), ("broad-no-store-words", 621),
+                                             ("broad-more-store-words", 757), ("narrow", 121)])
+def test_train_set_flag_chooses_the_off_domain_questions(train_set, count):
+    rows = bp.off_domain_training(train_set)
+    assert len(rows) == count
+    assert ("What time zone is Hawaii in?" in {q["q"] for q in rows}) == (train_set == "broad-more-store-words")
